@@ -1,0 +1,8 @@
+"""Image Transformer (Parmar et al., 2018) in PyTorch: local self-attention image models with exact likelihoods."""
+
+from .config import PRESETS, ImageTransformerConfig, preset
+from .metrics import bits_per_dim
+from .model import ImageTransformer
+
+__all__ = ["ImageTransformer", "ImageTransformerConfig", "PRESETS", "preset", "bits_per_dim"]
+__version__ = "0.1.0"

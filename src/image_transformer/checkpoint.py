@@ -1,0 +1,161 @@
+"""Files: atomic training checkpoints, pretrained directories, and loading either by path."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or does not match the model asked for."""
+
+
+def atomic_write(path: str | Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _model_classes() -> dict[str, tuple[type, type]]:
+    """model_type -> (model class, config class)."""
+    from .config import ImageTransformerConfig
+    from .model import ImageTransformer
+
+    return {"ImageTransformer": (ImageTransformer, ImageTransformerConfig)}
+
+
+def model_record(model: nn.Module) -> dict[str, Any]:
+    """What identifies a model's architecture in every file we write."""
+    return {"model_type": type(model).__name__, "config": model.config.to_dict(), "format_version": FORMAT_VERSION}
+
+
+def build_model(record: dict[str, Any], source: str) -> nn.Module:
+    """Instantiate the architecture described by ``model_record`` output."""
+    classes = _model_classes()
+    kind = record.get("model_type")
+    if kind not in classes:
+        raise CheckpointError(f"{source}: unknown model_type {kind!r}; expected one of {sorted(classes)}")
+    cls, config_cls = classes[kind]
+    try:
+        config = config_cls.from_dict(record["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: bad model config: {e}") from None
+    return cls(config)
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` with an error that names the file and the first mismatches."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}")
+        if wrong:
+            parts.append(f"shape mismatch {wrong[:5]}")
+        raise CheckpointError(f"{source}: weights do not match the {type(model).__name__} architecture: "
+                              + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+def save_pretrained(model: nn.Module, directory: str | Path) -> None:
+    """``config.json`` + ``weights.safetensors``."""
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(directory / "weights.safetensors", lambda f: f.write(save(state)))
+    text = json.dumps(model_record(model), indent=2) + "\n"
+    atomic_write(directory / "config.json", lambda f: f.write(text.encode()))
+
+
+def load_pretrained(cls: type | None, directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load a ``save_pretrained`` directory; ``cls`` (if given) must match the stored model type."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config_path, weights_path = directory / "config.json", directory / "weights.safetensors"
+    for p in (config_path, weights_path):
+        if not p.is_file():
+            raise CheckpointError(f"{p}: not found (a pretrained directory holds config.json and weights.safetensors)")
+    try:
+        record = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
+    if cls is not None and record.get("model_type") != cls.__name__:
+        raise CheckpointError(f"{config_path}: holds a {record.get('model_type')!r}, not a {cls.__name__}")
+    model = build_model(record, str(config_path))
+    try:
+        state = load_file(str(weights_path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights_path}: unreadable safetensors file ({e})") from None
+    load_weights(model, state, str(weights_path))
+    return model
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically ``torch.save`` a training state dict."""
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load`` a training checkpoint, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or "model" not in state or "model_type" not in state:
+        raise CheckpointError(f"{path}: not an image-transformer training checkpoint")
+    return state
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: bool = True) -> nn.Module:
+    """A model from a run directory, a training checkpoint file, or a pretrained directory.
+
+    With ``ema`` and a checkpoint that holds an exponential moving average, the averaged weights are used.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return load_pretrained(None, path, map_location)
+        if (path / CHECKPOINT_NAME).is_file():
+            path = path / CHECKPOINT_NAME
+        else:
+            raise CheckpointError(f"{path}: holds neither {CHECKPOINT_NAME} nor config.json + weights.safetensors")
+    state = read_checkpoint(path)
+    model = build_model(state, str(path))
+    weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
+    load_weights(model, weights, str(path))
+    return model.to(map_location)

@@ -1,0 +1,351 @@
+"""The command line: one function per subcommand, thin over the library."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_model, read_checkpoint
+from .config import PRESETS, ImageTransformerConfig
+from .data import DataError, load_dataset
+from .images import save_grid
+from .model import ImageTransformer
+from .train import Trainer, TrainConfig, evaluate
+
+DEFAULT_DATA = "mnist-slice"
+DEFAULT_PRESET = "mnist-tiny"
+
+# model options the command line may override: (flag, config field, type, help)
+MODEL_OPTIONS = [
+    ("--attention", "attention", str, "local_1d | local_2d | global"),
+    ("--distribution", "distribution", str, "categorical (256-way softmax) | dmol (discretized logistic mixture)"),
+    ("--hidden-size", "hidden_size", int, "model width d"),
+    ("--num-layers", "num_layers", int, "number of decoder layers"),
+    ("--num-heads", "num_heads", int, "attention heads"),
+    ("--ffn-size", "ffn_size", int, "feed-forward hidden width"),
+    ("--dropout", "dropout", float, "dropout on embeddings and residual branches"),
+    ("--query-length", "query_length", int, "local_1d: positions per query block"),
+    ("--memory-length", "memory_length", int, "local_1d: earlier positions each query block attends to"),
+    ("--query-shape", "query_shape", str, "local_2d: query block ROWSxCOLS on the position grid, e.g. 8x16"),
+    ("--memory-flange", "memory_flange", str, "local_2d: memory extension ROWSxCOLS (up, and left/right)"),
+    ("--position-encoding", "position_encoding", str, "sinusoidal | learned"),
+    ("--num-mixtures", "num_mixtures", int, "dmol: mixture components"),
+]
+
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        a, b = text.lower().split("x")
+        return (int(a), int(b))
+    except ValueError:
+        raise ValueError(f"expected ROWSxCOLS such as 8x16, got {text!r}") from None
+
+
+def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    images = torch.from_numpy(np.ascontiguousarray(data.images))
+    labels = torch.from_numpy(np.asarray(data.labels, dtype=np.int64)) if data.labels is not None else None
+    return images, labels
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _model_config(args: argparse.Namespace, image_shape: tuple[int, int, int], num_classes: int | None) -> ImageTransformerConfig:
+    """Preset + command-line overrides + the data's image shape; refuses a preset that does not fit the data."""
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; known presets: {', '.join(sorted(PRESETS))}")
+    values = dict(PRESETS[args.preset])
+    h, w, c = image_shape
+    preset_size = tuple(values.get("image_size", (h, w)))
+    if preset_size != (h, w) or values.get("channels", c) != c:
+        raise ValueError(
+            f"preset {args.preset!r} is for {preset_size[0]}x{preset_size[1]}x{values.get('channels', c)} images but "
+            f"the data holds {h}x{w}x{c}; pick another preset or pass --image-size to resize folder data"
+        )
+    values.update(image_size=(h, w), channels=c)
+    for flag, field, _, _ in MODEL_OPTIONS:
+        value = getattr(args, field)
+        if value is not None:
+            values[field] = _shape(value) if field in ("query_shape", "memory_flange") else value
+    if args.class_conditional:
+        if not num_classes:
+            raise ValueError("--class-conditional needs labelled data, but this data set has no labels")
+        values["num_classes"] = num_classes
+    return ImageTransformerConfig(**values)
+
+
+def _load_split(spec: str, split: str, image_size: tuple[int, int] | None) -> Any:
+    data = load_dataset(spec, split, image_size=image_size)
+    if len(data) == 0:
+        raise DataError(f"{spec}: the {split} split holds no images")
+    return data
+
+
+def _sample_labels(model: ImageTransformer, n: int, label: int | None) -> tuple[torch.Tensor | None, int | None]:
+    """Labels for a sample grid: one row per class by default, or all ``label``; and the grid width."""
+    k = model.config.num_classes
+    if not k:
+        if label is not None:
+            raise ValueError("--label given but the model is unconditional")
+        return None, None
+    if label is not None:
+        return torch.full((n,), label, dtype=torch.long), None
+    per_class = max(1, n // k)
+    return torch.arange(k).repeat_interleave(per_class), per_class
+
+
+# ----- subcommands -------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    out = Path(args.out)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    image_size = _shape(args.image_size) if args.image_size else None
+    if args.resume:
+        state = read_checkpoint(out / CHECKPOINT_NAME)
+        info = state.get("run_info", {})
+        spec, image_size = info.get("data", args.data), info.get("image_size") or image_size
+        cfg = TrainConfig(**{**state["train_config"], **overrides})
+        model_cfg = ImageTransformerConfig.from_dict(state["config"])
+    else:
+        spec = args.data
+        cfg = TrainConfig(**overrides)
+    train_data = _load_split(spec, "train", image_size)
+    test_data = _load_split(spec, "test", image_size)
+    if not args.resume:
+        model_cfg = _model_config(args, train_data.image_shape, train_data.num_classes)
+    model_shape = (*model_cfg.image_size, model_cfg.channels)
+    for part in (train_data, test_data):
+        if tuple(part.image_shape) != model_shape:
+            raise ValueError(f"{part.source}: images are {part.image_shape} but the model expects {model_shape}")
+    torch.manual_seed(cfg.seed)
+    model = ImageTransformer(model_cfg)
+    train_x, train_y = _as_tensors(train_data)
+    test_x, test_y = _as_tensors(test_data)
+    if not model_cfg.num_classes:
+        train_y = test_y = None
+    info = {"data": spec, "image_size": list(image_size) if image_size else None,
+            "train_source": train_data.source, "test_source": test_data.source}
+    print(f"data: {train_data.source}: {len(train_data)} train, {len(test_data)} test images of {train_data.image_shape}")
+    print(f"model: {model.num_parameters():,} parameters, {model_cfg.attention}, {model_cfg.distribution}, "
+          f"d={model_cfg.hidden_size}, {model_cfg.num_layers} layers")
+    trainer = Trainer(model, cfg, out, train_x, train_y, test_x, test_y, run_info=info, progress=not args.quiet)
+    if args.resume:
+        trainer.resume()
+        print(f"resumed {out / CHECKPOINT_NAME} at step {trainer.step}")
+    started = time.monotonic()
+    trainer.train()
+    minutes = (time.monotonic() - started) / 60
+    model.save_pretrained(out / "model")
+
+    if args.final_eval:
+        n = len(test_x) if args.final_eval_images == 0 else min(args.final_eval_images, len(test_x))
+        result = evaluate(model, test_x[:n], test_y[:n] if test_y is not None else None, progress=not args.quiet)
+        result.update(step=trainer.step, train_minutes=round(minutes, 2), data=test_data.source)
+        (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"test bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images "
+              f"(step {trainer.step}, {minutes:.1f} min of training) -> {out / 'eval.json'}")
+    if args.num_samples:
+        labels, nrow = _sample_labels(model, args.num_samples, None)
+        n = len(labels) if labels is not None else args.num_samples
+        samples = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(cfg.seed),
+                               progress=not args.quiet)
+        path = save_grid(samples, out / "samples.png", nrow=nrow, scale=2)
+        print(f"samples: {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    model = load_model(args.checkpoint)
+    spec, image_size = args.data, _shape(args.image_size) if args.image_size else None
+    if spec is None:
+        path = Path(args.checkpoint)
+        path = path / CHECKPOINT_NAME if path.is_dir() else path
+        info = read_checkpoint(path).get("run_info", {}) if path.is_file() else {}
+        spec, image_size = info.get("data"), image_size or info.get("image_size")
+        if spec is None:
+            raise ValueError(f"{args.checkpoint}: no data recorded in the checkpoint; pass --data KIND:PATH")
+    data = _load_split(spec, args.split, tuple(image_size) if image_size else None)
+    x, y = _as_tensors(data)
+    if args.limit:
+        x, y = x[: args.limit], (y[: args.limit] if y is not None else None)
+    if not model.config.num_classes:
+        y = None
+    result = evaluate(model, x, y, batch_size=args.batch_size, progress=True)
+    result.update(checkpoint=str(args.checkpoint), data=data.source, split=args.split)
+    print(f"{args.split} bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images ({data.source})")
+    out = Path(args.output) if args.output else None
+    if out is None:
+        base = Path(args.checkpoint)
+        out = (base if base.is_dir() else base.parent) / f"eval-{args.split}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    model = load_model(args.checkpoint)
+    labels, nrow = _sample_labels(model, args.num, args.label)
+    n = len(labels) if labels is not None else args.num
+    start = time.monotonic()
+    samples = model.sample(n, labels=labels, temperature=args.temperature,
+                           generator=torch.Generator().manual_seed(args.seed), use_cache=not args.no_cache,
+                           progress=True)
+    seconds = time.monotonic() - start
+    path = save_grid(samples, args.output, nrow=nrow, scale=args.scale)
+    print(f"{n} samples in {seconds:.1f} s ({n / seconds:.2f} images/s) -> {path}")
+    return 0
+
+
+def _read_png(path: str, shape: tuple[int, int, int]) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    h, w, c = shape
+    try:
+        img = Image.open(path)
+        img = img.convert("L" if c == 1 else "RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"{path}: cannot read image ({e})") from None
+    if img.size != (w, h):
+        raise DataError(f"{path}: image is {img.size[1]}x{img.size[0]} but the model generates {h}x{w}")
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).reshape(h, w, c).copy())
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    model = load_model(args.checkpoint)
+    originals = torch.stack([_read_png(p, model.image_shape) for p in args.input])
+    model.known_prefix(args.rows)  # fail early with the allowed row counts
+    if model.config.num_classes and args.label is None:
+        raise ValueError("the model is class-conditional: pass --label")
+    labels = torch.full((args.num,), args.label, dtype=torch.long) if model.config.num_classes else None
+    gen = torch.Generator().manual_seed(args.seed)
+    rows = []
+    for original in originals:
+        batch = original[None].expand(args.num, -1, -1, -1).contiguous()
+        completions = model.complete(batch, args.rows, labels=labels, temperature=args.temperature, generator=gen,
+                                     progress=True)
+        blanked = original.clone()
+        blanked[args.rows :] = 128
+        rows.append(torch.cat([blanked[None], completions, original[None]]))
+    path = save_grid(torch.cat(rows), args.output, nrow=args.num + 2, scale=args.scale)
+    print(f"completions (each row: input with the unknown part grey, {args.num} completions, original) -> {path}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    for name, values in sorted(PRESETS.items()):
+        cfg = ImageTransformerConfig(**values)
+        model_bits = f"{cfg.attention}, {cfg.distribution}, d={cfg.hidden_size}, {cfg.num_layers} layers, {cfg.num_heads} heads"
+        size = f"{cfg.image_size[0]}x{cfg.image_size[1]}x{cfg.channels}"
+        print(f"{name:28s} {size:10s} {model_bits}")
+    return 0
+
+
+# ----- parser ------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="image-transformer", description="Train, evaluate and sample Image Transformers.",
+                                formatter_class=fmt)
+    sub = p.add_subparsers(dest="command", required=True)
+    defaults = TrainConfig()
+
+    t = sub.add_parser("train", help="train a model (then evaluate on the test split and write samples)",
+                       formatter_class=fmt)
+    t.add_argument("--data", default=DEFAULT_DATA,
+                   help="KIND:PATH with KIND in mnist, fashion-mnist, cifar10, cifar100, npz, folder, celeba; "
+                        "or mnist-slice (6,000 + 1,000 real MNIST images shipped with the package)")
+    t.add_argument("--image-size", help="HxW: resize folder/celeba images to this size")
+    t.add_argument("--preset", default=DEFAULT_PRESET, help="architecture preset (see `image-transformer presets`)")
+    t.add_argument("--out", default="runs/mnist-tiny", help="run directory (checkpoint, logs, samples)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--class-conditional", action="store_true", help="condition on the data set's class labels")
+    g = t.add_argument_group("training (defaults from TrainConfig; on --resume, the run's own values)")
+    g.add_argument("--steps", type=int, help=f"total optimizer steps (default {defaults.steps})")
+    g.add_argument("--batch-size", type=int, dest="batch_size", help=f"images per step (default {defaults.batch_size})")
+    g.add_argument("--lr", type=float, help=f"peak learning rate after warm-up (default {defaults.lr})")
+    g.add_argument("--warmup", type=int, help=f"linear warm-up steps, then 1/sqrt(step) decay (default {defaults.warmup})")
+    g.add_argument("--clip-grad", type=float, dest="clip_grad", help=f"max gradient norm, 0 = off (default {defaults.clip_grad})")
+    g.add_argument("--eval-every", type=int, dest="eval_every", help=f"steps between evaluations (default {defaults.eval_every})")
+    g.add_argument("--eval-images", type=int, dest="eval_images",
+                   help=f"test images used by the periodic evaluation (default {defaults.eval_images})")
+    g.add_argument("--checkpoint-every", type=int, dest="checkpoint_every",
+                   help=f"steps between checkpoints (default {defaults.checkpoint_every})")
+    g.add_argument("--max-minutes", type=float, dest="max_minutes",
+                   help="stop after this many minutes of training, 0 = no limit (default 0)")
+    g.add_argument("--seed", type=int, help=f"seed for initialisation, data order, dropout and samples (default {defaults.seed})")
+    m = t.add_argument_group("model (override the preset)")
+    for flag, field, typ, text in MODEL_OPTIONS:
+        m.add_argument(flag, dest=field, type=typ, help=text)
+    t.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=True,
+                   help="after training, evaluate bits/dim on the test split and write eval.json")
+    t.add_argument("--final-eval-images", type=int, default=0, help="images for the final evaluation, 0 = all")
+    t.add_argument("--num-samples", type=int, default=16, help="samples written to samples.png after training (0 = none)")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="bits/dim of a checkpoint on a data split", formatter_class=fmt)
+    e.add_argument("checkpoint", help="run directory, checkpoint.pt, or save_pretrained directory")
+    e.add_argument("--data", help="KIND:PATH (default: the data the checkpoint was trained on)")
+    e.add_argument("--image-size", help="HxW: resize folder/celeba images to this size")
+    e.add_argument("--split", default="test", choices=["train", "test"], help="which split")
+    e.add_argument("--limit", type=int, default=0, help="evaluate only the first N images (0 = all)")
+    e.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    e.add_argument("-o", "--output", help="JSON file for the result (default: eval-SPLIT.json beside the checkpoint)")
+    e.add_argument("--threads", type=int, help="torch CPU threads")
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("sample", help="draw samples into a PNG grid", formatter_class=fmt)
+    s.add_argument("checkpoint", help="run directory, checkpoint.pt, or save_pretrained directory")
+    s.add_argument("-n", "--num", type=int, default=64, help="number of samples (class-conditional: per class n/K)")
+    s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy")
+    s.add_argument("--label", type=int, help="class-conditional models: sample this class only")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--no-cache", action="store_true", help="slow reference sampler that recomputes every step")
+    s.add_argument("--scale", type=int, default=2, help="enlarge pixels in the PNG")
+    s.add_argument("-o", "--output", default="samples.png", help="PNG file")
+    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.set_defaults(func=cmd_sample)
+
+    c = sub.add_parser("complete", help="keep the top rows of images and sample the rest", formatter_class=fmt)
+    c.add_argument("checkpoint", help="run directory, checkpoint.pt, or save_pretrained directory")
+    c.add_argument("--input", nargs="+", required=True, help="PNG image(s) of the model's size")
+    c.add_argument("--rows", type=int, required=True, help="number of top rows kept")
+    c.add_argument("-n", "--num", type=int, default=8, help="completions per input")
+    c.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy")
+    c.add_argument("--label", type=int, help="class label for class-conditional models")
+    c.add_argument("--seed", type=int, default=0, help="random seed")
+    c.add_argument("--scale", type=int, default=2, help="enlarge pixels in the PNG")
+    c.add_argument("-o", "--output", default="completions.png", help="PNG file")
+    c.add_argument("--threads", type=int, help="torch CPU threads")
+    c.set_defaults(func=cmd_complete)
+
+    pr = sub.add_parser("presets", help="list the architecture presets", formatter_class=fmt)
+    pr.set_defaults(func=cmd_presets)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, CheckpointError, FloatingPointError) as e:  # DataError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

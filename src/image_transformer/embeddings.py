@@ -1,0 +1,76 @@
+"""Input representations: intensities, pixels, positions and classes."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class ChannelEmbedding(nn.Module):
+    """Channel-specific embeddings of the 256 intensities (C x 256 rows), scaled by sqrt(d)."""
+
+    def __init__(self, channels: int, dim: int):
+        super().__init__()
+        self.table = nn.Embedding(channels * 256, dim)
+        nn.init.normal_(self.table.weight, std=dim**-0.5)
+        self.scale = math.sqrt(dim)
+
+    def forward(self, values: Tensor, channel: Tensor) -> Tensor:
+        """values: (B, k) in [0, 256); channel: (k,) -> (B, k, d)."""
+        return self.table(values + 256 * channel) * self.scale
+
+
+class PixelConv(nn.Module):
+    """The 1xC convolution with stride C over a row of sub-pixels, i.e. one linear map per pixel.
+
+    Takes the C intensities of each pixel scaled to [-1, 1] to a d-dimensional representation.
+    """
+
+    def __init__(self, channels: int, dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(1, dim, kernel_size=(1, channels), stride=(1, channels))
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        """pixels: (B, k, C) floats in [-1, 1] -> (B, k, d)."""
+        b, k, c = pixels.shape
+        out = self.conv(pixels.reshape(b, 1, k, c))  # (B, d, k, 1)
+        return out.squeeze(-1).transpose(1, 2)
+
+
+def sinusoidal_2d(rows: int, cols: int, dim: int) -> Tensor:
+    """(rows*cols, dim): half of the dimensions encode the row, half the column (sin and cos)."""
+
+    def encode(length: int, d: int) -> Tensor:  # (length, d)
+        pos = torch.arange(length, dtype=torch.float32)[:, None]
+        freq = torch.exp(-math.log(10000.0) * torch.arange(d // 2, dtype=torch.float32) / max(d // 2 - 1, 1))
+        angles = pos * freq
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    half = dim // 2
+    row = encode(rows, half)[:, None, :].expand(rows, cols, half)
+    col = encode(cols, half)[None, :, :].expand(rows, cols, half)
+    return torch.cat([row, col], dim=-1).reshape(rows * cols, dim)
+
+
+class PositionEncoding(nn.Module):
+    """2D position encodings of the grid, sinusoidal (fixed) or learned (row + column tables)."""
+
+    def __init__(self, grid: tuple[int, int], dim: int, kind: str = "sinusoidal"):
+        super().__init__()
+        rows, cols = grid
+        self.kind = kind
+        if kind == "sinusoidal":
+            self.register_buffer("table", sinusoidal_2d(rows, cols, dim), persistent=False)
+        elif kind == "learned":
+            self.rows = nn.Parameter(torch.randn(rows, 1, dim) * dim**-0.5)
+            self.cols = nn.Parameter(torch.randn(1, cols, dim) * dim**-0.5)
+        else:
+            raise ValueError(f"unknown position encoding {kind!r}; expected 'sinusoidal' or 'learned'")
+
+    def forward(self, index: Tensor) -> Tensor:
+        """index: (k,) flat grid positions -> (k, d)."""
+        if self.kind == "sinusoidal":
+            return self.table[index]
+        return (self.rows + self.cols).flatten(0, 1)[index]

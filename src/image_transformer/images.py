@@ -1,0 +1,39 @@
+"""PNG grids of images."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, padding: int = 2,
+              pad_value: int = 255) -> np.ndarray:
+    """Tile uint8 images (N, H, W, C) into one uint8 array (rows*H', cols*W', C), ``nrow`` images a row."""
+    images = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images (N, H, W, C), got {images.dtype} {images.shape}")
+    n, h, w, c = images.shape
+    cols = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    grid = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, c), pad_value, np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        y, x = padding + r * (h + padding), padding + q * (w + padding)
+        grid[y : y + h, x : x + w] = img
+    return grid
+
+
+def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None, scale: int = 1,
+              padding: int = 2) -> Path:
+    """Write a PNG grid of uint8 images (N, H, W, C); ``scale`` enlarges pixels (nearest neighbour)."""
+    grid = make_grid(images, nrow=nrow, padding=padding)
+    if scale > 1:
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    return path

@@ -1,0 +1,275 @@
+"""The Image Transformer (Parmar et al., 2018): a decoder-only stack of masked local self-attention.
+
+Data flow: images (B, H, W, C) uint8 -> values on the position grid (B, n, k) -> inputs shifted by one
+in generation order (B, n, d) -> layers -> distribution parameters (B, n, P) -> log p or samples.
+A position is a sub-pixel for the categorical distribution (k = 1, n = H*W*C) and a pixel for the
+logistic mixture (k = C, n = H*W); either way, a flat grid index is also a flat index of (H, W, k).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .attention import BlockSelfAttention, KVCache
+from .config import ImageTransformerConfig
+from .distributions import make_distribution
+from .embeddings import ChannelEmbedding, PixelConv, PositionEncoding
+from .order import Layout, make_layout
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+
+
+class DecoderBlock(nn.Module):
+    """Post-layer-norm block, equations 1 and 2 of the paper:
+    qa = LayerNorm(q + Dropout(Attention(q))),  q' = LayerNorm(qa + Dropout(FFN(qa)))."""
+
+    def __init__(self, cfg: ImageTransformerConfig):
+        super().__init__()
+        self.attn = BlockSelfAttention(cfg.hidden_size, cfg.num_heads, cfg.attention_dropout)
+        self.norm1 = nn.LayerNorm(cfg.hidden_size)
+        self.ffn = FeedForward(cfg.hidden_size, cfg.ffn_size)
+        self.norm2 = nn.LayerNorm(cfg.hidden_size)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, layout: Layout) -> Tensor:  # (B, n, d)
+        x = self.norm1(x + self.drop(self.attn(x, layout)))
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+    def step(self, x: Tensor, cache: KVCache, position: int, visible: Tensor) -> Tensor:  # (B, d)
+        x = self.norm1(x + self.attn.step(x, cache, position, visible))
+        return self.norm2(x + self.ffn(x))
+
+
+def check_images(images: Tensor, shape: tuple[int, int, int], name: str = "images") -> None:
+    """Raise ValueError unless ``images`` is an integer tensor (B, H, W, C) with values in [0, 255]."""
+    h, w, c = shape
+    if not isinstance(images, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of dtype uint8, got {type(images).__name__}")
+    if images.dtype.is_floating_point or images.dtype.is_complex or images.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integers in [0, 255] (dtype uint8), got dtype {images.dtype}")
+    if images.dim() != 4 or tuple(images.shape[1:]) != (h, w, c):
+        raise ValueError(f"{name} must have shape (B, {h}, {w}, {c}), got {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and images.numel() and (images.min() < 0 or images.max() > 255):
+        raise ValueError(
+            f"{name} values must be in [0, 255], got range [{int(images.min())}, {int(images.max())}]"
+        )
+
+
+class ImageTransformer(nn.Module):
+    """Autoregressive image model: ``log_prob``, ``sample`` and ``complete`` follow ``generation_order()``."""
+
+    def __init__(self, config: ImageTransformerConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.dist = make_distribution(cfg.distribution, cfg.channels, cfg.num_mixtures)
+        self.layout = make_layout(
+            cfg.attention, cfg.grid_shape, cfg.query_length, cfg.memory_length, cfg.query_shape, cfg.memory_flange
+        )
+        n = self.layout.n
+        if cfg.distribution == "categorical":
+            self.values_in = ChannelEmbedding(cfg.channels, cfg.hidden_size)
+            self.register_buffer("channel", torch.arange(n) % cfg.channels, persistent=False)
+        else:
+            self.values_in = PixelConv(cfg.channels, cfg.hidden_size)
+        self.positions = PositionEncoding(cfg.grid_shape, cfg.hidden_size, cfg.position_encoding)
+        self.classes = nn.Embedding(cfg.num_classes, cfg.hidden_size) if cfg.num_classes else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.num_layers))
+        self.head = nn.Linear(cfg.hidden_size, self.dist.num_params)  # shared by all channels
+
+    # ----- shapes -------------------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        h, w = self.config.image_size
+        return (h, w, self.config.channels)
+
+    def _to_positions(self, images: Tensor) -> Tensor:
+        """(B, H, W, C) -> (B, n, k) long."""
+        return images.long().reshape(images.shape[0], self.layout.n, self.dist.values_per_position)
+
+    def _to_images(self, values: Tensor) -> Tensor:
+        """(B, n, k) -> (B, H, W, C), same dtype."""
+        return values.reshape(values.shape[0], *self.image_shape)
+
+    def generation_order(self) -> Tensor:
+        """Permutation of the flattened (H, W, C) sub-pixels in the order they are generated."""
+        k = self.dist.values_per_position
+        order = self.layout.order.cpu()
+        return (order[:, None] * k + torch.arange(k)).reshape(-1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ----- checks -------------------------------------------------------------------------------
+    def _check_labels(self, labels: Tensor | None, batch: int) -> Tensor | None:
+        k = self.config.num_classes
+        if not k:
+            if labels is not None:
+                raise ValueError("labels were given but the model is unconditional (num_classes = 0)")
+            return None
+        if labels is None:
+            raise ValueError(f"the model is class-conditional ({k} classes): pass labels of shape ({batch},)")
+        labels = torch.as_tensor(labels, device=self.head.weight.device)
+        if labels.dtype.is_floating_point or labels.shape != (batch,):
+            raise ValueError(f"labels must be integers of shape ({batch},), got {labels.dtype} {tuple(labels.shape)}")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"labels must be in [0, {k}), got range [{int(labels.min())}, {int(labels.max())}]")
+        return labels.long()
+
+    # ----- the network --------------------------------------------------------------------------
+    def _embed(self, values: Tensor, index: Tensor, labels: Tensor | None) -> Tensor:
+        """Inputs at grid positions ``index`` (m,): the value generated just before each, + position + class.
+
+        values: (B, n, k) long -> (B, m, d).
+        """
+        n = self.layout.n
+        src = self.layout.prev[index]  # (m,): previous position in generation order, n for the first
+        has_prev = (src < n)[None, :, None]
+        src = src.clamp(max=n - 1)
+        prev_values = values[:, src]  # (B, m, k)
+        if self.config.distribution == "categorical":
+            x = self.values_in(prev_values[..., 0], self.channel[src])
+        else:
+            x = self.values_in(prev_values.to(self.head.weight.dtype) / 127.5 - 1.0)
+        x = x * has_prev + self.positions(index)
+        if self.classes is not None:
+            x = x + self.classes(labels)[:, None]
+        return self.drop(x)
+
+    def _params(self, values: Tensor, labels: Tensor | None) -> Tensor:
+        """(B, n, k) values -> (B, n, P) distribution parameters, all positions in parallel."""
+        x = self._embed(values, torch.arange(self.layout.n, device=values.device), labels)
+        for block in self.blocks:
+            x = block(x, self.layout)
+        return self.head(x)
+
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Distribution parameters: logits (B, H, W, C, 256) or mixture parameters (B, H, W, P)."""
+        check_images(images, self.image_shape)
+        labels = self._check_labels(labels, images.shape[0])
+        params = self._params(self._to_positions(images), labels)
+        h, w, c = self.image_shape
+        if self.config.distribution == "categorical":
+            return params.reshape(-1, h, w, c, params.shape[-1])
+        return params.reshape(-1, h, w, params.shape[-1])
+
+    def log_prob(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        """log p(x_t | x_<t) in nats for every sub-pixel: uint8 (B, H, W, C) -> float (B, H, W, C)."""
+        check_images(images, self.image_shape)
+        labels = self._check_labels(labels, images.shape[0])
+        values = self._to_positions(images.to(self.head.weight.device))
+        lp = self.dist.log_prob(self._params(values, labels), values)  # (B, n, k)
+        return self._to_images(lp)
+
+    # ----- generation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        num_images: int,
+        labels: Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        progress: bool = False,
+    ) -> Tensor:
+        """Draw ``num_images`` images, uint8 (N, H, W, C). ``labels`` (N,) for class-conditional models.
+
+        ``temperature`` divides the categorical logits (see DiscretizedLogisticMixture for the mixture);
+        0 is greedy. ``use_cache`` computes every position once per layer; False recomputes the whole
+        image at every step (the slow reference; both give identical images for the same generator).
+        """
+        if not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images must be a positive int, got {num_images!r}")
+        labels = self._check_labels(labels, num_images)
+        values = torch.zeros(num_images, self.layout.n, self.dist.values_per_position,
+                             dtype=torch.long, device=self.head.weight.device)
+        values = self._generate(values, 0, labels, temperature, generator, use_cache, progress)
+        return self._to_images(values).to(torch.uint8)
+
+    @torch.no_grad()
+    def complete(
+        self,
+        images: Tensor,
+        num_rows: int,
+        labels: Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        progress: bool = False,
+    ) -> Tensor:
+        """Keep the top ``num_rows`` rows of each image and sample the rest: uint8 (B, H, W, C)."""
+        check_images(images, self.image_shape)
+        labels = self._check_labels(labels, images.shape[0])
+        known = self.known_prefix(num_rows)
+        values = self._to_positions(images.to(self.head.weight.device)).clone()
+        values = self._generate(values, known, labels, temperature, generator, use_cache, progress)
+        return self._to_images(values).to(torch.uint8)
+
+    def known_prefix(self, num_rows: int) -> int:
+        """Number of generation steps covered by the top ``num_rows`` image rows (must be a prefix)."""
+        h = self.config.image_size[0]
+        rows, cols = self.layout.grid
+        if not isinstance(num_rows, int) or not 0 <= num_rows <= h:
+            raise ValueError(f"num_rows must be an int in [0, {h}], got {num_rows!r}")
+        steps = num_rows * cols  # positions in the top rows (grid rows are image rows)
+        if bool((self.layout.order[:steps] // cols < num_rows).all()):
+            return steps
+        allowed = [r for r in range(h + 1) if bool((self.layout.order[: r * cols] // cols < r).all())]
+        raise ValueError(
+            f"the top {num_rows} rows are not a prefix of the generation order ({self.config.attention}); "
+            f"allowed row counts: {allowed}"
+        )
+
+    def _generate(self, values: Tensor, start: int, labels: Tensor | None, temperature: float,
+                  generator: torch.Generator | None, use_cache: bool, progress: bool) -> Tensor:
+        """Fill ``values`` (B, n, k) at generation steps >= ``start``; earlier steps are given."""
+        was_training = self.training
+        self.eval()
+        try:
+            order = self.layout.order.tolist()
+            bar = tqdm(total=len(order) - start, disable=not progress, unit="pos", desc="sampling",
+                       dynamic_ncols=True, leave=False)
+            if use_cache:
+                d = self.config.hidden_size
+                w = self.head.weight
+                caches = [KVCache(values.shape[0], self.layout.n, d, w.device, w.dtype) for _ in self.blocks]
+                for t, pos in enumerate(order):
+                    index = torch.tensor([pos], device=values.device)
+                    x = self._embed(values, index, labels)[:, 0]  # (B, d)
+                    visible = self.layout.visible(pos)
+                    for block, cache in zip(self.blocks, caches):
+                        x = block.step(x, cache, pos, visible)
+                    if t >= start:
+                        values[:, pos] = self.dist.sample(self.head(x), temperature, generator)
+                        bar.update(1)
+            else:
+                for pos in order[start:]:
+                    params = self._params(values, labels)[:, pos]  # (B, P)
+                    values[:, pos] = self.dist.sample(params, temperature, generator)
+                    bar.update(1)
+            bar.close()
+        finally:
+            self.train(was_training)
+        return values
+
+    # ----- files ----------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``weights.safetensors`` to ``directory``."""
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "ImageTransformer":
+        """Load a model written by ``save_pretrained``."""
+        from .checkpoint import load_pretrained
+
+        return load_pretrained(cls, directory, map_location)
+

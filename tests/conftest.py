@@ -1,0 +1,64 @@
+"""Shared checks: the autoregressive property and normalization, for any model with ``log_prob``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def dependency_violations(log_prob_fn, order: torch.Tensor, shape: tuple[int, int, int], seed: int = 0):
+    """Change each sub-pixel in turn; return (violations, changed_later).
+
+    violations: pairs (changed i, earlier j) where log p at j moved although j comes before i in ``order``.
+    changed_later: how many (i, later j) pairs moved (a model that ignores its inputs would give 0).
+    """
+    g = torch.Generator().manual_seed(seed)
+    d = order.numel()
+    base = torch.randint(0, 256, (1, *shape), generator=g, dtype=torch.uint8)
+    flat = base.reshape(1, d).repeat(d, 1)
+    shift = torch.randint(1, 256, (d,), generator=g)
+    idx = torch.arange(d)
+    flat[idx, idx] = ((flat[idx, idx].long() + shift) % 256).to(torch.uint8)
+    with torch.no_grad():
+        lp0 = log_prob_fn(base).reshape(1, d)
+        lp = log_prob_fn(flat.reshape(d, *shape)).reshape(d, d)
+    moved = (lp - lp0).abs() > 1e-9
+    rank = torch.empty(d, dtype=torch.long)
+    rank[order] = torch.arange(d)
+    earlier = rank[None, :] < rank[:, None]  # [i, j]: j generated before i
+    violations = (moved & earlier).nonzero().tolist()
+    later = rank[None, :] > rank[:, None]
+    return violations, int((moved & later).sum())
+
+
+def normalization_errors(log_prob_fn, shape: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
+    """For every sub-pixel i with a fixed random context: |sum_v p(x_i = v | context) - 1|, shape (D,)."""
+    g = torch.Generator().manual_seed(seed)
+    d = shape[0] * shape[1] * shape[2]
+    base = torch.randint(0, 256, (1, d), generator=g, dtype=torch.uint8)
+    errors = torch.empty(d, dtype=torch.float64)
+    values = torch.arange(256, dtype=torch.uint8)
+    with torch.no_grad():
+        for i in range(d):
+            batch = base.repeat(256, 1)
+            batch[:, i] = values
+            lp = log_prob_fn(batch.reshape(256, *shape)).reshape(256, d)[:, i]
+            errors[i] = (torch.logsumexp(lp.double(), 0).exp() - 1).abs()
+    return errors
