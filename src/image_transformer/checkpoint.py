@@ -119,7 +119,7 @@ def load_pretrained(cls: type | None, directory: str | Path, map_location: str |
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights_path}: unreadable safetensors file ({e})") from None
     load_weights(model, state, str(weights_path))
-    return model
+    return model.eval()
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -142,7 +142,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: bool = True) -> nn.Module:
-    """A model from a run directory, a training checkpoint file, or a pretrained directory.
+    """A model (in eval mode) from a run directory, a training checkpoint file, or a pretrained directory.
 
     With ``ema`` and a checkpoint that holds an exponential moving average, the averaged weights are used.
     """
@@ -158,4 +158,4 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: 
     model = build_model(state, str(path))
     weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
     load_weights(model, weights, str(path))
-    return model.to(map_location)
+    return model.to(map_location).eval()

@@ -248,8 +248,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
 def cmd_presets(args: argparse.Namespace) -> int:
     for name, values in sorted(PRESETS.items()):
         cfg = ImageTransformerConfig(**values)
+        size = f"{cfg.image_size[0]}x{cfg.image_size[1]}x{cfg.channels}" if "image_size" in values else "any size"
         model_bits = f"{cfg.attention}, {cfg.distribution}, d={cfg.hidden_size}, {cfg.num_layers} layers, {cfg.num_heads} heads"
-        size = f"{cfg.image_size[0]}x{cfg.image_size[1]}x{cfg.channels}"
         print(f"{name:28s} {size:10s} {model_bits}")
     return 0
 

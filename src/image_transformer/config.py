@@ -108,6 +108,8 @@ class ImageTransformerConfig:
 # "t2t" marks tensor2tensor's published hparams (image_transformer*.py) where the paper is silent.
 # Every paper-sized preset has a "-tiny" twin that trains in minutes on 2 CPU cores.
 PRESETS: dict[str, dict[str, Any]] = {
+    # Architecture only (any image size): smoke tests and quick experiments.
+    "tiny": dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0, query_length=64, memory_length=64),
     # Small real-data default for the README's main job: MNIST 28x28x1, categorical, 1D local.
     "mnist-tiny": dict(
         image_size=(28, 28), channels=1, hidden_size=128, num_layers=4, num_heads=4, ffn_size=256,

@@ -107,7 +107,8 @@ class DiscretizedLogisticMixture:
     ``mean[k, c] + sum_{j<c} tanh(coeff[k, c, j]) * x_j`` with x_j the earlier channels in [-1, 1].
 
     ``log_prob`` returns per channel the exact conditional log p(x_c | x_<c) of the mixture
-    (log p(x_<=c) - log p(x_<c)), so summing over channels gives the joint.
+    (the components re-weighted by how well they explain the earlier channels), so summing over
+    channels gives the joint.
 
     Temperature: the component logits are divided by T and the logistic noise is multiplied by T
     (a logistic of scale T*s); T = 0 takes the most likely component and its (conditional) mean.
@@ -150,9 +151,12 @@ class DiscretizedLogisticMixture:
         xk = x[..., None, :]  # (..., 1, C): broadcast over components
         mean = torch.stack([self._channel_mean(means, coeffs, xk, c) for c in range(self.channels)], -1)
         per_channel = discretized_logistic_log_prob(values[..., None, :], mean, log_scales)  # (..., M, C)
+        # log p(x_c | x_<c) = logsumexp_k [log p(k | x_<c) + log p_k(x_c | x_<c)]: the component
+        # posterior given the earlier channels is a log_softmax, which never subtracts two large logs
+        before = F.pad(per_channel.cumsum(-1)[..., :-1], (1, 0))  # (..., M, C): sum over channels < c
         log_w = F.log_softmax(logits, dim=-1)[..., None]  # (..., M, 1)
-        prefix = torch.logsumexp(log_w + per_channel.cumsum(-1), dim=-2)  # (..., C): log p(x_<=c)
-        return prefix - F.pad(prefix[..., :-1], (1, 0))
+        posterior = F.log_softmax(log_w + before, dim=-2)  # (..., M, C)
+        return torch.logsumexp(posterior + per_channel, dim=-2)  # (..., C)
 
     def sample(self, params: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """params (..., P) -> (..., C) long: component, then channel by channel."""

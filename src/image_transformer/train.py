@@ -173,7 +173,7 @@ class Trainer:
             if not torch.isfinite(loss):
                 bar.close()
                 raise FloatingPointError(
-                    f"non-finite loss ({float(loss)}) at step {self.step + 1}; stopped, the last good checkpoint "
+                    f"non-finite loss ({float(loss.detach())}) at step {self.step + 1}; stopped, the last good checkpoint "
                     f"{self.checkpoint_path} (step {self._saved_step()}) is kept"
                 )
             self.opt.zero_grad(set_to_none=True)
@@ -184,7 +184,7 @@ class Trainer:
             self.opt.step()
             self.sched.step()
             self.step += 1
-            bpd = float(loss) / math.log(2.0)
+            bpd = float(loss.detach()) / math.log(2.0)
             smoothed = bpd if smoothed is None else 0.95 * smoothed + 0.05 * bpd
             last = {"step": self.step, "train_bits_per_dim": bpd, "lr": lr,
                     "images_per_sec": len(x) / max(time.monotonic() - t0, 1e-9)}
