@@ -69,9 +69,37 @@ class BlockSelfAttention(nn.Module):
         return self.out(merge_heads(y)[:, 0])
 
 
+class CrossAttention(nn.Module):
+    """Unmasked multi-head attention from the positions to a context (the encoder's output)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def context_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """context (B, m, d) -> keys, values (B, h, m, dh): computed once per batch when sampling."""
+        k, v = self.kv(context).chunk(2, dim=-1)
+        return split_heads(k, self.heads), split_heads(v, self.heads)
+
+    def forward(self, x: Tensor, context: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+        """x (B, L, d) attends to context (B, m, d) (or its precomputed keys and values) -> (B, L, d)."""
+        k, v = self.context_kv(context) if isinstance(context, Tensor) else context
+        q = split_heads(self.q(x), self.heads)  # (B, h, L, dh)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(merge_heads(y))
+
+
 class KVCache:
-    """Keys and values of every grid position generated so far, for one layer."""
+    """Keys and values of every grid position generated so far, for one layer.
+
+    ``context`` holds the layer's precomputed cross-attention keys and values, if it has any.
+    """
 
     def __init__(self, batch: int, n: int, dim: int, device: torch.device, dtype: torch.dtype):
         self.k = torch.zeros(batch, n, dim, device=device, dtype=dtype)
         self.v = torch.zeros(batch, n, dim, device=device, dtype=dtype)
+        self.context: tuple[Tensor, Tensor] | None = None

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .attention import BlockSelfAttention, KVCache
+from .attention import BlockSelfAttention, CrossAttention, KVCache
 from .config import ImageTransformerConfig
 from .distributions import make_distribution
 from .embeddings import ChannelEmbedding, PixelConv, PositionEncoding
@@ -28,22 +28,35 @@ class FeedForward(nn.Sequential):
 
 class DecoderBlock(nn.Module):
     """Post-layer-norm block, equations 1 and 2 of the paper:
-    qa = LayerNorm(q + Dropout(Attention(q))),  q' = LayerNorm(qa + Dropout(FFN(qa)))."""
+    qa = LayerNorm(q + Dropout(Attention(q))),  q' = LayerNorm(qa + Dropout(FFN(qa))).
 
-    def __init__(self, cfg: ImageTransformerConfig):
+    With ``cross_attention`` (the super-resolution decoder), attention over the encoder output
+    follows the self-attention, in the same post-norm form.
+    """
+
+    def __init__(self, cfg: ImageTransformerConfig, cross_attention: bool = False):
         super().__init__()
         self.attn = BlockSelfAttention(cfg.hidden_size, cfg.num_heads, cfg.attention_dropout)
         self.norm1 = nn.LayerNorm(cfg.hidden_size)
+        if cross_attention:
+            self.cross = CrossAttention(cfg.hidden_size, cfg.num_heads, cfg.attention_dropout)
+            self.norm_cross = nn.LayerNorm(cfg.hidden_size)
+        else:
+            self.cross = None
         self.ffn = FeedForward(cfg.hidden_size, cfg.ffn_size)
         self.norm2 = nn.LayerNorm(cfg.hidden_size)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, layout: Layout) -> Tensor:  # (B, n, d)
+    def forward(self, x: Tensor, layout: Layout, context: Tensor | None = None) -> Tensor:  # (B, n, d)
         x = self.norm1(x + self.drop(self.attn(x, layout)))
+        if self.cross is not None:
+            x = self.norm_cross(x + self.drop(self.cross(x, context)))
         return self.norm2(x + self.drop(self.ffn(x)))
 
     def step(self, x: Tensor, cache: KVCache, position: int, visible: Tensor) -> Tensor:  # (B, d)
         x = self.norm1(x + self.attn.step(x, cache, position, visible))
+        if self.cross is not None:
+            x = self.norm_cross(x + self.cross(x[:, None], cache.context)[:, 0])
         return self.norm2(x + self.ffn(x))
 
 
@@ -65,7 +78,7 @@ def check_images(images: Tensor, shape: tuple[int, int, int], name: str = "image
 class ImageTransformer(nn.Module):
     """Autoregressive image model: ``log_prob``, ``sample`` and ``complete`` follow ``generation_order()``."""
 
-    def __init__(self, config: ImageTransformerConfig):
+    def __init__(self, config: ImageTransformerConfig, cross_attention: bool = False):
         super().__init__()
         self.config = cfg = config
         self.dist = make_distribution(cfg.distribution, cfg.channels, cfg.num_mixtures)
@@ -81,7 +94,7 @@ class ImageTransformer(nn.Module):
         self.positions = PositionEncoding(cfg.grid_shape, cfg.hidden_size, cfg.position_encoding)
         self.classes = nn.Embedding(cfg.num_classes, cfg.hidden_size) if cfg.num_classes else None
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(DecoderBlock(cfg, cross_attention) for _ in range(cfg.num_layers))
         self.head = nn.Linear(cfg.hidden_size, self.dist.num_params)  # shared by all channels
 
     # ----- shapes -------------------------------------------------------------------------------
@@ -143,11 +156,14 @@ class ImageTransformer(nn.Module):
             x = x + self.classes(labels)[:, None]
         return self.drop(x)
 
-    def _params(self, values: Tensor, labels: Tensor | None) -> Tensor:
-        """(B, n, k) values -> (B, n, P) distribution parameters, all positions in parallel."""
+    def _params(self, values: Tensor, labels: Tensor | None, context: Tensor | None = None) -> Tensor:
+        """(B, n, k) values -> (B, n, P) distribution parameters, all positions in parallel.
+
+        ``context`` (B, m, d): encoder output, for models built with ``cross_attention``.
+        """
         x = self._embed(values, torch.arange(self.layout.n, device=values.device), labels)
         for block in self.blocks:
-            x = block(x, self.layout)
+            x = block(x, self.layout, context)
         return self.head(x)
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -228,8 +244,12 @@ class ImageTransformer(nn.Module):
         )
 
     def _generate(self, values: Tensor, start: int, labels: Tensor | None, temperature: float,
-                  generator: torch.Generator | None, use_cache: bool, progress: bool) -> Tensor:
-        """Fill ``values`` (B, n, k) at generation steps >= ``start``; earlier steps are given."""
+                  generator: torch.Generator | None, use_cache: bool, progress: bool,
+                  context: Tensor | None = None) -> Tensor:
+        """Fill ``values`` (B, n, k) at generation steps >= ``start``; earlier steps are given.
+
+        ``context`` (B, m, d): encoder output for cross-attention models.
+        """
         was_training = self.training
         self.eval()
         try:
@@ -240,6 +260,9 @@ class ImageTransformer(nn.Module):
                 d = self.config.hidden_size
                 w = self.head.weight
                 caches = [KVCache(values.shape[0], self.layout.n, d, w.device, w.dtype) for _ in self.blocks]
+                for block, cache in zip(self.blocks, caches):
+                    if block.cross is not None:
+                        cache.context = block.cross.context_kv(context)
                 for t, pos in enumerate(order):
                     index = torch.tensor([pos], device=values.device)
                     x = self._embed(values, index, labels)[:, 0]  # (B, d)
@@ -251,7 +274,7 @@ class ImageTransformer(nn.Module):
                         bar.update(1)
             else:
                 for pos in order[start:]:
-                    params = self._params(values, labels)[:, pos]  # (B, P)
+                    params = self._params(values, labels, context)[:, pos]  # (B, P)
                     values[:, pos] = self.dist.sample(params, temperature, generator)
                     bar.update(1)
             bar.close()
