@@ -58,13 +58,13 @@ class BlockSelfAttention(nn.Module):
         return self.out(y.index_select(1, layout.slot))  # (B, n, d)
 
     def step(self, x: Tensor, cache: "KVCache", position: int, visible: Tensor) -> Tensor:
-        """One new position. x: (B, d); writes its key/value to the cache and reads ``visible``."""
+        """One new position. x: (B, d); writes its key/value to the cache and reads ``visible`` (m,)."""
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, d) each
-        cache.k[:, position] = k
-        cache.v[:, position] = v
+        cache.k.select(1, position).copy_(k)
+        cache.v.select(1, position).copy_(v)
         q = split_heads(q[:, None], self.heads)  # (B, h, 1, dh)
-        keys = split_heads(cache.k[:, visible], self.heads)  # (B, h, m, dh)
-        values = split_heads(cache.v[:, visible], self.heads)
+        keys = split_heads(cache.k.index_select(1, visible), self.heads)  # (B, h, m, dh)
+        values = split_heads(cache.v.index_select(1, visible), self.heads)
         y = F.scaled_dot_product_attention(q, keys, values)  # (B, h, 1, dh)
         return self.out(merge_heads(y)[:, 0])
 

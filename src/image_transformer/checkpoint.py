@@ -42,8 +42,12 @@ def _model_classes() -> dict[str, tuple[type, type]]:
     """model_type -> (model class, config class)."""
     from .config import ImageTransformerConfig
     from .model import ImageTransformer
+    from .superres import SuperResolutionConfig, SuperResolutionTransformer
 
-    return {"ImageTransformer": (ImageTransformer, ImageTransformerConfig)}
+    return {
+        "ImageTransformer": (ImageTransformer, ImageTransformerConfig),
+        "SuperResolutionTransformer": (SuperResolutionTransformer, SuperResolutionConfig),
+    }
 
 
 def model_record(model: nn.Module) -> dict[str, Any]:

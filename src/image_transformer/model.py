@@ -8,6 +8,7 @@ logistic mixture (k = C, n = H*W); either way, a flat grid index is also a flat 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -256,6 +257,14 @@ class ImageTransformer(nn.Module):
             order = self.layout.order.tolist()
             bar = tqdm(total=len(order) - start, disable=not progress, unit="pos", desc="sampling",
                        dynamic_ncols=True, leave=False)
+            started = time.monotonic()
+
+            def advance() -> None:
+                bar.update(1)
+                if bar.n % 64 == 0 or bar.n == bar.total:  # images/s at the current pace
+                    rate = values.shape[0] * bar.n / bar.total / max(time.monotonic() - started, 1e-9)
+                    bar.set_postfix(images_per_s=f"{rate:.3g}")
+
             if use_cache:
                 d = self.config.hidden_size
                 w = self.head.weight
@@ -271,12 +280,12 @@ class ImageTransformer(nn.Module):
                         x = block.step(x, cache, pos, visible)
                     if t >= start:
                         values[:, pos] = self.dist.sample(self.head(x), temperature, generator)
-                        bar.update(1)
+                        advance()
             else:
                 for pos in order[start:]:
                     params = self._params(values, labels, context)[:, pos]  # (B, P)
                     values[:, pos] = self.dist.sample(params, temperature, generator)
-                    bar.update(1)
+                    advance()
             bar.close()
         finally:
             self.train(was_training)

@@ -22,14 +22,14 @@ from .model import ImageTransformer
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000
+    steps: int = 300  # the README's few-minute default; real runs pass --steps
     batch_size: int = 16
     lr: float = 2e-3  # peak learning rate, reached at the end of warm-up
-    warmup: int = 200  # linear warm-up steps, then decay with 1 / sqrt(step)
+    warmup: int = 100  # linear warm-up steps, then decay with 1 / sqrt(step)
     clip_grad: float = 1.0  # max gradient norm (0 = off)
-    eval_every: int = 250
-    eval_images: int = 500  # held-out images used by the periodic evaluation
-    checkpoint_every: int = 250
+    eval_every: int = 100
+    eval_images: int = 200  # held-out images used by the periodic evaluation
+    checkpoint_every: int = 100
     max_minutes: float = 0.0  # stop (and checkpoint) after this much training time; 0 = no limit
     seed: int = 0
 

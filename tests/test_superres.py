@@ -1,0 +1,223 @@
+import itertools
+import json
+
+import pytest
+import torch
+
+from conftest import dependency_violations, normalization_errors
+from image_transformer.checkpoint import CheckpointError, build_model, load_model, model_record
+from image_transformer.config import ImageTransformerConfig
+from image_transformer.superres import (
+    SuperResolutionConfig,
+    SuperResolutionPairs,
+    SuperResolutionTransformer,
+    area_downsample,
+    make_pairs,
+)
+
+ATTENTION = {
+    "local_1d": dict(attention="local_1d", query_length=7, memory_length=5),
+    "local_2d": dict(attention="local_2d", query_shape=(2, 4), memory_flange=(1, 3)),
+}
+
+
+def tiny(attention="local_1d", distribution="categorical", size=(4, 6), input_size=(2, 3), **kw):
+    cfg = SuperResolutionConfig(
+        image_size=size, input_size=input_size, channels=3, encoder_layers=1, hidden_size=16, num_layers=2,
+        num_heads=2, ffn_size=32, dropout=0.0, distribution=distribution, num_mixtures=3,
+        **{**ATTENTION[attention], **kw},
+    )
+    torch.manual_seed(0)
+    return SuperResolutionTransformer(cfg).double().eval()
+
+
+def fixed_inputs(model, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (1, *model.input_shape), generator=g, dtype=torch.uint8)
+
+
+CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"]))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tiny models run several times faster on one thread when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("attention,distribution", CASES)
+def test_decoder_is_autoregressive_given_the_input(attention, distribution):
+    model = tiny(attention, distribution)
+    inputs = fixed_inputs(model)
+    violations, later = dependency_violations(
+        lambda x: model.log_prob(x, inputs.expand(len(x), -1, -1, -1)), model.generation_order(), model.image_shape
+    )
+    assert violations == []
+    assert later > 0
+
+
+@pytest.mark.parametrize("attention,distribution", CASES)
+def test_normalized_every_position(attention, distribution):
+    model = tiny(attention, distribution, size=(2, 4), input_size=(1, 2))
+    inputs = fixed_inputs(model)
+    errors = normalization_errors(lambda x: model.log_prob(x, inputs.expand(len(x), -1, -1, -1)), model.image_shape)
+    assert errors.max() < 1e-6
+
+
+@pytest.mark.parametrize("distribution", ["categorical", "dmol"])
+def test_input_image_changes_every_log_prob(distribution):
+    model = tiny("local_1d", distribution)
+    x = torch.randint(0, 256, (1, *model.image_shape), dtype=torch.uint8).repeat(2, 1, 1, 1)
+    inputs = torch.cat([fixed_inputs(model, 1), fixed_inputs(model, 2)])
+    lp = model.log_prob(x, inputs)
+    assert ((lp[0] - lp[1]).abs() > 1e-9).all()  # even the first sub-pixel, which sees only the input
+    one = inputs[:1].clone()
+    one[0, 1, 2, 0] ^= 0x40  # a single input sub-pixel
+    assert not torch.allclose(model.log_prob(x[:1], one), lp[:1])
+
+
+def test_shapes_and_generation_order():
+    model = tiny()
+    x = torch.randint(0, 256, (2, 4, 6, 3), dtype=torch.uint8)
+    inputs = area_downsample(x, (2, 3))
+    assert model(x, inputs).shape == (2, 4, 6, 3, 256)
+    assert model.log_prob(x, inputs).shape == (2, 4, 6, 3)
+    assert tiny(distribution="dmol")(x, inputs).shape == (2, 4, 6, 30)
+    assert model.image_shape == (4, 6, 3) and model.input_shape == (2, 3, 3)
+    assert torch.equal(model.generation_order(), model.decoder.generation_order())
+    assert all(block.cross is not None for block in model.decoder.blocks)
+
+
+def test_gradients_reach_the_encoder():
+    model = tiny().float().train()
+    x = torch.randint(0, 256, (2, 4, 6, 3), dtype=torch.uint8)
+    (-model.log_prob(x, area_downsample(x, (2, 3))).mean()).backward()
+    for name, p in model.encoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("attention,distribution", CASES)
+def test_cached_sampling_equals_reference_and_encodes_once(attention, distribution):
+    model = tiny(attention, distribution)
+    calls = []
+    model.encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    inputs = torch.cat([fixed_inputs(model, 1), fixed_inputs(model, 2), fixed_inputs(model, 3)])
+    a = model.sample(inputs, generator=torch.Generator().manual_seed(7))
+    assert calls == [3]
+    b = model.sample(inputs, generator=torch.Generator().manual_seed(7), use_cache=False)
+    assert calls == [3, 3]
+    assert a.dtype == torch.uint8 and a.shape == (3, 4, 6, 3)
+    assert torch.equal(a, b)
+
+
+def test_cached_step_distribution_matches_log_prob():
+    model = tiny("local_2d", "categorical").float()
+    seen = []
+    draw = model.decoder.dist.sample
+    model.decoder.dist.sample = lambda params, *a, **k: (seen.append(params.clone()), draw(params, *a, **k))[1]
+    inputs = torch.cat([fixed_inputs(model, 1), fixed_inputs(model, 2)])
+    images = model.sample(inputs, generator=torch.Generator().manual_seed(3))
+    model.decoder.dist.sample = draw
+    full = model(images, inputs).reshape(2, model.decoder.layout.n, -1)
+    for t, pos in enumerate(model.decoder.layout.order.tolist()):
+        assert torch.allclose(seen[t], full[:, pos], atol=1e-4), f"step {t}"
+
+
+def test_sampling_restores_training_mode_and_checks_inputs():
+    model = tiny().train()
+    model.sample(fixed_inputs(model), temperature=0.0)
+    assert model.training and model.encoder.training
+    with pytest.raises(ValueError, match="at least one"):
+        model.sample(torch.zeros(0, 2, 3, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"inputs .*input_size 2x3.*\(B, 2, 3, 3\)"):
+        model.sample(torch.zeros(1, 4, 6, 3, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("images,inputs,message", [
+    ((2, 4, 6, 3), (2, 2, 2, 3), r"inputs .*input_size 2x3.*must have shape \(B, 2, 3, 3\), got \(2, 2, 2, 3\)"),
+    ((2, 4, 6, 3), (2, 2, 3, 1), r"inputs .*shape \(B, 2, 3, 3\)"),
+    ((2, 4, 4, 3), (2, 2, 3, 3), r"images .*image_size 4x6.*must have shape \(B, 4, 6, 3\), got \(2, 4, 4, 3\)"),
+    ((3, 4, 6, 3), (2, 2, 3, 3), "same batch size, got 3 images and 2 inputs"),
+    ((2, 2, 3, 3), (2, 4, 6, 3), "look swapped"),
+])
+def test_mismatched_shapes_raise_value_error(images, inputs, message):
+    model = tiny()
+    with pytest.raises(ValueError, match=message):
+        model.log_prob(torch.zeros(images, dtype=torch.uint8), torch.zeros(inputs, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=message):
+        model(torch.zeros(images, dtype=torch.uint8), torch.zeros(inputs, dtype=torch.uint8))
+
+
+def test_bad_input_values_raise_value_error():
+    model = tiny()
+    x = torch.zeros(1, 4, 6, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="inputs .*uint8"):
+        model.log_prob(x, torch.zeros(1, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"inputs .*\[0, 255\]"):
+        model.log_prob(x, torch.full((1, 2, 3, 3), 256))
+
+
+def test_config_validation_and_round_trip():
+    with pytest.raises(ValueError, match=r"input_size \(8, 9\) must be smaller than or equal to image_size"):
+        SuperResolutionConfig(image_size=(8, 8), input_size=(8, 9))
+    with pytest.raises(ValueError, match="encoder_layers must be"):
+        SuperResolutionConfig(encoder_layers=0)
+    with pytest.raises(ValueError, match="num_classes is not supported.*must be 0"):
+        SuperResolutionConfig(num_classes=10)
+    with pytest.raises(ValueError, match="invalid SuperResolutionConfig: attention must be one of"):
+        SuperResolutionConfig(attention="local_3d")
+    with pytest.raises(ValueError, match="unknown SuperResolutionConfig fields"):
+        SuperResolutionConfig.from_dict({"bogus": 1})
+    cfg = SuperResolutionConfig()
+    assert (cfg.image_size, cfg.input_size, cfg.channels, cfg.encoder_layers) == ((32, 32), (8, 8), 3, 4)
+    assert SuperResolutionConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    dec = cfg.decoder
+    assert isinstance(dec, ImageTransformerConfig) and dec.image_size == (32, 32) and dec.num_classes == 0
+    every = {f for f in ImageTransformerConfig.__dataclass_fields__}
+    assert every <= set(cfg.to_dict())  # every decoder field is configurable
+
+
+@pytest.mark.parametrize("encoding", ["sinusoidal", "learned"])
+def test_save_and_load_pretrained(tmp_path, encoding):
+    model = tiny("local_2d", "dmol", position_encoding=encoding).float()
+    model.save_pretrained(tmp_path / "m")
+    again = SuperResolutionTransformer.from_pretrained(tmp_path / "m")
+    x = torch.randint(0, 256, (2, 4, 6, 3), dtype=torch.uint8)
+    inputs = area_downsample(x, (2, 3))
+    assert again.config == model.config
+    assert torch.equal(model.log_prob(x, inputs), again.log_prob(x, inputs))
+    loaded = load_model(tmp_path / "m")
+    assert isinstance(loaded, SuperResolutionTransformer) and not loaded.training
+    assert torch.equal(model.log_prob(x, inputs), loaded.log_prob(x, inputs))
+    assert isinstance(build_model(model_record(model), "test"), SuperResolutionTransformer)
+
+
+def test_from_pretrained_refuses_the_wrong_model_type(tmp_path):
+    from image_transformer import ImageTransformer
+
+    tiny().save_pretrained(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="not a ImageTransformer"):
+        ImageTransformer.from_pretrained(tmp_path / "m")
+
+
+def test_make_pairs_and_dataset():
+    images = torch.randint(0, 256, (5, 4, 6, 3), dtype=torch.uint8)
+    inputs, targets = make_pairs(images, (2, 3))
+    assert inputs.shape == (5, 2, 3, 3) and inputs.dtype == torch.uint8 and torch.equal(targets, images)
+    assert torch.equal(inputs, area_downsample(images, (2, 3)))
+    pairs = SuperResolutionPairs(images.numpy(), (2, 3))
+    assert len(pairs) == 5
+    x, y = pairs[3]
+    assert torch.equal(x, inputs[3]) and torch.equal(y, images[3])
+    labelled = torch.utils.data.TensorDataset(images, torch.arange(5))
+    x, y = SuperResolutionPairs(labelled, 2)[1]
+    assert torch.equal(x, area_downsample(images[1:2], 2)[0]) and torch.equal(y, images[1])
+    batch_x, batch_y = next(iter(torch.utils.data.DataLoader(pairs, batch_size=5)))
+    assert torch.equal(batch_x, inputs) and torch.equal(batch_y, images)
+    with pytest.raises(ValueError, match="multiple"):
+        SuperResolutionPairs(images, (3, 3))
+    with pytest.raises(ValueError, match="uint8"):
+        make_pairs(images.float(), (2, 3))
