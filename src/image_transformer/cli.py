@@ -18,7 +18,7 @@ from .config import PRESETS, ImageTransformerConfig
 from .data import DataError, load_dataset
 from .images import save_grid
 from .model import ImageTransformer
-from .train import Trainer, TrainConfig, evaluate
+from .train import Trainer, TrainConfig, evaluate, spread
 
 DEFAULT_DATA = "mnist-slice"
 DEFAULT_PRESET = "mnist-tiny"
@@ -149,8 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model.save_pretrained(out / "model")
 
     if args.final_eval:
-        n = len(test_x) if args.final_eval_images == 0 else min(args.final_eval_images, len(test_x))
-        result = evaluate(model, test_x[:n], test_y[:n] if test_y is not None else None, progress=not args.quiet)
+        idx = spread(len(test_x), args.final_eval_images)
+        result = evaluate(model, test_x[idx], test_y[idx] if test_y is not None else None, progress=not args.quiet)
         result.update(step=trainer.step, train_minutes=round(minutes, 2), data=test_data.source)
         (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
         print(f"test bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images "
@@ -178,8 +178,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.checkpoint}: no data recorded in the checkpoint; pass --data KIND:PATH")
     data = _load_split(spec, args.split, tuple(image_size) if image_size else None)
     x, y = _as_tensors(data)
-    if args.limit:
-        x, y = x[: args.limit], (y[: args.limit] if y is not None else None)
+    idx = spread(len(x), args.limit)
+    x, y = x[idx], (y[idx] if y is not None else None)
     if not model.config.num_classes:
         y = None
     result = evaluate(model, x, y, batch_size=args.batch_size, progress=True)
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-grad", type=float, dest="clip_grad", help=f"max gradient norm, 0 = off (default {defaults.clip_grad})")
     g.add_argument("--eval-every", type=int, dest="eval_every", help=f"steps between evaluations (default {defaults.eval_every})")
     g.add_argument("--eval-images", type=int, dest="eval_images",
-                   help=f"test images used by the periodic evaluation (default {defaults.eval_images})")
+                   help=f"test images (spread evenly over the split) for the periodic evaluation (default {defaults.eval_images})")
     g.add_argument("--checkpoint-every", type=int, dest="checkpoint_every",
                    help=f"steps between checkpoints (default {defaults.checkpoint_every})")
     g.add_argument("--max-minutes", type=float, dest="max_minutes",
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         m.add_argument(flag, dest=field, type=typ, help=text)
     t.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=True,
                    help="after training, evaluate bits/dim on the test split and write eval.json")
-    t.add_argument("--final-eval-images", type=int, default=0, help="images for the final evaluation, 0 = all")
+    t.add_argument("--final-eval-images", type=int, default=0, help="test images (spread evenly over the split) for the final evaluation, 0 = all")
     t.add_argument("--num-samples", type=int, default=16, help="samples written to samples.png after training (0 = none)")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="KIND:PATH (default: the data the checkpoint was trained on)")
     e.add_argument("--image-size", help="HxW: resize folder/celeba images to this size")
     e.add_argument("--split", default="test", choices=["train", "test"], help="which split")
-    e.add_argument("--limit", type=int, default=0, help="evaluate only the first N images (0 = all)")
+    e.add_argument("--limit", type=int, default=0, help="evaluate N images spread evenly over the split (0 = all)")
     e.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     e.add_argument("-o", "--output", help="JSON file for the result (default: eval-SPLIT.json beside the checkpoint)")
     e.add_argument("--threads", type=int, help="torch CPU threads")

@@ -71,6 +71,16 @@ def batch_indices(step: int, num_items: int, batch_size: int, seed: int) -> Tens
     return idx
 
 
+def spread(num_items: int, count: int) -> Tensor:
+    """``count`` indices spread evenly over ``num_items`` (all of them if count >= num_items or count <= 0).
+
+    Evaluation subsets use this, so that data sorted by class is still covered class by class.
+    """
+    if count <= 0 or count >= num_items:
+        return torch.arange(num_items)
+    return torch.linspace(0, num_items - 1, count).round().long()
+
+
 @torch.no_grad()
 def evaluate(model: ImageTransformer, images: Tensor, labels: Tensor | None = None, batch_size: int = 64,
              progress: bool = False) -> dict[str, float]:
@@ -148,9 +158,9 @@ class Trainer:
     # ----- the loop ----------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         assert self.eval_images is not None
-        n = min(self.cfg.eval_images, len(self.eval_images))
-        labels = self.eval_labels[:n] if self.eval_labels is not None else None
-        return evaluate(self.model, self.eval_images[:n], labels, batch_size=max(self.cfg.batch_size, 32))
+        idx = spread(len(self.eval_images), self.cfg.eval_images)
+        labels = self.eval_labels[idx] if self.eval_labels is not None else None
+        return evaluate(self.model, self.eval_images[idx], labels, batch_size=max(self.cfg.batch_size, 32))
 
     def train(self) -> dict[str, Any]:
         """Run until ``steps`` (or ``max_minutes``); returns the last metrics."""
