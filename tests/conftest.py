@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,3 +65,25 @@ def normalization_errors(log_prob_fn, shape: tuple[int, int, int], seed: int = 0
             lp = log_prob_fn(batch.reshape(256, *shape)).reshape(256, d)[:, i]
             errors[i] = (torch.logsumexp(lp.double(), 0).exp() - 1).abs()
     return errors
+
+
+def write_idx(path, array):
+    """A gzip idx file (MNIST's format) holding a uint8 array."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path):
+    """48 training and 12 test 6x6 grey images in MNIST's layout, dark left half, bright right half."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist"
+    root.mkdir()
+    for prefix, n in (("train", 48), ("t10k", 12)):
+        images = np.zeros((n, 6, 6), np.uint8)
+        images[:, :, 3:] = 220
+        images = np.clip(images + rng.integers(0, 30, images.shape), 0, 255)
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 3, n))
+    return root

@@ -1,6 +1,4 @@
-import gzip
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -8,26 +6,6 @@ import torch
 from PIL import Image
 
 from image_transformer.cli import build_parser, main
-
-
-def write_idx(path, array):
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-@pytest.fixture
-def tiny_mnist(tmp_path):
-    rng = np.random.default_rng(0)
-    root = tmp_path / "mnist"
-    root.mkdir()
-    for prefix, n in (("train", 48), ("t10k", 12)):
-        images = np.zeros((n, 6, 6), np.uint8)
-        images[:, :, 3:] = 220
-        images = np.clip(images + rng.integers(0, 30, images.shape), 0, 255)
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 3, n))
-    return root
 
 
 def run(*args):

@@ -116,7 +116,7 @@ def load_pretrained(cls: type | None, directory: str | Path, map_location: str |
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
     if cls is not None and record.get("model_type") != cls.__name__:
-        raise CheckpointError(f"{config_path}: holds a {record.get('model_type')!r}, not a {cls.__name__}")
+        raise CheckpointError(f"{config_path}: holds a model of type {record.get('model_type')!r}, not {cls.__name__}")
     model = build_model(record, str(config_path))
     try:
         state = load_file(str(weights_path), device=str(map_location))
@@ -163,3 +163,20 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: 
     weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
     load_weights(model, weights, str(path))
     return model.to(map_location).eval()
+
+
+def average_checkpoints(paths: list[str | Path]) -> nn.Module:
+    """A model whose weights are the mean of the (non-EMA) weights of ``paths``, all of one architecture."""
+    if not paths:
+        raise CheckpointError("average: no checkpoints given")
+    models = [load_model(p, ema=False) for p in paths]
+    first = model_record(models[0])
+    for path, model in zip(paths[1:], models[1:]):
+        if model_record(model) != first:
+            raise CheckpointError(f"{path}: a different architecture from {paths[0]}; only checkpoints of one "
+                                  f"model can be averaged")
+    states = [m.state_dict() for m in models]
+    averaged = {k: (torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype) if v.dtype.is_floating_point
+                    else v) for k, v in states[0].items()}
+    models[0].load_state_dict(averaged)
+    return models[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -13,12 +14,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_model, read_checkpoint
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, average_checkpoints, load_model, read_checkpoint
 from .config import PRESETS, ImageTransformerConfig
 from .data import DataError, load_dataset
 from .images import save_grid
 from .model import ImageTransformer
-from .train import Trainer, TrainConfig, evaluate, spread
+from .train import PRECISIONS, Trainer, TrainConfig, evaluate, init_distributed, resolve_device, spread, world
 
 DEFAULT_DATA = "mnist-slice"
 DEFAULT_PRESET = "mnist-tiny"
@@ -106,11 +107,13 @@ def _sample_labels(model: ImageTransformer, n: int, label: int | None) -> tuple[
 
 # ----- subcommands -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train; under torchrun every process runs this and rank 0 writes the files."""
     _set_threads(args.threads)
     out = Path(args.out)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
     image_size = _shape(args.image_size) if args.image_size else None
+    # everything that can be refused is checked before a process group or a model exists
     if args.resume:
         state = read_checkpoint(out / CHECKPOINT_NAME)
         info = state.get("run_info", {})
@@ -118,6 +121,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(**{**state["train_config"], **overrides})
         model_cfg = ImageTransformerConfig.from_dict(state["config"])
     else:
+        if (out / CHECKPOINT_NAME).exists() and not args.overwrite:
+            raise ValueError(f"{out / CHECKPOINT_NAME} exists: pass --resume to continue that run, --overwrite to "
+                             f"start again, or another --out")
         spec = args.data
         cfg = TrainConfig(**overrides)
     train_data = _load_split(spec, "train", image_size)
@@ -128,40 +134,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     for part in (train_data, test_data):
         if tuple(part.image_shape) != model_shape:
             raise ValueError(f"{part.source}: images are {part.image_shape} but the model expects {model_shape}")
-    torch.manual_seed(cfg.seed)
-    model = ImageTransformer(model_cfg)
-    train_x, train_y = _as_tensors(train_data)
-    test_x, test_y = _as_tensors(test_data)
-    if not model_cfg.num_classes:
-        train_y = test_y = None
-    info = {"data": spec, "image_size": list(image_size) if image_size else None,
-            "train_source": train_data.source, "test_source": test_data.source}
-    print(f"data: {train_data.source}: {len(train_data)} train, {len(test_data)} test images of {train_data.image_shape}")
-    print(f"model: {model.num_parameters():,} parameters, {model_cfg.attention}, {model_cfg.distribution}, "
-          f"d={model_cfg.hidden_size}, {model_cfg.num_layers} layers")
-    trainer = Trainer(model, cfg, out, train_x, train_y, test_x, test_y, run_info=info, progress=not args.quiet)
-    if args.resume:
-        trainer.resume()
-        print(f"resumed {out / CHECKPOINT_NAME} at step {trainer.step}")
-    started = time.monotonic()
-    trainer.train()
-    minutes = (time.monotonic() - started) / 60
-    model.save_pretrained(out / "model")
+    resolve_device(args.device)
 
-    if args.final_eval:
-        idx = spread(len(test_x), args.final_eval_images)
-        result = evaluate(model, test_x[idx], test_y[idx] if test_y is not None else None, progress=not args.quiet)
-        result.update(step=trainer.step, train_minutes=round(minutes, 2), data=test_data.source)
-        (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"test bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images "
-              f"(step {trainer.step}, {minutes:.1f} min of training) -> {out / 'eval.json'}")
-    if args.num_samples:
-        labels, nrow = _sample_labels(model, args.num_samples, None)
-        n = len(labels) if labels is not None else args.num_samples
-        samples = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(cfg.seed),
-                               progress=not args.quiet)
-        path = save_grid(samples, out / "samples.png", nrow=nrow, scale=2)
-        print(f"samples: {path}")
+    device = init_distributed(args.device)
+    rank, size = world()
+    say = print if rank == 0 else (lambda *a, **k: None)
+    try:
+        torch.manual_seed(cfg.seed)
+        model = ImageTransformer(model_cfg).to(device)
+        train_x, train_y = _as_tensors(train_data)
+        test_x, test_y = _as_tensors(test_data)
+        if not model_cfg.num_classes:
+            train_y = test_y = None
+        info = {"data": spec, "image_size": list(image_size) if image_size else None,
+                "train_source": train_data.source, "test_source": test_data.source}
+        say(f"data: {train_data.source}: {len(train_data)} train, {len(test_data)} test images of "
+            f"{train_data.image_shape}")
+        say(f"model: {model.num_parameters():,} parameters, {model_cfg.attention}, {model_cfg.distribution}, "
+            f"d={model_cfg.hidden_size}, {model_cfg.num_layers} layers; {size} process(es) on {device}")
+        trainer = Trainer(model, cfg, out, train_x, train_y, test_x, test_y, run_info=info,
+                          progress=not args.quiet, compile=args.compile, tensorboard=args.tensorboard)
+        if args.resume:
+            trainer.resume()
+            say(f"resumed {out / CHECKPOINT_NAME} at step {trainer.step}")
+        started = time.monotonic()
+        trainer.train()
+        minutes = (time.monotonic() - started) / 60
+        # evaluation and samples use the weight average when there is one
+        averaged = trainer.ema.applied(model) if trainer.ema is not None else contextlib.nullcontext()
+        with averaged:
+            if rank == 0:
+                model.save_pretrained(out / "model")
+            if args.final_eval:
+                idx = spread(len(test_x), args.final_eval_images)
+                result = evaluate(model, test_x[idx], test_y[idx] if test_y is not None else None,
+                                  progress=not args.quiet)
+                result.update(step=trainer.step, train_minutes=round(minutes, 2), data=test_data.source,
+                              weights="ema" if trainer.ema is not None else "last")
+                if rank == 0:
+                    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+                say(f"test bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images "
+                    f"(step {trainer.step}, {minutes:.1f} min of training) -> {out / 'eval.json'}")
+            if args.num_samples and rank == 0:
+                labels, nrow = _sample_labels(model, args.num_samples, None)
+                n = len(labels) if labels is not None else args.num_samples
+                samples = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(cfg.seed),
+                                       progress=not args.quiet)
+                say(f"samples: {save_grid(samples, out / 'samples.png', nrow=nrow, scale=2)}")
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    model = average_checkpoints(args.checkpoints)
+    model.save_pretrained(args.output)
+    print(f"averaged {len(args.checkpoints)} checkpoints -> {args.output}")
     return 0
 
 
@@ -286,6 +315,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-minutes", type=float, dest="max_minutes",
                    help="stop after this many minutes of training, 0 = no limit (default 0)")
     g.add_argument("--seed", type=int, help=f"seed for initialisation, data order, dropout and samples (default {defaults.seed})")
+    g.add_argument("--grad-accum", type=int, dest="grad_accum",
+                   help="split each step's batch into K sequential micro-batches (same result, less memory) "
+                        f"(default {defaults.grad_accum})")
+    g.add_argument("--precision", choices=PRECISIONS, help="fp32, or bf16 autocast (default fp32)")
+    g.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this decay, "
+                                              "used for evaluation, samples and model/ (e.g. 0.9995; default off)")
+    g.add_argument("--keep-checkpoints", type=int, dest="keep_checkpoints",
+                   help="also keep the last N checkpoints as checkpoint-STEP.pt, for `average` (default 0)")
+    x = t.add_argument_group("execution")
+    x.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun each process takes its LOCAL_RANK GPU)")
+    x.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    x.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)")
+    x.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a checkpoint")
     m = t.add_argument_group("model (override the preset)")
     for flag, field, typ, text in MODEL_OPTIONS:
         m.add_argument(flag, dest=field, type=typ, help=text)
@@ -332,6 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", default="completions.png", help="PNG file")
     c.add_argument("--threads", type=int, help="torch CPU threads")
     c.set_defaults(func=cmd_complete)
+
+    av = sub.add_parser("average", help="average the weights of several checkpoints of one architecture",
+                        formatter_class=fmt)
+    av.add_argument("checkpoints", nargs="+", help="checkpoint files or run/pretrained directories")
+    av.add_argument("-o", "--output", required=True, help="pretrained directory to write (config.json + weights)")
+    av.set_defaults(func=cmd_average)
 
     pr = sub.add_parser("presets", help="list the architecture presets", formatter_class=fmt)
     pr.set_defaults(func=cmd_presets)

@@ -61,11 +61,12 @@ class PositionEncoding(nn.Module):
         super().__init__()
         rows, cols = grid
         self.kind = kind
+        self.num_cols = cols
         if kind == "sinusoidal":
             self.register_buffer("table", sinusoidal_2d(rows, cols, dim), persistent=False)
         elif kind == "learned":
-            self.rows = nn.Parameter(torch.randn(rows, 1, dim) * dim**-0.5)
-            self.cols = nn.Parameter(torch.randn(1, cols, dim) * dim**-0.5)
+            self.rows = nn.Parameter(torch.randn(rows, dim) * dim**-0.5)
+            self.cols = nn.Parameter(torch.randn(cols, dim) * dim**-0.5)
         else:
             raise ValueError(f"unknown position encoding {kind!r}; expected 'sinusoidal' or 'learned'")
 
@@ -73,4 +74,4 @@ class PositionEncoding(nn.Module):
         """index: (k,) flat grid positions -> (k, d)."""
         if self.kind == "sinusoidal":
             return self.table[index]
-        return (self.rows + self.cols).flatten(0, 1)[index]
+        return self.rows[index // self.num_cols] + self.cols[index % self.num_cols]

@@ -37,3 +37,31 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | N
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
     return path
+
+
+def plot_curve(metrics_path: str | Path, path: str | Path) -> Path:
+    """Training curve from a ``metrics.jsonl`` log: train and eval bits/dim against the step."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    train = [(r["step"], r["train_bits_per_dim"]) for r in records if "train_bits_per_dim" in r]
+    evals = [(r["step"], r["eval_bits_per_dim"]) for r in records if "eval_bits_per_dim" in r]
+    if train:
+        ax.plot(*zip(*train), label="train (one batch)", alpha=0.6)
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval (held out)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits / dim")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

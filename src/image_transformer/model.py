@@ -162,6 +162,8 @@ class ImageTransformer(nn.Module):
 
         ``context`` (B, m, d): encoder output, for models built with ``cross_attention``.
         """
+        if (context is None) != (self.blocks[0].cross is None):
+            raise ValueError("a context (encoder output) is needed exactly when the model has cross-attention")
         x = self._embed(values, torch.arange(self.layout.n, device=values.device), labels)
         for block in self.blocks:
             x = block(x, self.layout, context)
@@ -265,6 +267,8 @@ class ImageTransformer(nn.Module):
                     rate = values.shape[0] * bar.n / bar.total / max(time.monotonic() - started, 1e-9)
                     bar.set_postfix(images_per_s=f"{rate:.3g}")
 
+            if (context is None) != (self.blocks[0].cross is None):
+                raise ValueError("a context (encoder output) is needed exactly when the model has cross-attention")
             if use_cache:
                 d = self.config.hidden_size
                 w = self.head.weight

@@ -1,44 +1,62 @@
-"""The training loop: Adam with the Transformer schedule, evaluation in bits/dim, atomic checkpoints."""
+"""The training loop: Adam with the Transformer schedule, evaluation in bits/dim, atomic checkpoints,
+data-parallel training (torchrun / DDP), mixed precision, gradient accumulation and weight averages."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, build_model, load_weights, model_record, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_NAME, CheckpointError, load_weights, model_record, read_checkpoint, save_checkpoint,
+)
 from .config import ImageTransformerConfig
 from .metrics import bits_per_dim
 from .model import ImageTransformer
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
 class TrainConfig:
     steps: int = 300  # the README's few-minute default; real runs pass --steps
-    batch_size: int = 16
+    batch_size: int = 16  # images per optimizer step, over all processes and accumulation steps
     lr: float = 2e-3  # peak learning rate, reached at the end of warm-up
     warmup: int = 100  # linear warm-up steps, then decay with 1 / sqrt(step)
     clip_grad: float = 1.0  # max gradient norm (0 = off)
     eval_every: int = 100
     eval_images: int = 200  # held-out images used by the periodic evaluation
     checkpoint_every: int = 100
+    keep_checkpoints: int = 0  # also keep the last N checkpoints as checkpoint-STEP.pt (for averaging)
     max_minutes: float = 0.0  # stop (and checkpoint) after this much training time; 0 = no limit
     seed: int = 0
+    grad_accum: int = 1  # split each step's batch into this many sequential micro-batches
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast; the likelihood itself stays in fp32)
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off), e.g. 0.9995
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "warmup", "eval_every", "checkpoint_every"):
-            if getattr(self, name) < (0 if name == "warmup" else 1):
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0 or self.keep_checkpoints < 0:
+            raise ValueError("warmup and keep_checkpoints must be >= 0")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
 
 
 def transformer_schedule(step: int, warmup: int) -> float:
@@ -49,7 +67,7 @@ def transformer_schedule(step: int, warmup: int) -> float:
     return min(step / warmup, math.sqrt(warmup / step))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """Adam (beta1 0.9, beta2 0.98, eps 1e-9) with the Transformer schedule, as in the paper."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: transformer_schedule(s + 1, cfg.warmup))
@@ -81,41 +99,149 @@ def spread(num_items: int, count: int) -> Tensor:
     return torch.linspace(0, num_items - 1, count).round().long()
 
 
+# ----- processes -------------------------------------------------------------------------------------------
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) without torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str) -> torch.device:
+    """Join the process group torchrun describes (gloo on CPU, NCCL on GPU); returns this process's device."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    dev = resolve_device(device)
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return dev
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``, refusing CUDA when this machine has none."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                         f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return dev
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class NegLogLikelihood(nn.Module):
+    """Mean negative log-likelihood in nats per sub-pixel: the module DDP and torch.compile wrap."""
+
+    def __init__(self, model: ImageTransformer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        return -self.model.log_prob(images, labels).mean()
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point weights (PixelCNN++ evaluates with it)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v.detach(), 1.0 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module) -> Iterator[None]:
+        """Temporarily load the averaged weights into ``model``."""
+        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.shadow)
+        try:
+            yield
+        finally:
+            model.load_state_dict(saved)
+
+
 @torch.no_grad()
 def evaluate(model: ImageTransformer, images: Tensor, labels: Tensor | None = None, batch_size: int = 64,
              progress: bool = False) -> dict[str, float]:
-    """Mean bits/dim over ``images`` (uint8 (N, H, W, C)), in eval mode."""
+    """Mean bits/dim over ``images`` (uint8 (N, H, W, C)), in eval mode; shared out over DDP processes."""
+    rank, size = world()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    mine = torch.arange(rank, len(images), size)  # this process's share
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of bits/dim, count)
     try:
-        for start in tqdm(range(0, len(images), batch_size), disable=not progress, desc="eval", leave=False):
-            x = images[start : start + batch_size].to(device)
-            y = labels[start : start + batch_size].to(device) if labels is not None else None
+        starts = range(0, len(mine), batch_size)
+        for start in tqdm(starts, disable=not progress or rank != 0, desc="eval", leave=False):
+            idx = mine[start : start + batch_size]
+            x = images[idx].to(device)
+            y = labels[idx].to(device) if labels is not None else None
             bpd = bits_per_dim(model.log_prob(x, y))
-            total += float(bpd.double().sum())
-            count += len(x)
+            total += torch.stack([bpd.double().sum(), torch.tensor(float(len(x)), device=device)])
     finally:
         model.train(was_training)
-    return {"bits_per_dim": total / max(count, 1), "num_images": count}
+    if size > 1:
+        dist.all_reduce(total)
+    return {"bits_per_dim": float(total[0] / total[1].clamp(min=1)), "num_images": int(total[1])}
 
 
 class Trainer:
-    """Owns a run directory: ``checkpoint.pt``, ``metrics.jsonl``, ``run.json``."""
+    """Owns a run directory: ``checkpoint.pt``, ``metrics.jsonl``, ``run.json``, ``curve.png``.
+
+    Only rank 0 writes files. ``device``, ``compile`` and ``tensorboard`` change how the run executes,
+    not what it computes, so they are arguments rather than part of :class:`TrainConfig`.
+    """
 
     def __init__(self, model: ImageTransformer, cfg: TrainConfig, out: str | Path,
                  train_images: Tensor, train_labels: Tensor | None,
                  eval_images: Tensor | None = None, eval_labels: Tensor | None = None,
-                 run_info: dict[str, Any] | None = None, progress: bool = True):
+                 run_info: dict[str, Any] | None = None, progress: bool = True,
+                 compile: bool = False, tensorboard: bool = False):
         self.model, self.cfg, self.out = model, cfg, Path(out)
         self.train_images, self.train_labels = train_images, train_labels
         self.eval_images, self.eval_labels = eval_images, eval_labels
         self.run_info = run_info or {}
-        self.progress = progress
+        self.rank, self.world = world()
+        self.progress = progress and self.rank == 0
+        per_step = self.world * cfg.grad_accum
+        if cfg.batch_size % per_step:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by processes x grad_accum "
+                             f"= {self.world} x {cfg.grad_accum}")
+        self.device = next(model.parameters()).device
+        self.loss = NegLogLikelihood(model)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss = nn.parallel.DistributedDataParallel(self.loss, device_ids=ids)
+        if compile:
+            self.loss = torch.compile(self.loss)
         self.opt, self.sched = make_optimizer(model, cfg)
+        self.ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
         self.step = 0
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.writer = None
+        if tensorboard and self.rank == 0:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ValueError(f"--tensorboard needs the tensorboard package (pip install tensorboard): {e}") from None
+            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -126,19 +252,30 @@ class Trainer:
         return {
             **model_record(self.model),
             "model": self.model.state_dict(),
+            "ema": self.ema.shadow if self.ema is not None else None,
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "step": self.step,
+            "data_position": self.step * self.cfg.batch_size,  # images drawn so far (see batch_indices)
             "train_config": dataclasses.asdict(self.cfg),
             "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "run_info": self.run_info,
         }
 
     def save(self) -> None:
-        save_checkpoint(self.checkpoint_path, self.state())
+        if self.rank != 0:
+            return
+        state = self.state()
+        save_checkpoint(self.checkpoint_path, state)
+        if self.cfg.keep_checkpoints:
+            save_checkpoint(self.out / f"checkpoint-{self.step}.pt", state)
+            kept = sorted(self.out.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+            for old in kept[: -self.cfg.keep_checkpoints]:
+                old.unlink()
 
     def resume(self) -> None:
-        """Continue from ``checkpoint.pt`` in the run directory: weights, optimizer, schedule, step, RNG."""
+        """Continue from ``checkpoint.pt``: weights, EMA, optimizer, schedule, step, RNG, data position."""
         state = read_checkpoint(self.checkpoint_path)
         if state["config"] != self.model.config.to_dict():
             theirs = ImageTransformerConfig.from_dict(state["config"]).to_dict()
@@ -146,28 +283,91 @@ class Trainer:
             raise CheckpointError(f"{self.checkpoint_path}: architecture differs from the requested one "
                                   f"(checkpoint vs requested): {diff}")
         load_weights(self.model, state["model"], str(self.checkpoint_path))
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.shadow = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.rank == 0:
+            self._truncate_log(self.step)
+
+    # ----- records -----------------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        return self.out / "metrics.jsonl"
 
     def log(self, record: dict[str, Any]) -> None:
-        with open(self.out / "metrics.jsonl", "a") as f:
+        if self.rank != 0:
+            return
+        with open(self.log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k, v in record.items():
+                if k != "step":
+                    self.writer.add_scalar(k, v, record["step"])
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop records written after the checkpoint we resume from (a killed run may have some)."""
+        if self.log_path.is_file():
+            lines = [l for l in self.log_path.read_text().splitlines() if l.strip()]
+            keep = [l for l in lines if json.loads(l)["step"] <= step]
+            self.log_path.write_text("".join(l + "\n" for l in keep))
 
     # ----- the loop ----------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         assert self.eval_images is not None
         idx = spread(len(self.eval_images), self.cfg.eval_images)
         labels = self.eval_labels[idx] if self.eval_labels is not None else None
-        return evaluate(self.model, self.eval_images[idx], labels, batch_size=max(self.cfg.batch_size, 32))
+        averaged = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
+        with averaged:
+            return evaluate(self.model, self.eval_images[idx], labels, batch_size=max(self.cfg.batch_size, 32))
+
+    def _train_step(self) -> float:
+        """One optimizer step over the global batch; returns its mean loss in nats per sub-pixel."""
+        cfg = self.cfg
+        idx = batch_indices(self.step, len(self.train_images), cfg.batch_size, cfg.seed)
+        idx = idx[self.rank :: self.world]  # this process's share of the global batch
+        self.opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for j, micro in enumerate(idx.chunk(cfg.grad_accum)):
+            x = self.train_images[micro].to(self.device)
+            y = self.train_labels[micro].to(self.device) if self.train_labels is not None else None
+            last = j == cfg.grad_accum - 1
+            sync = self.loss.no_sync() if self.world > 1 and not last and hasattr(self.loss, "no_sync") \
+                else contextlib.nullcontext()
+            with sync:
+                with autocast(self.device, cfg.precision):
+                    loss = self.loss(x, y) / cfg.grad_accum
+                loss.backward()
+            total += loss.detach()
+        if self.world > 1:
+            dist.all_reduce(total)
+            total /= self.world
+        loss_value = float(total)
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"non-finite loss ({loss_value}) at step {self.step + 1}; stopped, the last good checkpoint "
+                f"{self.checkpoint_path} (step {self._saved_step()}) is kept"
+            )
+        if cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        self.opt.step()
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return loss_value
 
     def train(self) -> dict[str, Any]:
         """Run until ``steps`` (or ``max_minutes``); returns the last metrics."""
         cfg, model = self.cfg, self.model
-        device = next(model.parameters()).device
-        (self.out / "run.json").write_text(json.dumps(
-            {"model": model_record(model), "train": dataclasses.asdict(cfg), **self.run_info}, indent=2) + "\n")
+        if self.rank == 0:
+            (self.out / "run.json").write_text(json.dumps(
+                {"model": model_record(model), "train": dataclasses.asdict(cfg), "processes": self.world,
+                 **self.run_info}, indent=2) + "\n")
         model.train()
         start_time = time.monotonic()
         smoothed = None
@@ -175,44 +375,40 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True)
         while self.step < cfg.steps:
-            idx = batch_indices(self.step, len(self.train_images), cfg.batch_size, cfg.seed)
-            x = self.train_images[idx].to(device)
-            y = self.train_labels[idx].to(device) if self.train_labels is not None else None
             t0 = time.monotonic()
-            loss = -model.log_prob(x, y).mean()  # nats per sub-pixel
-            if not torch.isfinite(loss):
-                bar.close()
-                raise FloatingPointError(
-                    f"non-finite loss ({float(loss.detach())}) at step {self.step + 1}; stopped, the last good checkpoint "
-                    f"{self.checkpoint_path} (step {self._saved_step()}) is kept"
-                )
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             lr = self.sched.get_last_lr()[0]
-            self.opt.step()
-            self.sched.step()
-            self.step += 1
-            bpd = float(loss.detach()) / math.log(2.0)
+            bpd = self._train_step() / math.log(2.0)
             smoothed = bpd if smoothed is None else 0.95 * smoothed + 0.05 * bpd
             last = {"step": self.step, "train_bits_per_dim": bpd, "lr": lr,
-                    "images_per_sec": len(x) / max(time.monotonic() - t0, 1e-9)}
+                    "images_per_sec": cfg.batch_size / max(time.monotonic() - t0, 1e-9)}
             bar.update(1)
             bar.set_postfix(bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}")
             out_of_time = cfg.max_minutes > 0 and time.monotonic() - start_time > 60 * cfg.max_minutes
+            if self.world > 1:  # every process stops at the same step
+                flag = torch.tensor(float(out_of_time), device=self.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag)
             done = self.step >= cfg.steps or out_of_time
             if self.eval_images is not None and (self.step % cfg.eval_every == 0 or done):
                 last["eval_bits_per_dim"] = self.evaluate()["bits_per_dim"]
-                bar.write(f"step {self.step}: train {smoothed:.4f} bits/dim, eval {last['eval_bits_per_dim']:.4f} bits/dim")
+                if self.progress:
+                    bar.write(f"step {self.step}: train {smoothed:.4f} bits/dim, "
+                              f"eval {last['eval_bits_per_dim']:.4f} bits/dim")
             if self.step % 10 == 0 or "eval_bits_per_dim" in last or done:
                 self.log(last)
             if self.step % cfg.checkpoint_every == 0 or done:
                 self.save()
             if out_of_time:
-                bar.write(f"stopping at step {self.step}: --max-minutes {cfg.max_minutes} reached")
+                if self.progress:
+                    bar.write(f"stopping at step {self.step}: --max-minutes {cfg.max_minutes} reached")
                 break
         bar.close()
+        if self.rank == 0 and self.log_path.is_file():
+            from .images import plot_curve
+
+            plot_curve(self.log_path, self.out / "curve.png")
+        if self.writer is not None:
+            self.writer.close()
         return last
 
     def _saved_step(self) -> int | str:
@@ -221,13 +417,3 @@ class Trainer:
         except CheckpointError:
             return "none yet"
 
-
-def load_run(path: str | Path) -> tuple[dict[str, Any], ImageTransformer]:
-    """The checkpoint state and the model of a run directory or checkpoint file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    state = read_checkpoint(path)
-    model = build_model(state, str(path))
-    load_weights(model, state["model"], str(path))
-    return state, model
