@@ -61,7 +61,28 @@ def test_errors_are_clear_and_exit_2(tiny_mnist, tmp_path, capsys):
     assert not (tmp_path / "x" / "checkpoint.pt").exists()
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "sample", "complete", "presets"])
+def test_superres_train_eval_upscale(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "sr"
+    assert run("train", "--task", "superres", "--input-size", 3, "--data", f"mnist:{tiny_mnist}", "--preset", "tiny",
+               "--out", out, "--steps", 2, "--batch-size", 4, "--num-samples", 2, "--final-eval-images", 4,
+               "--quiet") == 0
+    text = capsys.readouterr().out
+    assert "test bits/dim" in text and "T=0.9: consistency RMSE" in text
+    report = json.loads((out / "superres.json").read_text())
+    assert set(report["temperatures"]) == {"0.8", "0.9", "1.0"}
+    assert 0 <= report["temperatures"]["1.0"]["nearest_train_ms_ssim"] <= 1
+    grid = np.asarray(Image.open(out / "superres.png"))
+    assert grid.shape[1] > grid.shape[0]  # 2 rows of 5 columns
+    assert run("eval", out, "--samples", 2, "-o", tmp_path / "e.json") == 0
+    assert "superres" in json.loads((tmp_path / "e.json").read_text())
+    Image.fromarray(np.full((3, 3), 90, np.uint8)).save(tmp_path / "low.png")
+    assert run("upscale", out, "--input", tmp_path / "low.png", "-n", 2, "-o", tmp_path / "up.png") == 0
+    assert (tmp_path / "up.png").is_file()
+    assert run("upscale", out, "--input", tmp_path / "up.png", "-o", tmp_path / "x.png") == 2
+    assert "the model generates 3x3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "sample", "complete", "upscale", "average", "presets"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([command, "--help"])

@@ -3,6 +3,8 @@
 from .config import PRESETS, ImageTransformerConfig, preset
 from .metrics import bits_per_dim
 from .model import ImageTransformer
+from .superres import SuperResolutionConfig, SuperResolutionTransformer
 
-__all__ = ["ImageTransformer", "ImageTransformerConfig", "PRESETS", "preset", "bits_per_dim"]
+__all__ = ["ImageTransformer", "ImageTransformerConfig", "SuperResolutionTransformer", "SuperResolutionConfig",
+           "PRESETS", "preset", "bits_per_dim"]
 __version__ = "0.1.0"

@@ -14,11 +14,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, average_checkpoints, load_model, read_checkpoint
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, average_checkpoints, build_model, load_model, read_checkpoint
 from .config import PRESETS, ImageTransformerConfig
 from .data import DataError, load_dataset
 from .images import save_grid
+from .metrics import consistency, nearest_neighbour_ms_ssim, psnr, ssim
 from .model import ImageTransformer
+from .superres import SuperResolutionConfig, SuperResolutionTransformer, area_downsample
 from .train import PRECISIONS, Trainer, TrainConfig, evaluate, init_distributed, resolve_device, spread, world
 
 DEFAULT_DATA = "mnist-slice"
@@ -43,11 +45,14 @@ MODEL_OPTIONS = [
 
 
 def _shape(text: str) -> tuple[int, int]:
+    """"8x16" -> (8, 16); "8" -> (8, 8)."""
     try:
-        a, b = text.lower().split("x")
-        return (int(a), int(b))
+        parts = [int(p) for p in text.lower().split("x")]
+        if len(parts) in (1, 2):
+            return (parts[0], parts[-1])
     except ValueError:
-        raise ValueError(f"expected ROWSxCOLS such as 8x16, got {text!r}") from None
+        pass
+    raise ValueError(f"expected ROWSxCOLS such as 8x16 (or one number for a square), got {text!r}")
 
 
 def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -105,6 +110,51 @@ def _sample_labels(model: ImageTransformer, n: int, label: int | None) -> tuple[
     return torch.arange(k).repeat_interleave(per_class), per_class
 
 
+def superres_report(model: SuperResolutionTransformer, images: torch.Tensor, inputs: torch.Tensor,
+                    train_images: torch.Tensor | None, out: Path, num: int, seed: int,
+                    temperatures: Sequence[float] = (0.8, 0.9, 1.0), progress: bool = False) -> dict[str, Any]:
+    """Samples for ``num`` held-out inputs (spread over the split) at each temperature; the paper's metrics.
+
+    Writes ``superres.png`` (rows: input enlarged, a sample per temperature, original; as the paper's
+    table 6) and ``superres.json``. Consistency is the RMS difference, in 0..255 intensity units, between
+    the low-resolution input and the area-downsampled sample; PSNR (dB) and SSIM compare each sample with
+    its original; the nearest-neighbour check finds, for each sample, the training image whose
+    downsampled version is closest to the sample's downsampled version and reports their MS-SSIM.
+    """
+    idx = spread(len(images), num)
+    originals, lows = images[idx], inputs[idx]
+    report: dict[str, Any] = {"num_samples": len(idx), "temperatures": {}}
+    sy, sx = (int(f) for f in model.config.scale)
+    columns = [lows.repeat_interleave(sy, 1).repeat_interleave(sx, 2)]  # inputs enlarged for display
+    for t in temperatures:
+        samples = model.sample(lows, temperature=t, generator=torch.Generator().manual_seed(seed),
+                               progress=progress).cpu()
+        entry = {
+            "consistency_rmse": float(consistency(samples, lows)["rmse"].mean()),
+            "psnr_db": float(psnr(samples, originals).mean()),
+            "ssim": float(ssim(samples, originals).mean()),
+        }
+        if train_images is not None:
+            _, nn_ms_ssim = nearest_neighbour_ms_ssim(samples, train_images, model.config.input_size)
+            entry["nearest_train_ms_ssim"] = float(nn_ms_ssim.mean())
+        report["temperatures"][str(t)] = entry
+        columns.append(samples)
+    columns.append(originals)
+    grid = torch.stack(columns, 1).flatten(0, 1)  # row per input: input, samples..., original
+    report["grid"] = str(save_grid(grid, out / "superres.png", nrow=len(columns), scale=3))
+    (out / "superres.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _format_report(report: dict[str, Any]) -> str:
+    lines = [f"super-resolution on {report['num_samples']} held-out images (grid: {report['grid']}):"]
+    for t, e in report["temperatures"].items():
+        nn_text = f", nearest-train MS-SSIM {e['nearest_train_ms_ssim']:.3f}" if "nearest_train_ms_ssim" in e else ""
+        lines.append(f"  T={t}: consistency RMSE {e['consistency_rmse']:.2f}/255, PSNR {e['psnr_db']:.2f} dB, "
+                     f"SSIM {e['ssim']:.3f}{nn_text}")
+    return "\n".join(lines)
+
+
 # ----- subcommands -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; under torchrun every process runs this and rank 0 writes the files."""
@@ -119,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         info = state.get("run_info", {})
         spec, image_size = info.get("data", args.data), info.get("image_size") or image_size
         cfg = TrainConfig(**{**state["train_config"], **overrides})
-        model_cfg = ImageTransformerConfig.from_dict(state["config"])
+        model_cfg = build_model(state, str(out / CHECKPOINT_NAME)).config
     else:
         if (out / CHECKPOINT_NAME).exists() and not args.overwrite:
             raise ValueError(f"{out / CHECKPOINT_NAME} exists: pass --resume to continue that run, --overwrite to "
@@ -130,6 +180,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     test_data = _load_split(spec, "test", image_size)
     if not args.resume:
         model_cfg = _model_config(args, train_data.image_shape, train_data.num_classes)
+        if args.task == "superres":
+            model_cfg = SuperResolutionConfig(**model_cfg.to_dict(), input_size=_shape(args.input_size),
+                                              encoder_layers=args.encoder_layers or max(1, model_cfg.num_layers // 2))
+    superres = isinstance(model_cfg, SuperResolutionConfig)
     model_shape = (*model_cfg.image_size, model_cfg.channels)
     for part in (train_data, test_data):
         if tuple(part.image_shape) != model_shape:
@@ -141,10 +195,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     say = print if rank == 0 else (lambda *a, **k: None)
     try:
         torch.manual_seed(cfg.seed)
-        model = ImageTransformer(model_cfg).to(device)
+        model = (SuperResolutionTransformer if superres else ImageTransformer)(model_cfg).to(device)
         train_x, train_y = _as_tensors(train_data)
         test_x, test_y = _as_tensors(test_data)
-        if not model_cfg.num_classes:
+        if superres:  # the condition is the area-downsampled target
+            train_y, test_y = area_downsample(train_x, model_cfg.input_size), area_downsample(test_x, model_cfg.input_size)
+        elif not model_cfg.num_classes:
             train_y = test_y = None
         info = {"data": spec, "image_size": list(image_size) if image_size else None,
                 "train_source": train_data.source, "test_source": test_data.source}
@@ -175,7 +231,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
                 say(f"test bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images "
                     f"(step {trainer.step}, {minutes:.1f} min of training) -> {out / 'eval.json'}")
-            if args.num_samples and rank == 0:
+            if args.num_samples and rank == 0 and superres:
+                report = superres_report(model, test_x, test_y, train_x, out, args.num_samples, cfg.seed,
+                                         progress=not args.quiet)
+                say(_format_report(report))
+            elif args.num_samples and rank == 0:
                 labels, nrow = _sample_labels(model, args.num_samples, None)
                 n = len(labels) if labels is not None else args.num_samples
                 samples = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(cfg.seed),
@@ -209,15 +269,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     x, y = _as_tensors(data)
     idx = spread(len(x), args.limit)
     x, y = x[idx], (y[idx] if y is not None else None)
-    if not model.config.num_classes:
+    superres = isinstance(model, SuperResolutionTransformer)
+    if superres:
+        y = area_downsample(x, model.config.input_size)
+    elif not model.config.num_classes:
         y = None
     result = evaluate(model, x, y, batch_size=args.batch_size, progress=True)
     result.update(checkpoint=str(args.checkpoint), data=data.source, split=args.split)
     print(f"{args.split} bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images ({data.source})")
     out = Path(args.output) if args.output else None
+    base = Path(args.checkpoint)
+    folder = base if base.is_dir() else base.parent
+    if superres and args.samples:
+        train_x = _as_tensors(_load_split(spec, "train", tuple(image_size) if image_size else None))[0]
+        result["superres"] = superres_report(model, x, y, train_x, folder, args.samples, args.seed, progress=True)
+        print(_format_report(result["superres"]))
     if out is None:
-        base = Path(args.checkpoint)
-        out = (base if base.is_dir() else base.parent) / f"eval-{args.split}.json"
+        out = folder / f"eval-{args.split}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
@@ -274,6 +342,25 @@ def cmd_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upscale(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    model = load_model(args.checkpoint)
+    if not isinstance(model, SuperResolutionTransformer):
+        raise ValueError(f"{args.checkpoint}: not a super-resolution model")
+    lows = torch.stack([_read_png(p, model.input_shape) for p in args.input])
+    gen = torch.Generator().manual_seed(args.seed)
+    sy, sx = (int(f) for f in model.config.scale)
+    rows = []
+    for low in lows:
+        batch = low[None].expand(args.num, -1, -1, -1).contiguous()
+        samples = model.sample(batch, temperature=args.temperature, generator=gen, progress=True)
+        enlarged = low.repeat_interleave(sy, 0).repeat_interleave(sx, 1)
+        rows.append(torch.cat([enlarged[None], samples]))
+    path = save_grid(torch.cat(rows), args.output, nrow=args.num + 1, scale=args.scale)
+    print(f"upscaled (each row: input enlarged, {args.num} samples at temperature {args.temperature}) -> {path}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     for name, values in sorted(PRESETS.items()):
         cfg = ImageTransformerConfig(**values)
@@ -301,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/mnist-tiny", help="run directory (checkpoint, logs, samples)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--class-conditional", action="store_true", help="condition on the data set's class labels")
+    t.add_argument("--task", choices=["generate", "superres"], default="generate",
+                   help="generate: unconditional or class-conditional images; superres: an encoder-decoder that "
+                        "generates the image given its area-downsampled version")
+    t.add_argument("--input-size", default="8x8", help="superres: low-resolution input size HxW")
+    t.add_argument("--encoder-layers", type=int, help="superres: encoder layers (default: half the decoder's)")
     g = t.add_argument_group("training (defaults from TrainConfig; on --resume, the run's own values)")
     g.add_argument("--steps", type=int, help=f"total optimizer steps (default {defaults.steps})")
     g.add_argument("--batch-size", type=int, dest="batch_size", help=f"images per step (default {defaults.batch_size})")
@@ -346,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "test"], help="which split")
     e.add_argument("--limit", type=int, default=0, help="evaluate N images spread evenly over the split (0 = all)")
     e.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    e.add_argument("--samples", type=int, default=16,
+                   help="superres: held-out images to sample at temperatures 0.8/0.9/1.0 for consistency, PSNR, "
+                        "SSIM and the nearest-neighbour MS-SSIM (0 = bits/dim only)")
+    e.add_argument("--seed", type=int, default=0, help="superres: sampling seed")
     e.add_argument("-o", "--output", help="JSON file for the result (default: eval-SPLIT.json beside the checkpoint)")
     e.add_argument("--threads", type=int, help="torch CPU threads")
     e.set_defaults(func=cmd_eval)
@@ -374,6 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", default="completions.png", help="PNG file")
     c.add_argument("--threads", type=int, help="torch CPU threads")
     c.set_defaults(func=cmd_complete)
+
+    u = sub.add_parser("upscale", help="sample high-resolution images from a low-resolution PNG (superres models)",
+                       formatter_class=fmt)
+    u.add_argument("checkpoint", help="run directory, checkpoint.pt, or save_pretrained directory")
+    u.add_argument("--input", nargs="+", required=True, help="PNG image(s) of the model's input size")
+    u.add_argument("-n", "--num", type=int, default=4, help="samples per input")
+    u.add_argument("--temperature", type=float, default=0.9, help="softmax temperature; 0 = greedy")
+    u.add_argument("--seed", type=int, default=0, help="random seed")
+    u.add_argument("--scale", type=int, default=3, help="enlarge pixels in the PNG")
+    u.add_argument("-o", "--output", default="upscaled.png", help="PNG file")
+    u.add_argument("--threads", type=int, help="torch CPU threads")
+    u.set_defaults(func=cmd_upscale)
 
     av = sub.add_parser("average", help="average the weights of several checkpoints of one architecture",
                         formatter_class=fmt)

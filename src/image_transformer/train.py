@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 from .checkpoint import (
     CHECKPOINT_NAME, CheckpointError, load_weights, model_record, read_checkpoint, save_checkpoint,
 )
-from .config import ImageTransformerConfig
 from .metrics import bits_per_dim
 from .model import ImageTransformer
 
@@ -277,11 +276,12 @@ class Trainer:
     def resume(self) -> None:
         """Continue from ``checkpoint.pt``: weights, EMA, optimizer, schedule, step, RNG, data position."""
         state = read_checkpoint(self.checkpoint_path)
-        if state["config"] != self.model.config.to_dict():
-            theirs = ImageTransformerConfig.from_dict(state["config"]).to_dict()
-            diff = {k: (theirs[k], v) for k, v in self.model.config.to_dict().items() if theirs.get(k) != v}
+        ours, theirs = model_record(self.model), {k: state.get(k) for k in ("model_type", "config")}
+        if theirs["model_type"] != ours["model_type"] or theirs["config"] != ours["config"]:
+            mine = ours["config"]
+            diff = {k: (theirs["config"].get(k), v) for k, v in mine.items() if theirs["config"].get(k) != v}
             raise CheckpointError(f"{self.checkpoint_path}: architecture differs from the requested one "
-                                  f"(checkpoint vs requested): {diff}")
+                                  f"(checkpoint {theirs['model_type']} vs requested {ours['model_type']}): {diff}")
         load_weights(self.model, state["model"], str(self.checkpoint_path))
         if self.ema is not None and state.get("ema") is not None:
             self.ema.shadow = {k: v.to(self.device) for k, v in state["ema"].items()}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from image_transformer.sr_metrics import consistency, ms_ssim, nearest_neighbour_ms_ssim, psnr, ssim
+from image_transformer.metrics import consistency, ms_ssim, nearest_neighbour_ms_ssim, psnr, ssim
 from image_transformer.superres import area_downsample, area_downsample_float
 
 
