@@ -26,6 +26,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The tests' tiny models run faster on one thread (no OpenMP hand-offs), the more so on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def dependency_violations(log_prob_fn, order: torch.Tensor, shape: tuple[int, int, int], seed: int = 0):
     """Change each sub-pixel in turn; return (violations, changed_later).
 

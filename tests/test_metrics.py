@@ -8,14 +8,6 @@ from image_transformer.metrics import consistency, ms_ssim, nearest_neighbour_ms
 from image_transformer.superres import area_downsample, area_downsample_float
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_images(n, h=32, w=32, c=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, h, w, c), generator=g, dtype=torch.uint8)

@@ -39,15 +39,6 @@ def fixed_inputs(model, seed=1):
 CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"]))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny models run several times faster on one thread when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("attention,distribution", CASES)
 def test_decoder_is_autoregressive_given_the_input(attention, distribution):
     model = tiny(attention, distribution)
