@@ -80,6 +80,8 @@ def test_superres_train_eval_upscale(tiny_mnist, tmp_path, capsys):
     assert (tmp_path / "up.png").is_file()
     assert run("upscale", out, "--input", tmp_path / "up.png", "-o", tmp_path / "x.png") == 2
     assert "the model generates 3x3" in capsys.readouterr().err
+    assert run("sample", out, "-o", tmp_path / "s.png") == 2
+    assert "use `image-transformer upscale`" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "sample", "complete", "upscale", "average", "presets"])

@@ -97,6 +97,14 @@ def _load_split(spec: str, split: str, image_size: tuple[int, int] | None) -> An
     return data
 
 
+def _load_generator(path: str) -> ImageTransformer:
+    """An unconditional or class-conditional model (not a super-resolution one) from ``path``."""
+    model = load_model(path)
+    if isinstance(model, SuperResolutionTransformer):
+        raise ValueError(f"{path}: a super-resolution model; use `image-transformer upscale`")
+    return model
+
+
 def _sample_labels(model: ImageTransformer, n: int, label: int | None) -> tuple[torch.Tensor | None, int | None]:
     """Labels for a sample grid: one row per class by default, or all ``label``; and the grid width."""
     k = model.config.num_classes
@@ -293,7 +301,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    model = load_model(args.checkpoint)
+    model = _load_generator(args.checkpoint)
     labels, nrow = _sample_labels(model, args.num, args.label)
     n = len(labels) if labels is not None else args.num
     start = time.monotonic()
@@ -322,7 +330,7 @@ def _read_png(path: str, shape: tuple[int, int, int]) -> torch.Tensor:
 
 def cmd_complete(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    model = load_model(args.checkpoint)
+    model = _load_generator(args.checkpoint)
     originals = torch.stack([_read_png(p, model.image_shape) for p in args.input])
     model.known_prefix(args.rows)  # fail early with the allowed row counts
     if model.config.num_classes and args.label is None:
