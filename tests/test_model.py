@@ -185,3 +185,12 @@ def test_save_and_load_pretrained(tmp_path, encoding):
     x = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8)
     assert torch.equal(model.log_prob(x), again.log_prob(x))
     assert again.config == model.config
+
+
+@pytest.mark.parametrize("distribution", ["categorical", "dmol"])
+def test_cached_sampler_equals_reference_with_labels_and_batch_of_one(distribution):
+    model = tiny("local_2d", distribution, 3, size=(4, 5), num_classes=3)
+    for labels in (torch.tensor([2]), torch.tensor([0, 1, 2, 1])):
+        a = model.sample(len(labels), labels=labels, generator=torch.Generator().manual_seed(5))
+        b = model.sample(len(labels), labels=labels, generator=torch.Generator().manual_seed(5), use_cache=False)
+        assert torch.equal(a, b)
