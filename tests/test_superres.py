@@ -190,7 +190,7 @@ def test_from_pretrained_refuses_the_wrong_model_type(tmp_path):
     from image_transformer import ImageTransformer
 
     tiny().save_pretrained(tmp_path / "m")
-    with pytest.raises(CheckpointError, match="not a ImageTransformer"):
+    with pytest.raises(CheckpointError, match="not ImageTransformer"):
         ImageTransformer.from_pretrained(tmp_path / "m")
 
 
