@@ -1,0 +1,41 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from image_transformer.images import make_grid, plot_curve, save_grid
+
+
+def test_make_grid_places_images_row_by_row():
+    images = torch.stack([torch.full((2, 3, 1), v, dtype=torch.uint8) for v in (10, 20, 30)])
+    grid = make_grid(images, nrow=2, padding=1)
+    assert grid.shape == (2 * 3 + 1, 2 * 4 + 1, 1)
+    assert (grid[1:3, 1:4] == 10).all() and (grid[1:3, 5:8] == 20).all() and (grid[4:6, 1:4] == 30).all()
+    assert (grid[4:6, 5:8] == 255).all() and (grid[0] == 255).all()  # empty cell and padding
+
+
+def test_make_grid_rejects_non_uint8():
+    with pytest.raises(ValueError, match="uint8"):
+        make_grid(torch.zeros(1, 2, 2, 1))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_save_grid_round_trips_through_png(tmp_path, channels):
+    images = torch.randint(0, 256, (4, 5, 6, channels), dtype=torch.uint8)
+    path = save_grid(images, tmp_path / "sub" / "grid.png", nrow=4, scale=2, padding=0)
+    read = np.asarray(Image.open(path))
+    read = read[..., None] if channels == 1 else read
+    assert read.shape == (10, 48, channels)
+    assert np.array_equal(read[::2, ::2], make_grid(images, nrow=4, padding=0))
+
+
+def test_plot_curve_writes_a_png(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    rows = [{"step": s, "train_bits_per_dim": 3 - s / 100, "lr": 1e-3} for s in range(10, 60, 10)]
+    rows.append({"step": 50, "eval_bits_per_dim": 2.6})
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = plot_curve(log, tmp_path / "curve.png")
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size == (600, 400)
