@@ -56,6 +56,10 @@ def plot_curve(metrics_path: str | Path, path: str | Path) -> Path:
         ax.plot(*zip(*train), label="train (one batch)", alpha=0.6)
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval (held out)")
+    values = [v for _, v in train + evals]
+    if values:  # the first steps' bits/dim can be 5x the rest: clip them so the slow part stays readable
+        top = min(max(values), 2 * float(np.median(values)))
+        ax.set_ylim(min(values) * 0.95, top * 1.05)
     ax.set_xlabel("step")
     ax.set_ylabel("bits / dim")
     ax.grid(alpha=0.3)
