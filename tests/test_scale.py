@@ -13,7 +13,7 @@ import torch
 
 from image_transformer.checkpoint import CheckpointError, average_checkpoints, load_model
 from image_transformer.cli import main
-from image_transformer.train import EMA, Trainer, TrainConfig, resolve_device
+from image_transformer.train import Trainer, TrainConfig, resolve_device
 from test_train import data, tiny_model
 
 

@@ -97,12 +97,3 @@ def test_evaluate_is_mean_bits_per_dim():
     with torch.no_grad():
         expected = (-model.log_prob(x).flatten(1).sum(1) / (16 * math.log(2))).mean()
     assert evaluate(model, x, batch_size=3)["bits_per_dim"] == pytest.approx(float(expected), rel=1e-5)
-
-
-def test_spread_covers_the_whole_split():
-    from image_transformer.train import spread
-
-    assert spread(10, 0).tolist() == list(range(10))
-    assert spread(10, 20).tolist() == list(range(10))
-    idx = spread(1000, 10)
-    assert idx[0] == 0 and idx[-1] == 999 and len(idx.unique()) == 10

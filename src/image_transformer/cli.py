@@ -18,10 +18,11 @@ from .checkpoint import CHECKPOINT_NAME, CheckpointError, average_checkpoints, b
 from .config import PRESETS, ImageTransformerConfig
 from .data import DataError, load_dataset
 from .images import save_grid
-from .metrics import consistency, nearest_neighbour_ms_ssim, psnr, ssim
+from .metrics import format_superres_report, superres_report
 from .model import ImageTransformer
 from .superres import SuperResolutionConfig, SuperResolutionTransformer, area_downsample
-from .train import PRECISIONS, Trainer, TrainConfig, evaluate, init_distributed, resolve_device, spread, world
+from .metrics import spread
+from .train import PRECISIONS, Trainer, TrainConfig, evaluate, init_distributed, resolve_device, world
 
 DEFAULT_DATA = "mnist-slice"
 DEFAULT_PRESET = "mnist-tiny"
@@ -118,51 +119,6 @@ def _sample_labels(model: ImageTransformer, n: int, label: int | None) -> tuple[
     return torch.arange(k).repeat_interleave(per_class), per_class
 
 
-def superres_report(model: SuperResolutionTransformer, images: torch.Tensor, inputs: torch.Tensor,
-                    train_images: torch.Tensor | None, out: Path, num: int, seed: int,
-                    temperatures: Sequence[float] = (0.8, 0.9, 1.0), progress: bool = False) -> dict[str, Any]:
-    """Samples for ``num`` held-out inputs (spread over the split) at each temperature; the paper's metrics.
-
-    Writes ``superres.png`` (rows: input enlarged, a sample per temperature, original; as the paper's
-    table 6) and ``superres.json``. Consistency is the RMS difference, in 0..255 intensity units, between
-    the low-resolution input and the area-downsampled sample; PSNR (dB) and SSIM compare each sample with
-    its original; the nearest-neighbour check finds, for each sample, the training image whose
-    downsampled version is closest to the sample's downsampled version and reports their MS-SSIM.
-    """
-    idx = spread(len(images), num)
-    originals, lows = images[idx], inputs[idx]
-    report: dict[str, Any] = {"num_samples": len(idx), "temperatures": {}}
-    sy, sx = (int(f) for f in model.config.scale)
-    columns = [lows.repeat_interleave(sy, 1).repeat_interleave(sx, 2)]  # inputs enlarged for display
-    for t in temperatures:
-        samples = model.sample(lows, temperature=t, generator=torch.Generator().manual_seed(seed),
-                               progress=progress).cpu()
-        entry = {
-            "consistency_rmse": float(consistency(samples, lows)["rmse"].mean()),
-            "psnr_db": float(psnr(samples, originals).mean()),
-            "ssim": float(ssim(samples, originals).mean()),
-        }
-        if train_images is not None:
-            _, nn_ms_ssim = nearest_neighbour_ms_ssim(samples, train_images, model.config.input_size)
-            entry["nearest_train_ms_ssim"] = float(nn_ms_ssim.mean())
-        report["temperatures"][str(t)] = entry
-        columns.append(samples)
-    columns.append(originals)
-    grid = torch.stack(columns, 1).flatten(0, 1)  # row per input: input, samples..., original
-    report["grid"] = str(save_grid(grid, out / "superres.png", nrow=len(columns), scale=3))
-    (out / "superres.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
-def _format_report(report: dict[str, Any]) -> str:
-    lines = [f"super-resolution on {report['num_samples']} held-out images (grid: {report['grid']}):"]
-    for t, e in report["temperatures"].items():
-        nn_text = f", nearest-train MS-SSIM {e['nearest_train_ms_ssim']:.3f}" if "nearest_train_ms_ssim" in e else ""
-        lines.append(f"  T={t}: consistency RMSE {e['consistency_rmse']:.2f}/255, PSNR {e['psnr_db']:.2f} dB, "
-                     f"SSIM {e['ssim']:.3f}{nn_text}")
-    return "\n".join(lines)
-
-
 # ----- subcommands -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; under torchrun every process runs this and rank 0 writes the files."""
@@ -242,7 +198,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if args.num_samples and rank == 0 and superres:
                 report = superres_report(model, test_x, test_y, train_x, out, args.num_samples, cfg.seed,
                                          progress=not args.quiet)
-                say(_format_report(report))
+                say(format_superres_report(report))
             elif args.num_samples and rank == 0:
                 labels, nrow = _sample_labels(model, args.num_samples, None)
                 n = len(labels) if labels is not None else args.num_samples
@@ -291,7 +247,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if superres and args.samples:
         train_x = _as_tensors(_load_split(spec, "train", tuple(image_size) if image_size else None))[0]
         result["superres"] = superres_report(model, x, y, train_x, folder, args.samples, args.seed, progress=True)
-        print(_format_report(result["superres"]))
+        print(format_superres_report(result["superres"]))
     if out is None:
         out = folder / f"eval-{args.split}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .checkpoint import (
     CHECKPOINT_NAME, CheckpointError, load_weights, model_record, read_checkpoint, save_checkpoint,
 )
-from .metrics import bits_per_dim
+from .metrics import bits_per_dim, spread
 from .model import ImageTransformer
 
 PRECISIONS = ("fp32", "bf16")
@@ -86,16 +86,6 @@ def batch_indices(step: int, num_items: int, batch_size: int, seed: int) -> Tens
         chosen = epochs == epoch
         idx[chosen] = perm[offsets[chosen]]
     return idx
-
-
-def spread(num_items: int, count: int) -> Tensor:
-    """``count`` indices spread evenly over ``num_items`` (all of them if count >= num_items or count <= 0).
-
-    Evaluation subsets use this, so that data sorted by class is still covered class by class.
-    """
-    if count <= 0 or count >= num_items:
-        return torch.arange(num_items)
-    return torch.linspace(0, num_items - 1, count).round().long()
 
 
 # ----- processes -------------------------------------------------------------------------------------------
