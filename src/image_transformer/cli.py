@@ -18,10 +18,9 @@ from .checkpoint import CHECKPOINT_NAME, CheckpointError, average_checkpoints, b
 from .config import PRESETS, ImageTransformerConfig
 from .data import DataError, load_dataset
 from .images import save_grid
-from .metrics import format_superres_report, superres_report
+from .metrics import format_superres_report, spread, superres_report
 from .model import ImageTransformer
 from .superres import SuperResolutionConfig, SuperResolutionTransformer, area_downsample
-from .metrics import spread
 from .train import PRECISIONS, Trainer, TrainConfig, evaluate, init_distributed, resolve_device, world
 
 DEFAULT_DATA = "mnist-slice"
