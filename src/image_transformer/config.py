@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,39 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
         return (int(a), int(b))
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits a config annotation: int, float (an int will do), str, or a pair of ints
+    (one int stands for both)."""
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if typing.get_origin(hint) is tuple:
+        parts = typing.get_args(hint)
+        return _has_type(value, parts[0]) or (
+            isinstance(value, (tuple, list)) and len(value) == len(parts)
+            and all(_has_type(v, h) for v, h in zip(value, parts)))
+    return True
+
+
+def field_type_problems(config: Any) -> list[str]:
+    """One message per dataclass field whose value does not have its annotated type, naming the field.
+
+    Run first in ``__post_init__``, so a config read from JSON with ``"hidden_size": "big"`` is refused by
+    name instead of failing later in a comparison.
+    """
+    names = {"int": "an int", "float": "a number", "str": "a string"}
+    problems = []
+    for name, hint in typing.get_type_hints(type(config)).items():
+        value = getattr(config, name)
+        if not _has_type(value, hint):
+            wanted = names.get(getattr(hint, "__name__", ""), "an int or a pair of ints")
+            problems.append(f"{name} must be {wanted}, got {value!r} ({type(value).__name__})")
+    return problems
 
 
 @dataclass
@@ -48,6 +83,9 @@ class ImageTransformerConfig:
     num_classes: int = 0  # > 0: class-conditional
 
     def __post_init__(self) -> None:
+        wrong_types = field_type_problems(self)
+        if wrong_types:
+            raise ValueError("invalid ImageTransformerConfig: " + "; ".join(wrong_types))
         self.image_size = _pair(self.image_size, "image_size")
         self.query_shape = _pair(self.query_shape, "query_shape")
         self.memory_flange = _pair(self.memory_flange, "memory_flange")
