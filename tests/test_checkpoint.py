@@ -1,10 +1,15 @@
+import errno
 import json
+import os
+import stat
 
 import pytest
 import torch
 
 from image_transformer import ImageTransformer, ImageTransformerConfig
-from image_transformer.checkpoint import CheckpointError, atomic_write, load_model, save_checkpoint
+from image_transformer.checkpoint import (
+    CheckpointError, atomic_write, load_model, model_record, read_checkpoint, save_checkpoint, stale_temporaries,
+)
 
 
 def tiny(**kw):
@@ -49,9 +54,63 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
 
 def test_load_model_from_a_training_checkpoint(tmp_path):
     model = tiny().eval()
-    from image_transformer.checkpoint import model_record
-
     save_checkpoint(tmp_path / "checkpoint.pt", {**model_record(model), "model": model.state_dict()})
     again = load_model(tmp_path)
     x = torch.randint(0, 256, (2, 3, 3, 1), dtype=torch.uint8)
     assert torch.equal(again.log_prob(x), model.log_prob(x))
+
+
+class WritesAFile:
+    """Unpickling this calls open(path, "w"): what a malicious checkpoint could do with any function."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "code-ran"
+    model = tiny()
+    torch.save({**model_record(model), "model": model.state_dict(), "run_info": WritesAFile(marker)},
+               tmp_path / "checkpoint.pt")
+    for load in (read_checkpoint, load_model):
+        with pytest.raises(CheckpointError, match=r"checkpoint\.pt: refused: opening it would run code \(.*open\)"):
+            load(tmp_path / "checkpoint.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o007, 0o660)])
+def test_written_files_get_the_umask_mode(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        model = tiny()
+        save_checkpoint(tmp_path / "checkpoint.pt", {**model_record(model), "model": model.state_dict()})
+        model.save_pretrained(tmp_path / "model")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "checkpoint.pt", tmp_path / "model" / "weights.safetensors",
+                 tmp_path / "model" / "config.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    atomic_write(path, lambda f: f.write(b"good"))
+
+    def full(f):
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what a write on a full disk raises: no name
+
+    with pytest.raises(OSError) as error:
+        atomic_write(path, full)
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(path)
+    assert path.read_bytes() == b"good" and list(tmp_path.iterdir()) == [path]
+
+
+def test_stale_temporaries_are_the_ones_a_killed_write_leaves(tmp_path):
+    for name in ("checkpoint.pt.k2j3.tmp", "checkpoint-8.pt.a1.tmp", "checkpoint.pt", "notes.tmp", "metrics.jsonl"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in stale_temporaries(tmp_path, "checkpoint*.pt")] == ["checkpoint-8.pt.a1.tmp",
+                                                                             "checkpoint.pt.k2j3.tmp"]

@@ -2,40 +2,72 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+TEMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or does not match the model asked for."""
 
 
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (0666 & ~umask), as ``open`` would give it."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Give an ``OSError`` raised inside the block ``path`` as its file name when it has none (a failed
+    ``write`` on a full disk has none), so that every file error names its file."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+
+
 def atomic_write(path: str | Path, write: Any) -> None:
     """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    A crash at any moment leaves either the old file or the new one, never a partial file.
+    A crash at any moment leaves either the old file or the new one, never a partial file (a kill may leave
+    the temporary ``NAME.*.tmp``, which :func:`stale_temporaries` finds). The file gets the umask's mode,
+    like any other new file, not ``mkstemp``'s 0600.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=TEMP_SUFFIX, dir=path.parent)
+        try:
+            os.fchmod(fd, file_mode())
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def stale_temporaries(folder: str | Path, name: str) -> list[Path]:
+    """Temporary files :func:`atomic_write` left in ``folder`` for files matching the glob ``name`` when it was
+    killed mid-write (only call this while no other process writes there)."""
+    return sorted(Path(folder).glob(f"{name}.*{TEMP_SUFFIX}"))
 
 
 def _model_classes() -> dict[str, tuple[type, type]]:
@@ -132,12 +164,25 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load`` a training checkpoint, with errors that name the file."""
+    """``torch.load(weights_only=True)`` a training checkpoint, with errors that name the file.
+
+    Checkpoints hold only tensors and plain values, so nothing in them runs code when they are opened;
+    a file whose pickle names a function or class (which could run anything) is refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        if "Unsupported global" in detail:
+            code = detail.split(" was not an allowed global")[0].removeprefix("Unsupported global: GLOBAL ")
+            raise CheckpointError(
+                f"{path}: refused: opening it would run code ({code}); image-transformer checkpoints hold only "
+                f"tensors and plain values. Open it with torch.load(weights_only=False) yourself only if you "
+                f"trust where it came from") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({detail})") from None
     except Exception as e:  # torch raises many types for a damaged file
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or "model" not in state or "model_type" not in state:
