@@ -1,11 +1,21 @@
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from image_transformer import ImageTransformer, ImageTransformerConfig
+from image_transformer import train as train_module
 from image_transformer.checkpoint import CheckpointError
-from image_transformer.train import Trainer, TrainConfig, batch_indices, evaluate, transformer_schedule
+from image_transformer.cli import main
+from image_transformer.train import (
+    RunLocked, StopOnSignal, Trainer, TrainConfig, batch_indices, evaluate, run_lock, transformer_schedule,
+)
 
 
 def tiny_model(seed=0, **kw):
@@ -97,3 +107,167 @@ def test_evaluate_is_mean_bits_per_dim():
     with torch.no_grad():
         expected = (-model.log_prob(x).flatten(1).sum(1) / (16 * math.log(2))).mean()
     assert evaluate(model, x, batch_size=3)["bits_per_dim"] == pytest.approx(float(expected), rel=1e-5)
+
+
+# ----- runs that survive pre-emption and sharing --------------------------------------------------------
+def train_process(*args):
+    """A real ``image-transformer train`` in a child process, as a scheduler would start it."""
+    return subprocess.Popen([sys.executable, "-m", "image_transformer", "train", *map(str, args)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_records(proc, log, count, seconds=120):
+    """Wait until the child has logged ``count`` metrics records (it is mid-run, past some steps)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.is_file() and log.read_text().count("\n") >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the child ended or stalled before {count} records (exit {proc.poll()})")
+
+
+def run_args(tiny_mnist, **extra):
+    values = {"--data": f"mnist:{tiny_mnist}", "--preset": "tiny", "--batch-size": 4, "--eval-every": 50,
+              "--eval-images": 4, "--num-samples": 0, "--final-eval-images": 4, "--threads": 1, **extra}
+    return [str(a) for kv in values.items() for a in kv] + ["--quiet"]
+
+
+def test_run_lock_is_exclusive_and_released_on_any_exit(tmp_path):
+    with run_lock(tmp_path / "run") as path:
+        assert path.read_text().startswith(f"process {os.getpid()} on ")
+        with pytest.raises(RunLocked, match=f"another training is writing to this run \\(process {os.getpid()}"):
+            with run_lock(tmp_path / "run"):
+                pass
+    with pytest.raises(RuntimeError):
+        with run_lock(tmp_path / "run"):
+            raise RuntimeError("crash")
+    with run_lock(tmp_path / "run"):  # released by the crash
+        pass
+    assert not path.exists()
+    with run_lock(tmp_path / "never-written"):
+        pass
+    assert not (tmp_path / "never-written").exists()  # a folder it made and left empty is removed
+
+
+def test_a_second_training_on_the_same_folder_fails_at_once(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "run"
+    first = train_process(*run_args(tiny_mnist, **{"--steps": 100000, "--out": out}))
+    try:
+        wait_for_records(first, out / "metrics.jsonl", 1)
+        started = time.monotonic()
+        assert main(["train", *run_args(tiny_mnist, **{"--steps": 2, "--out": out}), "--overwrite"]) == 2
+        assert time.monotonic() - started < 5  # refused before loading data or building a model
+        err = capsys.readouterr().err
+        assert f"{out}: another training is writing to this run (process {first.pid} on " in err
+    finally:
+        first.kill()
+        first.communicate()
+    # the killed process left its lock file: the next training takes the stale lock over, with a message
+    assert main(["train", *run_args(tiny_mnist, **{"--steps": 2, "--out": out}), "--overwrite"]) == 0
+    assert f"taking over the stale lock of process {first.pid} on " in capsys.readouterr().err
+    assert not (out / "train.lock").exists()
+
+
+def comparable(run):
+    """A finished run's weights, evaluation and metrics records, without the wall-clock fields."""
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    evaluation = json.loads((run / "eval.json").read_text())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in records:
+        del r["images_per_sec"]
+    return state["model"], state["optimizer"]["state"], evaluation["bits_per_dim"], records
+
+
+def test_sigterm_stops_with_a_checkpoint_and_resumes_exactly(tiny_mnist, tmp_path):
+    args = run_args(tiny_mnist, **{"--steps": 300, "--dropout": 0.1, "--checkpoint-every": 1000})
+    out = tmp_path / "stopped"
+    proc = train_process(*args, "--out", out)
+    wait_for_records(proc, out / "metrics.jsonl", 2)  # past step 20; no periodic checkpoint before the end
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    stopped_at = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert 20 <= stopped_at < 300
+    assert f"stopped by SIGTERM at step {stopped_at}; checkpoint written to {out / 'checkpoint.pt'}" in err
+    assert f"image-transformer train --out {out} --resume" in err
+    assert not (out / "train.lock").exists() and not (out / "eval.json").exists()
+
+    assert main(["train", *args, "--out", str(out), "--resume"]) == 0
+    assert main(["train", *args, "--out", str(tmp_path / "straight")]) == 0
+    resumed, straight = comparable(out), comparable(tmp_path / "straight")
+    for k in straight[0]:
+        assert torch.equal(resumed[0][k], straight[0][k]), k
+    for i in straight[1]:
+        for k, v in straight[1][i].items():
+            assert torch.equal(resumed[1][i][k], v), (i, k)
+    assert resumed[2:] == straight[2:]  # bits/dim and every metrics record, bit for bit
+
+
+def test_a_second_signal_exits_at_once():
+    previous = signal.getsignal(signal.SIGINT)
+    with StopOnSignal(verbose=False) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert stop.signum == signal.SIGINT  # the first one only asks the loop to stop
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+    assert signal.getsignal(signal.SIGINT) is previous
+    script = ("import os, signal, time\nfrom image_transformer.train import StopOnSignal\n"
+              "with StopOnSignal() as stop:\n"
+              "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.05); print('asked', stop.signum, flush=True)\n"
+              "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+              "print('still running')\n")
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert child.returncode == -signal.SIGTERM and child.stdout == f"asked {int(signal.SIGTERM)}\n"
+    assert "SIGTERM again: exiting at once" in child.stderr
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+def test_a_kill_between_checkpoint_writes_loses_no_kept_copy(tmp_path, monkeypatch, capsys):
+    cfg = dict(steps=6, batch_size=8, warmup=2, eval_every=1000, checkpoint_every=2, keep_checkpoints=3)
+    real_save = train_module.save_checkpoint
+
+    def killed_after_the_first_file_of_step_4(path, state):
+        real_save(path, state)
+        if state["step"] == 4:  # killed while writing the next file: its temporary stays behind
+            (path.parent / "checkpoint-9.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+            (path.parent / "checkpoint.pt.x7.tmp").write_bytes(b"half a checkpoint")
+            raise Killed
+
+    monkeypatch.setattr(train_module, "save_checkpoint", killed_after_the_first_file_of_step_4)
+    with pytest.raises(Killed):
+        Trainer(tiny_model(), TrainConfig(**cfg), tmp_path, data(), None, progress=False).train()
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    trainer = Trainer(tiny_model(seed=5), TrainConfig(**cfg), tmp_path, data(), None, progress=False)
+    trainer.resume()
+    assert sorted(p.name for p in tmp_path.glob("*.tmp")) == []
+    err = capsys.readouterr().err
+    assert f"removed {tmp_path / 'checkpoint.pt.x7.tmp'}: a temporary file left by a write that was killed" in err
+    trainer.train()
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pt")) == ["checkpoint-2.pt", "checkpoint-4.pt",
+                                                                          "checkpoint-6.pt"]
+    assert torch.load(tmp_path / "checkpoint-4.pt", weights_only=True)["step"] == 4
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys):
+    cfg = dict(batch_size=8, warmup=2, eval_every=1, checkpoint_every=1)
+    x = data()
+    Trainer(tiny_model(), TrainConfig(steps=3, **cfg), tmp_path, x, None, x[:4], progress=False).train()
+    log = tmp_path / "metrics.jsonl"
+    with open(log, "a") as f:
+        f.write('{"step": 4, "train_bits_per_dim": 3.1')  # a kill or a full disk in the middle of an append
+    trainer = Trainer(tiny_model(), TrainConfig(steps=5, **cfg), tmp_path, x, None, x[:4], progress=False)
+    trainer.resume()
+    assert f"warning: {log}: dropped its last line, cut short by an interrupted write" in capsys.readouterr().err
+    trainer.train()
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=f"{log}: line 2 is not a metrics record"):
+        Trainer(tiny_model(), TrainConfig(steps=6, **cfg), tmp_path, x, None, x[:4], progress=False).resume()

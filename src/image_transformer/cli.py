@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,9 @@ from .images import save_grid
 from .metrics import format_superres_report, spread, superres_report
 from .model import ImageTransformer
 from .superres import SuperResolutionConfig, SuperResolutionTransformer, area_downsample
-from .train import PRECISIONS, Trainer, TrainConfig, evaluate, init_distributed, resolve_device, world
+from .train import (
+    PRECISIONS, Trainer, TrainConfig, TrainingStopped, evaluate, init_distributed, resolve_device, run_lock, world,
+)
 
 DEFAULT_DATA = "mnist-slice"
 DEFAULT_PRESET = "mnist-tiny"
@@ -120,9 +123,15 @@ def _sample_labels(model: ImageTransformer, n: int, label: int | None) -> tuple[
 
 # ----- subcommands -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train; under torchrun every process runs this and rank 0 writes the files."""
+    """Train; under torchrun every process runs this and rank 0 writes the files, holding the run's lock."""
     _set_threads(args.threads)
     out = Path(args.out)
+    writer = int(os.environ.get("RANK", "0")) == 0
+    with run_lock(out) if writer else contextlib.nullcontext():
+        return _train(args, out)
+
+
+def _train(args: argparse.Namespace, out: Path) -> int:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
     image_size = _shape(args.image_size) if args.image_size else None
@@ -176,9 +185,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume:
             trainer.resume()
             say(f"resumed {out / CHECKPOINT_NAME} at step {trainer.step}")
-        started = time.monotonic()
-        trainer.train()
-        minutes = (time.monotonic() - started) / 60
+        try:
+            trainer.train()
+        except TrainingStopped as stopped:
+            if rank == 0:
+                print(stopped, file=sys.stderr)
+            return 128 + stopped.signum
+        minutes = trainer.train_minutes  # over all sessions of the run
         # evaluation and samples use the weight average when there is one
         averaged = trainer.ema.applied(model) if trainer.ema is not None else contextlib.nullcontext()
         with averaged:
@@ -464,6 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, CheckpointError, FloatingPointError) as e:  # DataError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

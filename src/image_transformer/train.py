@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
+import signal
+import socket
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +24,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import (
-    CHECKPOINT_NAME, CheckpointError, load_weights, model_record, read_checkpoint, save_checkpoint,
+    CHECKPOINT_NAME, CheckpointError, atomic_write, load_weights, model_record, naming, read_checkpoint,
+    save_checkpoint, stale_temporaries,
 )
 from .metrics import bits_per_dim, spread
 from .model import ImageTransformer
 
 PRECISIONS = ("fp32", "bf16")
+LOCK_NAME = "train.lock"
 
 
 @dataclass
@@ -190,6 +197,107 @@ def evaluate(model: ImageTransformer, images: Tensor, labels: Tensor | None = No
     return {"bits_per_dim": float(total[0] / total[1].clamp(min=1)), "num_images": int(total[1])}
 
 
+# ----- one writer per run, and a clean stop on SIGTERM / SIGINT -----------------------------------------------
+class RunLocked(ValueError):
+    """Another process is training in this run directory."""
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on a run directory for the life of the block: one writer per run.
+
+    ``flock`` on ``FOLDER/train.lock``, whose text names the holder. The kernel drops the lock when its
+    process ends in any way, so a lock file that can be locked was left by a process that has ended (killed,
+    or its machine lost): it is taken over with a message. A second writer fails at once, naming the holder.
+    The file is removed on release (and the folder, if this made it and it is still empty).
+    """
+    path = Path(folder) / LOCK_NAME
+    created = not path.parent.exists()
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            f = open(path, "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                f.close()
+                raise RunLocked(f"{path.parent}: another training is writing to this run ({holder}; lock "
+                                f"{path}): wait for it to end or stop it, or use another --out") from None
+            try:  # the holder we waited for may have removed the file: then lock the new one
+                if os.path.samestat(os.fstat(f.fileno()), os.stat(path)):
+                    break
+            except FileNotFoundError:
+                pass
+            f.close()
+    try:
+        f.seek(0)
+        previous = f.read().strip()
+        if previous:
+            print(f"warning: {path}: taking over the stale lock of {previous}, which has ended", file=sys.stderr)
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        f.close()
+        if created:  # a command refused before it wrote anything leaves no empty run folder behind
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+
+
+class TrainingStopped(Exception):
+    """Training stopped early on SIGTERM or SIGINT, after writing a checkpoint."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopOnSignal:
+    """While active, SIGTERM and SIGINT set ``signum`` so the training loop can stop after its current step;
+    a second signal exits at once (SIGINT as KeyboardInterrupt, SIGTERM by its default action).
+
+    Handlers are installed only from the main thread and the previous ones come back on exit.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, verbose: bool = True):
+        self.verbose = verbose
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is None:
+            self.signum = signum
+            if self.verbose:
+                print(f"\n{name}: finishing this step and writing a checkpoint, then stopping "
+                      f"(send it again to exit at once)", file=sys.stderr, flush=True)
+            return
+        if self.verbose:
+            print(f"\n{name} again: exiting at once, without a checkpoint", file=sys.stderr, flush=True)
+        self.__exit__()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
 class Trainer:
     """Owns a run directory: ``checkpoint.pt``, ``metrics.jsonl``, ``run.json``, ``curve.png``.
 
@@ -222,6 +330,8 @@ class Trainer:
         self.opt, self.sched = make_optimizer(model, cfg)
         self.ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
         self.step = 0
+        self.minutes_before = 0.0  # training time of earlier sessions of this run (from the checkpoint)
+        self._session_start: float | None = None
         self.writer = None
         if tensorboard and self.rank == 0:
             try:
@@ -250,15 +360,25 @@ class Trainer:
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "run_info": self.run_info,
+            "train_minutes": self.train_minutes,
         }
 
+    @property
+    def train_minutes(self) -> float:
+        """Minutes of training over all sessions of this run (a resumed run counts the earlier ones)."""
+        session = time.monotonic() - self._session_start if self._session_start is not None else 0.0
+        return self.minutes_before + session / 60
+
     def save(self) -> None:
+        """Write ``checkpoint.pt`` (and the kept copy ``checkpoint-STEP.pt`` first, so that a kill between the
+        two leaves the older ``checkpoint.pt``, and the resumed run writes the kept copy again)."""
         if self.rank != 0:
             return
         state = self.state()
-        save_checkpoint(self.checkpoint_path, state)
         if self.cfg.keep_checkpoints:
             save_checkpoint(self.out / f"checkpoint-{self.step}.pt", state)
+        save_checkpoint(self.checkpoint_path, state)
+        if self.cfg.keep_checkpoints:
             kept = sorted(self.out.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
             for old in kept[: -self.cfg.keep_checkpoints]:
                 old.unlink()
@@ -278,11 +398,16 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        self.minutes_before = float(state.get("train_minutes", 0.0))
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         if self.rank == 0:
             self._truncate_log(self.step)
+            stale = stale_temporaries(self.out, "checkpoint*.pt") + stale_temporaries(self.out / "model", "*")
+            for tmp in stale:
+                tmp.unlink(missing_ok=True)
+                print(f"removed {tmp}: a temporary file left by a write that was killed", file=sys.stderr)
 
     # ----- records -----------------------------------------------------------------------------------
     @property
@@ -292,7 +417,7 @@ class Trainer:
     def log(self, record: dict[str, Any]) -> None:
         if self.rank != 0:
             return
-        with open(self.log_path, "a") as f:
+        with naming(self.log_path), open(self.log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for k, v in record.items():
@@ -300,11 +425,28 @@ class Trainer:
                     self.writer.add_scalar(k, v, record["step"])
 
     def _truncate_log(self, step: int) -> None:
-        """Drop records written after the checkpoint we resume from (a killed run may have some)."""
-        if self.log_path.is_file():
-            lines = [l for l in self.log_path.read_text().splitlines() if l.strip()]
-            keep = [l for l in lines if json.loads(l)["step"] <= step]
-            self.log_path.write_text("".join(l + "\n" for l in keep))
+        """Drop records written after the checkpoint we resume from (a killed run may have some), and a torn
+        last line (a kill or a full disk in the middle of an append), with a warning."""
+        path = self.log_path
+        if not path.is_file():
+            return
+        with naming(path):
+            lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        keep = []
+        for i, line in enumerate(lines):
+            try:
+                record_step = json.loads(line)["step"]
+            except (json.JSONDecodeError, TypeError, KeyError) as e:
+                if i == len(lines) - 1:
+                    print(f"warning: {path}: dropped its last line, cut short by an interrupted write: "
+                          f"{line[:60]!r}", file=sys.stderr)
+                    break
+                raise ValueError(f"{path}: line {i + 1} is not a metrics record ({type(e).__name__}: {e}); "
+                                 f"delete that line and resume again") from None
+            if record_step <= step:
+                keep.append(line)
+        text = "".join(line + "\n" for line in keep)
+        atomic_write(path, lambda f: f.write(text.encode()))
 
     # ----- the loop ----------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -352,18 +494,43 @@ class Trainer:
         return loss_value
 
     def train(self) -> dict[str, Any]:
-        """Run until ``steps`` (or ``max_minutes``); returns the last metrics."""
+        """Run until ``steps`` (or ``max_minutes``); returns the last metrics.
+
+        SIGTERM or SIGINT stops the run after the current step with a checkpoint and raises
+        :class:`TrainingStopped`; resuming from it continues exactly as if the run had not stopped.
+        """
         cfg, model = self.cfg, self.model
         if self.rank == 0:
-            (self.out / "run.json").write_text(json.dumps(
-                {"model": model_record(model), "train": dataclasses.asdict(cfg), "processes": self.world,
-                 **self.run_info}, indent=2) + "\n")
+            run_json = self.out / "run.json"
+            with naming(run_json):
+                run_json.write_text(json.dumps(
+                    {"model": model_record(model), "train": dataclasses.asdict(cfg), "processes": self.world,
+                     **self.run_info}, indent=2) + "\n")
         model.train()
-        start_time = time.monotonic()
-        smoothed = None
-        last: dict[str, Any] = {}
+        start_time = self._session_start = time.monotonic()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True)
+        with StopOnSignal(verbose=self.rank == 0) as stop:
+            last = self._loop(bar, start_time, stop)
+        bar.close()
+        self.minutes_before, self._session_start = self.train_minutes, None
+        if self.rank == 0 and stop.signum is None and self.log_path.is_file():
+            from .images import plot_curve
+
+            plot_curve(self.log_path, self.out / "curve.png")
+        if self.writer is not None:
+            self.writer.close()
+        if stop.signum is not None:
+            raise TrainingStopped(stop.signum, (
+                f"stopped by {signal.Signals(stop.signum).name} at step {self.step}; checkpoint written to "
+                f"{self.checkpoint_path}. Continue with: image-transformer train --out {self.out} --resume"))
+        return last
+
+    def _loop(self, bar: Any, start_time: float, stop: StopOnSignal) -> dict[str, Any]:
+        """The steps of :meth:`train`, until done, out of time, or asked to stop by a signal."""
+        cfg = self.cfg
+        smoothed = None
+        last: dict[str, Any] = {}
         while self.step < cfg.steps:
             t0 = time.monotonic()
             lr = self.sched.get_last_lr()[0]
@@ -374,10 +541,13 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}")
             out_of_time = cfg.max_minutes > 0 and time.monotonic() - start_time > 60 * cfg.max_minutes
+            stopping = stop.signum is not None
             if self.world > 1:  # every process stops at the same step
-                flag = torch.tensor(float(out_of_time), device=self.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                out_of_time = bool(flag)
+                flags = torch.tensor([float(out_of_time), float(stopping)], device=self.device)
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                out_of_time, stopping = bool(flags[0]), bool(flags[1])
+                if stopping and stop.signum is None:  # another process got the signal
+                    stop.signum = signal.SIGTERM
             done = self.step >= cfg.steps or out_of_time
             if self.eval_images is not None and (self.step % cfg.eval_every == 0 or done):
                 last["eval_bits_per_dim"] = self.evaluate()["bits_per_dim"]
@@ -386,19 +556,14 @@ class Trainer:
                               f"eval {last['eval_bits_per_dim']:.4f} bits/dim")
             if self.step % 10 == 0 or "eval_bits_per_dim" in last or done:
                 self.log(last)
-            if self.step % cfg.checkpoint_every == 0 or done:
+            if self.step % cfg.checkpoint_every == 0 or done or stopping:
                 self.save()
             if out_of_time:
                 if self.progress:
                     bar.write(f"stopping at step {self.step}: --max-minutes {cfg.max_minutes} reached")
                 break
-        bar.close()
-        if self.rank == 0 and self.log_path.is_file():
-            from .images import plot_curve
-
-            plot_curve(self.log_path, self.out / "curve.png")
-        if self.writer is not None:
-            self.writer.close()
+            if stopping:
+                break
         return last
 
     def _saved_step(self) -> int | str:
