@@ -1,11 +1,16 @@
+import errno
 import json
+import os
+import re
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from image_transformer import cli
 from image_transformer.cli import build_parser, main
+from image_transformer.model import ImageTransformer
 
 
 def run(*args):
@@ -94,3 +99,149 @@ def test_every_command_has_help(command, capsys):
     for action in build_parser()._subparsers._group_actions[0].choices[command]._actions:
         if action.option_strings and action.dest != "help":
             assert action.help, f"{command} {action.option_strings} has no help"
+
+
+@pytest.fixture
+def trained(tiny_mnist, tmp_path):
+    """A run directory of an unconditional tiny model trained for 2 steps."""
+    out = tmp_path / "trained"
+    assert run("train", "--data", f"mnist:{tiny_mnist}", "--preset", "tiny", "--out", out, "--steps", 2,
+               "--batch-size", 4, "--num-samples", 0, "--final-eval-images", 4, "--quiet") == 0
+    return out
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_one(tiny_mnist, tmp_path, monkeypatch,
+                                                                           capsys):
+    real_save = torch.save
+
+    def disk_fills_up_at_step_4(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 4:
+            f.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_fills_up_at_step_4)
+    out = tmp_path / "run"
+    assert run("train", "--data", f"mnist:{tiny_mnist}", "--preset", "tiny", "--out", out, "--steps", 6,
+               "--batch-size", 4, "--checkpoint-every", 2, "--num-samples", 0, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {out / 'checkpoint.pt'}: No space left on device; free some space or write elsewhere; "
+                   f"the checkpoint of step 2 is kept: continue with `image-transformer train --out {out} "
+                   f"--resume`\n")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert not list(out.glob("*.tmp")) and not (out / "train.lock").exists()
+
+
+def test_unwritable_outputs_are_refused_before_any_work(trained, tmp_path, monkeypatch, capsys):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work done before the output path was checked")
+
+    monkeypatch.setattr(ImageTransformer, "sample", no_work)
+    monkeypatch.setattr(ImageTransformer, "complete", no_work)
+    monkeypatch.setattr(cli, "evaluate", no_work)
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    Image.fromarray(np.full((6, 6), 200, np.uint8)).save(tmp_path / "in.png")
+    complete = ["complete", trained, "--input", tmp_path / "in.png", "--rows", 3]
+    for command, message in [
+        (["sample", trained, "-o", tmp_path / "samples"], f"{tmp_path / 'samples'}: no image extension; use .png"),
+        (["sample", trained, "-o", tmp_path / "s.pgn"], "s.pgn: unknown image extension '.pgn'; use .png"),
+        (["sample", trained, "-o", tmp_path / "blocker" / "s.png"], f"{tmp_path / 'blocker'} is a file, not a folder"),
+        ([*complete, "-o", tmp_path / "c"], "no image extension"),
+        (["eval", trained, "-o", tmp_path / "blocker" / "e.json"], f"{tmp_path / 'blocker'} is a file, not a folder"),
+        (["average", trained, "-o", tmp_path / "blocker" / "avg"], f"{tmp_path / 'blocker'} is a file, not a folder"),
+        (["train", "--out", tmp_path / "blocker" / "run"], f"{tmp_path / 'blocker' / 'run'}"),
+    ]:
+        assert run(*command) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, (command, err)
+
+
+def test_a_read_only_folder_is_refused_before_any_work(trained, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("this user may write into a read-only folder (root)")
+        monkeypatch.setattr(ImageTransformer, "sample", lambda *a, **k: pytest.fail("sampled first"))
+        assert run("sample", trained, "-o", folder / "s.png") == 2
+        assert f"cannot write into {folder} (read-only or no permission)" in capsys.readouterr().err
+        assert run("train", "--out", folder / "run", "--steps", 1) == 2
+        assert f"{folder / 'run'}: Permission denied; check the permissions" in capsys.readouterr().err
+    finally:
+        folder.chmod(0o755)
+
+
+def test_finished_work_is_written_elsewhere_when_the_output_fails(trained, tmp_path, monkeypatch, capsys):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full, a file whose writes fail with 'No space left on device'")
+    assert run("eval", trained, "--limit", 2, "-o", "/dev/full") == 2
+    err = capsys.readouterr().err
+    match = re.search(r"\berror: /dev/full: No space left on device; free some space or write elsewhere\. "
+                      r"The result was written to (\S+) instead\n$", err)  # after the progress bar
+    assert match, err
+    assert json.loads(open(match.group(1)).read())["num_images"] == 2
+
+    real_save_grid = cli.save_grid
+
+    def full_disk_for_the_asked_path(images, path, **kwargs):
+        if path == tmp_path / "s.png":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save_grid(images, path, **kwargs)
+
+    monkeypatch.setattr(cli, "save_grid", full_disk_for_the_asked_path)
+    assert run("sample", trained, "-n", 2, "-o", tmp_path / "s.png") == 2
+    rescued = re.search(r"written to (\S+) instead", capsys.readouterr().err).group(1)
+    assert np.asarray(Image.open(rescued)).shape[0] > 6
+
+
+@pytest.mark.parametrize("command, message", [
+    (["eval", "run", "--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+    (["eval", "run", "--limit", "-5"], "argument --limit: must be at least 0, got -5"),
+    (["sample", "run", "--scale", "0"], "argument --scale: must be at least 1, got 0"),
+    (["sample", "run", "-n", "0"], "argument -n/--num: must be at least 1, got 0"),
+    (["complete", "run", "--input", "x.png", "--rows", "-1"], "argument --rows: must be at least 0, got -1"),
+    (["upscale", "run", "--input", "x.png", "--scale", "-2"], "argument --scale: must be at least 1, got -2"),
+    (["train", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
+    (["train", "--threads", "0"], "argument --threads: must be at least 1, got 0"),
+    (["train", "--keep-checkpoints", "two"], "argument --keep-checkpoints: expected an integer, got 'two'"),
+])
+def test_bad_numbers_are_refused_when_parsing(command, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(command)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_labels_the_model_cannot_use_are_refused(trained, tmp_path, capsys):
+    Image.fromarray(np.full((6, 6), 200, np.uint8)).save(tmp_path / "in.png")
+    assert run("complete", trained, "--input", tmp_path / "in.png", "--rows", 3, "--label", 1,
+               "-o", tmp_path / "c.png") == 2
+    assert "--label given but the model is unconditional" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "sample", "complete", "upscale", "average"])
+def test_help_states_each_default_once(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per option
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = capsys.readouterr().out
+    options = [line for line in text.splitlines() if line.startswith("  -")]
+    assert len(options) >= 2
+    for line in options:
+        assert line.count("default") <= 1 and "(default: None)" not in line, line
+    if command == "train":
+        assert any(line.split()[0] == "--steps" and line.endswith("(default 300)") for line in options)
+
+
+def test_train_minutes_count_every_session(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    common = ["train", "--data", f"mnist:{tiny_mnist}", "--preset", "tiny", "--out", out, "--batch-size", 4,
+              "--num-samples", 0, "--final-eval-images", 4, "--quiet"]
+    assert run(*common, "--steps", 2) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert 0 < state["train_minutes"] < 1
+    state["train_minutes"] = 42.0  # as if the first session had trained for 42 minutes
+    torch.save(state, out / "checkpoint.pt")
+    assert run(*common, "--steps", 3, "--resume") == 0
+    assert 42.0 <= json.loads((out / "eval.json").read_text())["train_minutes"] < 43

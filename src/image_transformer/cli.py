@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ import torch
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, average_checkpoints, build_model, load_model, read_checkpoint
 from .config import PRESETS, ImageTransformerConfig
 from .data import DataError, load_dataset
-from .images import save_grid
+from .images import image_format, save_grid
 from .metrics import format_superres_report, spread, superres_report
 from .model import ImageTransformer
 from .superres import SuperResolutionConfig, SuperResolutionTransformer, area_downsample
@@ -56,6 +58,83 @@ def _shape(text: str) -> tuple[int, int]:
     except ValueError:
         pass
     raise ValueError(f"expected ROWSxCOLS such as 8x16 (or one number for a square), got {text!r}")
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``, refused with a clear message otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
+
+# what to do about an OSError, by errno
+OS_ERROR_HINTS = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space (disk quota) or write elsewhere",
+    errno.EACCES: "check the permissions or write elsewhere",
+    errno.EPERM: "check the permissions or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.ENOENT: "check the path",
+}
+
+
+def describe_os_error(e: OSError, path: str | Path | None = None) -> str:
+    """One line for an OSError: the file, what went wrong, and what to do."""
+    name = e.filename if e.filename is not None else path
+    hint = OS_ERROR_HINTS.get(e.errno, "check the path and try again")
+    return f"{name if name is not None else 'a file'}: {e.strerror or e}; {hint}"
+
+
+def _check_output(path: str | Path, kind: str = "file") -> Path:
+    """Refuse an output path before any work is done: ``kind`` "image" needs an image extension we write,
+    "folder" a folder (made if missing); every kind a place this process may write."""
+    path = Path(path)
+    if kind == "image":
+        image_format(path)
+    if kind != "folder" and path.is_dir():
+        raise ValueError(f"{path}: is a folder; give a file name")
+    if path.exists() and kind != "folder":
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{path}: not writable; check its permissions or write elsewhere")
+        return path
+    folder = path if kind == "folder" else path.parent
+    while not folder.exists() and folder != folder.parent:  # the nearest folder that exists
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{path}: {folder} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: cannot write into {folder} (read-only or no permission); write elsewhere")
+    return path
+
+
+class OutputRescued(ValueError):
+    """An output could not be written where asked, and was written to a temporary folder instead."""
+
+
+def _save_or_rescue(path: str | Path, save: Callable[[Path], Any]) -> Path:
+    """``save(path)``; when that fails with an OSError (disk full, permissions changed), ``save`` into a new
+    temporary folder instead so that finished work is not lost, and raise an error naming both places."""
+    path = Path(path)
+    try:
+        save(path)
+        return path
+    except OSError as e:
+        rescue = Path(tempfile.mkdtemp(prefix="image-transformer-")) / path.name
+        try:
+            save(rescue)
+        except OSError:
+            raise e from None
+        raise OutputRescued(f"{describe_os_error(e, path)}. The result was written to {rescue} instead") from None
 
 
 def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -191,6 +270,11 @@ def _train(args: argparse.Namespace, out: Path) -> int:
             if rank == 0:
                 print(stopped, file=sys.stderr)
             return 128 + stopped.signum
+        except OSError as e:
+            saved = trainer._saved_step()
+            kept = (f"the checkpoint of step {saved} is kept: continue with `image-transformer train --out {out} "
+                    f"--resume`" if isinstance(saved, int) else "no checkpoint was written")
+            raise ValueError(f"{describe_os_error(e)}; {kept}") from None
         minutes = trainer.train_minutes  # over all sessions of the run
         # evaluation and samples use the weight average when there is one
         averaged = trainer.ema.applied(model) if trainer.ema is not None else contextlib.nullcontext()
@@ -204,7 +288,8 @@ def _train(args: argparse.Namespace, out: Path) -> int:
                 result.update(step=trainer.step, train_minutes=round(minutes, 2), data=test_data.source,
                               weights="ema" if trainer.ema is not None else "last")
                 if rank == 0:
-                    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+                    text = json.dumps(result, indent=2) + "\n"
+                    _save_or_rescue(out / "eval.json", lambda p: p.write_text(text))
                 say(f"test bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images "
                     f"(step {trainer.step}, {minutes:.1f} min of training) -> {out / 'eval.json'}")
             if args.num_samples and rank == 0 and superres:
@@ -216,7 +301,8 @@ def _train(args: argparse.Namespace, out: Path) -> int:
                 n = len(labels) if labels is not None else args.num_samples
                 samples = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(cfg.seed),
                                        progress=not args.quiet)
-                say(f"samples: {save_grid(samples, out / 'samples.png', nrow=nrow, scale=2)}")
+                path = _save_or_rescue(out / "samples.png", lambda p: save_grid(samples, p, nrow=nrow, scale=2))
+                say(f"samples: {path}")
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -224,6 +310,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
+    _check_output(args.output, "folder")
     model = average_checkpoints(args.checkpoints)
     model.save_pretrained(args.output)
     print(f"averaged {len(args.checkpoints)} checkpoints -> {args.output}")
@@ -232,6 +319,9 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
+    base = Path(args.checkpoint)
+    folder = base if base.is_dir() else base.parent
+    out = _check_output(args.output if args.output else folder / f"eval-{args.split}.json")
     model = load_model(args.checkpoint)
     spec, image_size = args.data, _shape(args.image_size) if args.image_size else None
     if spec is None:
@@ -248,27 +338,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     superres = isinstance(model, SuperResolutionTransformer)
     if superres:
         y = area_downsample(x, model.config.input_size)
+        if args.samples:
+            _check_output(folder, "folder")  # superres.json and superres.png go beside the checkpoint
     elif not model.config.num_classes:
         y = None
     result = evaluate(model, x, y, batch_size=args.batch_size, progress=True)
     result.update(checkpoint=str(args.checkpoint), data=data.source, split=args.split)
     print(f"{args.split} bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images ({data.source})")
-    out = Path(args.output) if args.output else None
-    base = Path(args.checkpoint)
-    folder = base if base.is_dir() else base.parent
     if superres and args.samples:
         train_x = _as_tensors(_load_split(spec, "train", tuple(image_size) if image_size else None))[0]
         result["superres"] = superres_report(model, x, y, train_x, folder, args.samples, args.seed, progress=True)
         print(format_superres_report(result["superres"]))
-    if out is None:
-        out = folder / f"eval-{args.split}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    text = json.dumps(result, indent=2) + "\n"
+    print(f"wrote {_save_or_rescue(out, lambda p: p.write_text(text))}")
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
+    _check_output(args.output, "image")
     model = _load_generator(args.checkpoint)
     labels, nrow = _sample_labels(model, args.num, args.label)
     n = len(labels) if labels is not None else args.num
@@ -277,7 +365,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                            generator=torch.Generator().manual_seed(args.seed), use_cache=not args.no_cache,
                            progress=True)
     seconds = time.monotonic() - start
-    path = save_grid(samples, args.output, nrow=nrow, scale=args.scale)
+    path = _save_or_rescue(args.output, lambda p: save_grid(samples, p, nrow=nrow, scale=args.scale))
     print(f"{n} samples in {seconds:.1f} s ({n / seconds:.2f} images/s) -> {path}")
     return 0
 
@@ -298,12 +386,13 @@ def _read_png(path: str, shape: tuple[int, int, int]) -> torch.Tensor:
 
 def cmd_complete(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
+    _check_output(args.output, "image")
     model = _load_generator(args.checkpoint)
     originals = torch.stack([_read_png(p, model.image_shape) for p in args.input])
     model.known_prefix(args.rows)  # fail early with the allowed row counts
     if model.config.num_classes and args.label is None:
         raise ValueError("the model is class-conditional: pass --label")
-    labels = torch.full((args.num,), args.label, dtype=torch.long) if model.config.num_classes else None
+    labels = _sample_labels(model, args.num, args.label)[0] if args.label is not None else None
     gen = torch.Generator().manual_seed(args.seed)
     rows = []
     for original in originals:
@@ -313,13 +402,15 @@ def cmd_complete(args: argparse.Namespace) -> int:
         blanked = original.clone()
         blanked[args.rows :] = 128
         rows.append(torch.cat([blanked[None], completions, original[None]]))
-    path = save_grid(torch.cat(rows), args.output, nrow=args.num + 2, scale=args.scale)
+    grid = torch.cat(rows)
+    path = _save_or_rescue(args.output, lambda p: save_grid(grid, p, nrow=args.num + 2, scale=args.scale))
     print(f"completions (each row: input with the unknown part grey, {args.num} completions, original) -> {path}")
     return 0
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
+    _check_output(args.output, "image")
     model = load_model(args.checkpoint)
     if not isinstance(model, SuperResolutionTransformer):
         raise ValueError(f"{args.checkpoint}: not a super-resolution model")
@@ -332,7 +423,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         samples = model.sample(batch, temperature=args.temperature, generator=gen, progress=True)
         enlarged = low.repeat_interleave(sy, 0).repeat_interleave(sx, 1)
         rows.append(torch.cat([enlarged[None], samples]))
-    path = save_grid(torch.cat(rows), args.output, nrow=args.num + 1, scale=args.scale)
+    grid = torch.cat(rows)
+    path = _save_or_rescue(args.output, lambda p: save_grid(grid, p, nrow=args.num + 1, scale=args.scale))
     print(f"upscaled (each row: input enlarged, {args.num} samples at temperature {args.temperature}) -> {path}")
     return 0
 
@@ -347,8 +439,18 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 # ----- parser ------------------------------------------------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds an option's default to its help once: not when the help already states it, nor when it is None."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     p = argparse.ArgumentParser(prog="image-transformer", description="Train, evaluate and sample Image Transformers.",
                                 formatter_class=fmt)
     sub = p.add_subparsers(dest="command", required=True)
@@ -368,28 +470,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generate: unconditional or class-conditional images; superres: an encoder-decoder that "
                         "generates the image given its area-downsampled version")
     t.add_argument("--input-size", default="8x8", help="superres: low-resolution input size HxW")
-    t.add_argument("--encoder-layers", type=int, help="superres: encoder layers (default: half the decoder's)")
+    t.add_argument("--encoder-layers", type=POSITIVE, help="superres: encoder layers (default: half the decoder's)")
     g = t.add_argument_group("training (defaults from TrainConfig; on --resume, the run's own values)")
-    g.add_argument("--steps", type=int, help=f"total optimizer steps (default {defaults.steps})")
-    g.add_argument("--batch-size", type=int, dest="batch_size", help=f"images per step (default {defaults.batch_size})")
+    g.add_argument("--steps", type=POSITIVE, help=f"total optimizer steps (default {defaults.steps})")
+    g.add_argument("--batch-size", type=POSITIVE, dest="batch_size", help=f"images per step (default {defaults.batch_size})")
     g.add_argument("--lr", type=float, help=f"peak learning rate after warm-up (default {defaults.lr})")
-    g.add_argument("--warmup", type=int, help=f"linear warm-up steps, then 1/sqrt(step) decay (default {defaults.warmup})")
+    g.add_argument("--warmup", type=NON_NEGATIVE, help=f"linear warm-up steps, then 1/sqrt(step) decay (default {defaults.warmup})")
     g.add_argument("--clip-grad", type=float, dest="clip_grad", help=f"max gradient norm, 0 = off (default {defaults.clip_grad})")
-    g.add_argument("--eval-every", type=int, dest="eval_every", help=f"steps between evaluations (default {defaults.eval_every})")
-    g.add_argument("--eval-images", type=int, dest="eval_images",
+    g.add_argument("--eval-every", type=POSITIVE, dest="eval_every", help=f"steps between evaluations (default {defaults.eval_every})")
+    g.add_argument("--eval-images", type=NON_NEGATIVE, dest="eval_images",
                    help=f"test images (spread evenly over the split) for the periodic evaluation (default {defaults.eval_images})")
-    g.add_argument("--checkpoint-every", type=int, dest="checkpoint_every",
+    g.add_argument("--checkpoint-every", type=POSITIVE, dest="checkpoint_every",
                    help=f"steps between checkpoints (default {defaults.checkpoint_every})")
     g.add_argument("--max-minutes", type=float, dest="max_minutes",
                    help="stop after this many minutes of training, 0 = no limit (default 0)")
     g.add_argument("--seed", type=int, help=f"seed for initialisation, data order, dropout and samples (default {defaults.seed})")
-    g.add_argument("--grad-accum", type=int, dest="grad_accum",
+    g.add_argument("--grad-accum", type=POSITIVE, dest="grad_accum",
                    help="split each step's batch into K sequential micro-batches (same result, less memory) "
                         f"(default {defaults.grad_accum})")
     g.add_argument("--precision", choices=PRECISIONS, help="fp32, or bf16 autocast (default fp32)")
     g.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this decay, "
                                               "used for evaluation, samples and model/ (e.g. 0.9995; default off)")
-    g.add_argument("--keep-checkpoints", type=int, dest="keep_checkpoints",
+    g.add_argument("--keep-checkpoints", type=NON_NEGATIVE, dest="keep_checkpoints",
                    help="also keep the last N checkpoints as checkpoint-STEP.pt, for `average` (default 0)")
     x = t.add_argument_group("execution")
     x.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun each process takes its LOCAL_RANK GPU)")
@@ -401,9 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
         m.add_argument(flag, dest=field, type=typ, help=text)
     t.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=True,
                    help="after training, evaluate bits/dim on the test split and write eval.json")
-    t.add_argument("--final-eval-images", type=int, default=0, help="test images (spread evenly over the split) for the final evaluation, 0 = all")
-    t.add_argument("--num-samples", type=int, default=16, help="samples written to samples.png after training (0 = none)")
-    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--final-eval-images", type=NON_NEGATIVE, default=0, help="test images (spread evenly over the split) for the final evaluation, 0 = all")
+    t.add_argument("--num-samples", type=NON_NEGATIVE, default=16, help="samples written to samples.png after training (0 = none)")
+    t.add_argument("--threads", type=POSITIVE, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
@@ -412,51 +514,51 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="KIND:PATH (default: the data the checkpoint was trained on)")
     e.add_argument("--image-size", help="HxW: resize folder/celeba images to this size")
     e.add_argument("--split", default="test", choices=["train", "test"], help="which split")
-    e.add_argument("--limit", type=int, default=0, help="evaluate N images spread evenly over the split (0 = all)")
-    e.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    e.add_argument("--samples", type=int, default=16,
+    e.add_argument("--limit", type=NON_NEGATIVE, default=0, help="evaluate N images spread evenly over the split (0 = all)")
+    e.add_argument("--batch-size", type=POSITIVE, default=64, help="images per forward pass")
+    e.add_argument("--samples", type=NON_NEGATIVE, default=16,
                    help="superres: held-out images to sample at temperatures 0.8/0.9/1.0 for consistency, PSNR, "
                         "SSIM and the nearest-neighbour MS-SSIM (0 = bits/dim only)")
     e.add_argument("--seed", type=int, default=0, help="superres: sampling seed")
     e.add_argument("-o", "--output", help="JSON file for the result (default: eval-SPLIT.json beside the checkpoint)")
-    e.add_argument("--threads", type=int, help="torch CPU threads")
+    e.add_argument("--threads", type=POSITIVE, help="torch CPU threads")
     e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("sample", help="draw samples into a PNG grid", formatter_class=fmt)
     s.add_argument("checkpoint", help="run directory, checkpoint.pt, or save_pretrained directory")
-    s.add_argument("-n", "--num", type=int, default=64, help="number of samples (class-conditional: per class n/K)")
+    s.add_argument("-n", "--num", type=POSITIVE, default=64, help="number of samples (class-conditional: per class n/K)")
     s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy")
     s.add_argument("--label", type=int, help="class-conditional models: sample this class only")
     s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--no-cache", action="store_true", help="slow reference sampler that recomputes every step")
-    s.add_argument("--scale", type=int, default=2, help="enlarge pixels in the PNG")
+    s.add_argument("--scale", type=POSITIVE, default=2, help="enlarge pixels in the PNG")
     s.add_argument("-o", "--output", default="samples.png", help="PNG file")
-    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.add_argument("--threads", type=POSITIVE, help="torch CPU threads")
     s.set_defaults(func=cmd_sample)
 
     c = sub.add_parser("complete", help="keep the top rows of images and sample the rest", formatter_class=fmt)
     c.add_argument("checkpoint", help="run directory, checkpoint.pt, or save_pretrained directory")
     c.add_argument("--input", nargs="+", required=True, help="PNG image(s) of the model's size")
-    c.add_argument("--rows", type=int, required=True, help="number of top rows kept")
-    c.add_argument("-n", "--num", type=int, default=8, help="completions per input")
+    c.add_argument("--rows", type=NON_NEGATIVE, required=True, help="number of top rows kept")
+    c.add_argument("-n", "--num", type=POSITIVE, default=8, help="completions per input")
     c.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy")
     c.add_argument("--label", type=int, help="class label for class-conditional models")
     c.add_argument("--seed", type=int, default=0, help="random seed")
-    c.add_argument("--scale", type=int, default=2, help="enlarge pixels in the PNG")
+    c.add_argument("--scale", type=POSITIVE, default=2, help="enlarge pixels in the PNG")
     c.add_argument("-o", "--output", default="completions.png", help="PNG file")
-    c.add_argument("--threads", type=int, help="torch CPU threads")
+    c.add_argument("--threads", type=POSITIVE, help="torch CPU threads")
     c.set_defaults(func=cmd_complete)
 
     u = sub.add_parser("upscale", help="sample high-resolution images from a low-resolution PNG (superres models)",
                        formatter_class=fmt)
     u.add_argument("checkpoint", help="run directory, checkpoint.pt, or save_pretrained directory")
     u.add_argument("--input", nargs="+", required=True, help="PNG image(s) of the model's input size")
-    u.add_argument("-n", "--num", type=int, default=4, help="samples per input")
+    u.add_argument("-n", "--num", type=POSITIVE, default=4, help="samples per input")
     u.add_argument("--temperature", type=float, default=0.9, help="softmax temperature; 0 = greedy")
     u.add_argument("--seed", type=int, default=0, help="random seed")
-    u.add_argument("--scale", type=int, default=3, help="enlarge pixels in the PNG")
+    u.add_argument("--scale", type=POSITIVE, default=3, help="enlarge pixels in the PNG")
     u.add_argument("-o", "--output", default="upscaled.png", help="PNG file")
-    u.add_argument("--threads", type=int, help="torch CPU threads")
+    u.add_argument("--threads", type=POSITIVE, help="torch CPU threads")
     u.set_defaults(func=cmd_upscale)
 
     av = sub.add_parser("average", help="average the weights of several checkpoints of one architecture",
@@ -476,6 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, CheckpointError, FloatingPointError) as e:  # DataError is a ValueError
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -27,6 +27,20 @@ def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, paddin
     return grid
 
 
+# extensions of the formats that write grey and RGB grids
+IMAGE_EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".tif": "TIFF",
+                    ".tiff": "TIFF", ".webp": "WEBP"}
+
+
+def image_format(path: str | Path) -> str:
+    """The image format ``path``'s extension asks for; a ValueError naming the path when it names none we write."""
+    ext = Path(path).suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        what = f"unknown image extension {ext!r}" if ext else "no image extension"
+        raise ValueError(f"{path}: {what}; use .png (or {', '.join(e for e in IMAGE_EXTENSIONS if e != '.png')})")
+    return IMAGE_EXTENSIONS[ext]
+
+
 def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None, scale: int = 1,
               padding: int = 2) -> Path:
     """Write a PNG grid of uint8 images (N, H, W, C); ``scale`` enlarges pixels (nearest neighbour)."""
