@@ -52,13 +52,17 @@ def test_block_attention_is_causal_in_generation_order(kind):
 
 
 @pytest.mark.parametrize("kind", list(LAYOUTS))
-def test_cached_step_equals_forward(kind):
+@pytest.mark.parametrize("steps", [0, 1, 4, 7, 15])
+def test_cached_step_equals_forward(kind, steps):
+    """After a parallel pass over the first ``steps`` steps (0: none), every later step equals the full pass."""
     torch.manual_seed(0)
     layout = make_layout(kind, (3, 5), **LAYOUTS[kind])
     attn = BlockSelfAttention(8, 2).double()
     x = torch.randn(2, layout.n, 8, dtype=torch.float64)
     full = attn(x, layout)
-    cache = KVCache(2, layout.n, 8, x.device, x.dtype)
-    for p in layout.order.tolist():
-        y = attn.step(x[:, p], cache, p, layout.visible(p))
-        assert torch.allclose(y, full[:, p], atol=1e-10)
+    cache = KVCache(2, layout.step_plan(), 2, 4, x.device, x.dtype)
+    with torch.no_grad():  # as the sampler runs
+        assert torch.equal(attn(x, layout, cache, steps), full)
+        for t, p in enumerate(layout.order.tolist()[steps:], steps):
+            y = attn.step(x[:, p], cache, t)
+            assert torch.allclose(y, full[:, p], atol=1e-10), t

@@ -194,3 +194,41 @@ def test_cached_sampler_equals_reference_with_labels_and_batch_of_one(distributi
         a = model.sample(len(labels), labels=labels, generator=torch.Generator().manual_seed(5))
         b = model.sample(len(labels), labels=labels, generator=torch.Generator().manual_seed(5), use_cache=False)
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("attention", list(ATTENTION))
+def test_complete_runs_the_known_rows_as_one_parallel_pass(attention):
+    """The known prefix fills the caches in one pass: the one-position step runs only for the rest."""
+    model = tiny(attention, size=(4, 6))
+    rows = 2
+    start = model.known_prefix(rows)
+    calls = []
+    step = model.blocks[0].step
+    model.blocks[0].step = lambda x, cache, t: (calls.append(t), step(x, cache, t))[1]
+    x = torch.randint(0, 256, (2, 4, 6, 3), dtype=torch.uint8)
+    out = model.complete(x, rows, generator=torch.Generator().manual_seed(0))
+    del model.blocks[0].step
+    assert calls == list(range(start, model.layout.n))
+    ref = model.complete(x, rows, generator=torch.Generator().manual_seed(0), use_cache=False)
+    assert torch.equal(out, ref) and torch.equal(out[:, :rows], x[:, :rows])
+
+
+@pytest.mark.parametrize("attention,distribution", list(itertools.product(ATTENTION, ["categorical", "dmol"])))
+def test_step_path_is_bit_identical_when_teacher_forced(attention, distribution):
+    """The codec's contract: stepping with given values reproduces the sampler's parameters bit for bit."""
+    model = tiny(attention, distribution, 3, size=(4, 5), num_classes=3).float()
+    labels = torch.tensor([0, 2])
+    drawn, seen = [], []
+
+    def draw(t, params):
+        drawn.append(params.clone())
+        return model.dist.sample(params, 1.0, torch.Generator().manual_seed(t))
+
+    values = torch.zeros(2, model.layout.n, model.dist.values_per_position, dtype=torch.long)
+    with torch.no_grad():
+        model._steps(values, 0, labels, None, draw)
+        forced = values.clone()
+        model._steps(torch.zeros_like(values), 0, labels, None,
+                     lambda t, params: (seen.append(params.clone()), forced[:, model.layout.order[t]])[1])
+    assert len(seen) == model.layout.n
+    assert all(torch.equal(a, b) for a, b in zip(drawn, seen))

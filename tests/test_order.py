@@ -72,3 +72,26 @@ def test_local_memory_grows_linearly_with_positions():
 def test_make_layout_rejects_unknown_type():
     with pytest.raises(ValueError, match="unknown attention type"):
         make_layout("dilated", (4, 4))
+
+
+@pytest.mark.parametrize("kind,kw", [
+    ("local_1d", dict(query_length=5, memory_length=3)),
+    ("local_1d", dict(query_length=4, memory_length=0)),
+    ("global", {}),
+    ("local_2d", dict(query_shape=(2, 3), memory_flange=(1, 2))),
+    ("local_2d", dict(query_shape=(2, 2), memory_flange=(0, 3))),
+    ("local_2d", dict(query_shape=(3, 5), memory_flange=(2, 0))),
+])
+def test_step_plan_reads_exactly_the_visible_steps(kind, kw):
+    layout = make_layout(kind, (5, 7), **kw)
+    plan = layout.step_plan()
+    assert plan is layout.step_plan()  # computed once per layout
+    assert plan.contiguous == (kind != "local_2d")
+    for t, p in enumerate(layout.order.tolist()):
+        b = plan.block[t]
+        if plan.contiguous:
+            read = list(range(plan.low[t], t + 1))
+        else:
+            read = plan.earlier[b].tolist() + list(range(plan.first[b], t + 1))
+        assert len(read) <= plan.max_earlier + plan.max_block
+        assert read == sorted(layout.rank[layout.visible(p)].tolist()), (t, p)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .order import Layout
+from .order import Layout, StepPlan
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -39,11 +39,18 @@ class BlockSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor, layout: Layout) -> Tensor:
-        """x: (B, n, d) in grid order -> (B, n, d)."""
+    def forward(self, x: Tensor, layout: Layout, cache: "KVCache | None" = None, steps: int = 0) -> Tensor:
+        """x: (B, n, d) in grid order -> (B, n, d).
+
+        With ``cache``, the keys and values of the first ``steps`` generation steps are also stored in it
+        (a known prefix, computed in one parallel pass before the sampler steps on from there).
+        """
         b = x.shape[0]
         nb, lq, lk = layout.mask.shape
-        qkv = F.pad(self.qkv(x), (0, 0, 0, 1))  # (B, n + 1, 3d): row n is the empty padding slot
+        qkv = self.qkv(x)  # (B, n, 3d)
+        if cache is not None and steps:
+            cache.fill(qkv.index_select(1, layout.order[:steps]))
+        qkv = F.pad(qkv, (0, 0, 0, 1))  # (B, n + 1, 3d): row n is the empty padding slot
         q, k, v = qkv.chunk(3, dim=-1)
         q = to_blocks(q, layout.query_index)  # (B, nb, lq, d)
         k = to_blocks(k, layout.memory_index)  # (B, nb, lk, d)
@@ -57,16 +64,14 @@ class BlockSelfAttention(nn.Module):
         y = merge_heads(y).reshape(b, nb * lq, -1)  # (B, nb*lq, d)
         return self.out(y.index_select(1, layout.slot))  # (B, n, d)
 
-    def step(self, x: Tensor, cache: "KVCache", position: int, visible: Tensor) -> Tensor:
-        """One new position. x: (B, d); writes its key/value to the cache and reads ``visible`` (m,)."""
-        q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, d) each
-        cache.k.select(1, position).copy_(k)
-        cache.v.select(1, position).copy_(v)
-        q = split_heads(q[:, None], self.heads)  # (B, h, 1, dh)
-        keys = split_heads(cache.k.index_select(1, visible), self.heads)  # (B, h, m, dh)
-        values = split_heads(cache.v.index_select(1, visible), self.heads)
-        y = F.scaled_dot_product_attention(q, keys, values)  # (B, h, 1, dh)
-        return self.out(merge_heads(y)[:, 0])
+    def step(self, x: Tensor, cache: "KVCache", t: int) -> Tensor:
+        """Generation step ``t``. x: (B, d); stores its key and value, attends to all it may see -> (B, d)."""
+        b = x.shape[0]
+        qkv = self.qkv(x).view(b, 3, self.heads, -1)  # (B, 3, h, dh): the layout of chunk(3) + split_heads
+        cache.write(t, qkv[:, 1:])
+        kv = cache.read(t)  # (B, 2, h, m, dh): exactly the visible steps, no mask needed
+        y = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:, 0], kv[:, 1])  # (B, h, 1, dh)
+        return self.out(y.view(b, -1))
 
 
 class CrossAttention(nn.Module):
@@ -94,12 +99,53 @@ class CrossAttention(nn.Module):
 
 
 class KVCache:
-    """Keys and values of every grid position generated so far, for one layer.
+    """Keys and values of one layer for the cached step, stored in generation order.
 
+    ``kv`` (B, 2, h, n, dh) holds step t's key and value at ``[:, :, :, t]``. When the plan is
+    contiguous (1D local, global), what step t sees is the slice ``low[t] .. t`` of it: no gather, no copy.
+    Otherwise (2D local) ``window`` (B, 2, h, E + L, dh) holds the current block's earlier memory
+    right-aligned before slot E = ``max_earlier`` (gathered once per block), then the block's own steps,
+    so a step again reads one slice. All buffers are allocated here, once; stepping allocates nothing.
     ``context`` holds the layer's precomputed cross-attention keys and values, if it has any.
     """
 
-    def __init__(self, batch: int, n: int, dim: int, device: torch.device, dtype: torch.dtype):
-        self.k = torch.zeros(batch, n, dim, device=device, dtype=dtype)
-        self.v = torch.zeros(batch, n, dim, device=device, dtype=dtype)
+    def __init__(self, batch: int, plan: StepPlan, heads: int, head_dim: int, device: torch.device,
+                 dtype: torch.dtype):
+        self.plan = plan
+        self.kv = torch.zeros(batch, 2, heads, len(plan.block), head_dim, device=device, dtype=dtype)
+        self.window = None if plan.contiguous else torch.zeros(
+            batch, 2, heads, plan.max_earlier + plan.max_block, head_dim, device=device, dtype=dtype)
+        self.block = -1  # the block whose memory ``window`` holds
         self.context: tuple[Tensor, Tensor] | None = None
+
+    def fill(self, qkv: Tensor) -> None:
+        """Store the first steps from a parallel pass: qkv (B, s, 3d) in generation order."""
+        b, s, _ = qkv.shape
+        kv = qkv.view(b, s, 3, self.kv.shape[2], -1)[:, :, 1:]  # (B, s, 2, h, dh)
+        self.kv[:, :, :, :s].copy_(kv.permute(0, 2, 3, 1, 4))
+
+    def write(self, t: int, kv: Tensor) -> None:
+        """Store step t's key and value, kv (B, 2, h, dh)."""
+        self.kv.select(3, t).copy_(kv)
+        if self.window is not None:
+            plan = self.plan
+            b = plan.block[t]
+            if b != self.block:
+                self._gather(b, t)
+            self.window.select(3, plan.max_earlier + t - plan.first[b]).copy_(kv)
+
+    def _gather(self, b: int, t: int) -> None:
+        """Point the window at block b, whose steps before t are already generated."""
+        plan, e, first = self.plan, self.plan.earlier[b], self.plan.first[b]
+        start = plan.max_earlier - e.numel()
+        torch.index_select(self.kv, 3, e.to(self.kv.device), out=self.window[:, :, :, start : plan.max_earlier])
+        self.window[:, :, :, plan.max_earlier : plan.max_earlier + t - first] = self.kv[:, :, :, first:t]
+        self.block = b
+
+    def read(self, t: int) -> Tensor:
+        """What step t sees (after ``write(t)``): (B, 2, h, m, dh), in generation order."""
+        plan = self.plan
+        if self.window is None:
+            return self.kv[:, :, :, plan.low[t] : t + 1]
+        b = plan.block[t]
+        return self.window[:, :, :, plan.max_earlier - plan.earlier[b].numel() : plan.max_earlier + t - plan.first[b] + 1]

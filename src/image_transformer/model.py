@@ -9,6 +9,7 @@ logistic mixture (k = C, n = H*W); either way, a flat grid index is also a flat 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -48,14 +49,15 @@ class DecoderBlock(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.hidden_size)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, layout: Layout, context: Tensor | None = None) -> Tensor:  # (B, n, d)
-        x = self.norm1(x + self.drop(self.attn(x, layout)))
+    def forward(self, x: Tensor, layout: Layout, context: Tensor | None = None,
+                cache: KVCache | None = None, steps: int = 0) -> Tensor:  # (B, n, d)
+        x = self.norm1(x + self.drop(self.attn(x, layout, cache, steps)))
         if self.cross is not None:
             x = self.norm_cross(x + self.drop(self.cross(x, context)))
         return self.norm2(x + self.drop(self.ffn(x)))
 
-    def step(self, x: Tensor, cache: KVCache, position: int, visible: Tensor) -> Tensor:  # (B, d)
-        x = self.norm1(x + self.attn.step(x, cache, position, visible))
+    def step(self, x: Tensor, cache: KVCache, t: int) -> Tensor:  # (B, d)
+        x = self.norm1(x + self.attn.step(x, cache, t))
         if self.cross is not None:
             x = self.norm_cross(x + self.cross(x[:, None], cache.context)[:, 0])
         return self.norm2(x + self.ffn(x))
@@ -138,6 +140,12 @@ class ImageTransformer(nn.Module):
         return labels.long()
 
     # ----- the network --------------------------------------------------------------------------
+    def _value_inputs(self, prev_values: Tensor, src: Tensor) -> Tensor:
+        """Embeddings of the values at grid positions ``src`` (m,): prev_values (B, m, k) long -> (B, m, d)."""
+        if self.config.distribution == "categorical":
+            return self.values_in(prev_values[..., 0], self.channel[src])
+        return self.values_in(prev_values.to(self.head.weight.dtype) / 127.5 - 1.0)
+
     def _embed(self, values: Tensor, index: Tensor, labels: Tensor | None) -> Tensor:
         """Inputs at grid positions ``index`` (m,): the value generated just before each, + position + class.
 
@@ -147,27 +155,30 @@ class ImageTransformer(nn.Module):
         src = self.layout.prev[index]  # (m,): previous position in generation order, n for the first
         has_prev = (src < n)[None, :, None]
         src = src.clamp(max=n - 1)
-        prev_values = values[:, src]  # (B, m, k)
-        if self.config.distribution == "categorical":
-            x = self.values_in(prev_values[..., 0], self.channel[src])
-        else:
-            x = self.values_in(prev_values.to(self.head.weight.dtype) / 127.5 - 1.0)
-        x = x * has_prev + self.positions(index)
+        x = self._value_inputs(values[:, src], src) * has_prev + self.positions(index)
         if self.classes is not None:
             x = x + self.classes(labels)[:, None]
         return self.drop(x)
+
+    def _hidden(self, values: Tensor, labels: Tensor | None, context: Tensor | None = None,
+                caches: list[KVCache] | None = None, steps: int = 0) -> Tensor:
+        """(B, n, k) values -> (B, n, d) outputs of the last block, all positions in parallel.
+
+        With ``caches``, each layer also stores the keys and values of the first ``steps`` generation steps.
+        """
+        if (context is None) != (self.blocks[0].cross is None):
+            raise ValueError("a context (encoder output) is needed exactly when the model has cross-attention")
+        x = self._embed(values, torch.arange(self.layout.n, device=values.device), labels)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.layout, context, caches[i] if caches else None, steps)
+        return x
 
     def _params(self, values: Tensor, labels: Tensor | None, context: Tensor | None = None) -> Tensor:
         """(B, n, k) values -> (B, n, P) distribution parameters, all positions in parallel.
 
         ``context`` (B, m, d): encoder output, for models built with ``cross_attention``.
         """
-        if (context is None) != (self.blocks[0].cross is None):
-            raise ValueError("a context (encoder output) is needed exactly when the model has cross-attention")
-        x = self._embed(values, torch.arange(self.layout.n, device=values.device), labels)
-        for block in self.blocks:
-            x = block(x, self.layout, context)
-        return self.head(x)
+        return self.head(self._hidden(values, labels, context))
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
         """Distribution parameters: logits (B, H, W, C, 256) or mixture parameters (B, H, W, P)."""
@@ -253,46 +264,70 @@ class ImageTransformer(nn.Module):
 
         ``context`` (B, m, d): encoder output for cross-attention models.
         """
+        if (context is None) != (self.blocks[0].cross is None):
+            raise ValueError("a context (encoder output) is needed exactly when the model has cross-attention")
         was_training = self.training
         self.eval()
         try:
-            order = self.layout.order.tolist()
-            bar = tqdm(total=len(order) - start, disable=not progress, unit="pos", desc="sampling",
+            bar = tqdm(total=self.layout.n - start, disable=not progress, unit="pos", desc="sampling",
                        dynamic_ncols=True, leave=False)
             started = time.monotonic()
 
-            def advance() -> None:
+            def draw(t: int, params: Tensor) -> Tensor:
+                drawn = self.dist.sample(params, temperature, generator)
                 bar.update(1)
                 if bar.n % 64 == 0 or bar.n == bar.total:  # images/s at the current pace
                     rate = values.shape[0] * bar.n / bar.total / max(time.monotonic() - started, 1e-9)
                     bar.set_postfix(images_per_s=f"{rate:.3g}")
+                return drawn
 
-            if (context is None) != (self.blocks[0].cross is None):
-                raise ValueError("a context (encoder output) is needed exactly when the model has cross-attention")
             if use_cache:
-                d = self.config.hidden_size
-                w = self.head.weight
-                caches = [KVCache(values.shape[0], self.layout.n, d, w.device, w.dtype) for _ in self.blocks]
-                for block, cache in zip(self.blocks, caches):
-                    if block.cross is not None:
-                        cache.context = block.cross.context_kv(context)
-                for t, pos in enumerate(order):
-                    index = torch.tensor([pos], device=values.device)
-                    x = self._embed(values, index, labels)[:, 0]  # (B, d)
-                    visible = self.layout.visible(pos)
-                    for block, cache in zip(self.blocks, caches):
-                        x = block.step(x, cache, pos, visible)
-                    if t >= start:
-                        values[:, pos] = self.dist.sample(self.head(x), temperature, generator)
-                        advance()
+                self._steps(values, start, labels, context, draw)
             else:
-                for pos in order[start:]:
-                    params = self._params(values, labels, context)[:, pos]  # (B, P)
-                    values[:, pos] = self.dist.sample(params, temperature, generator)
-                    advance()
+                for t, pos in enumerate(self.layout.order.tolist()[start:], start):
+                    values[:, pos] = draw(t, self._params(values, labels, context)[:, pos])  # (B, P)
             bar.close()
         finally:
             self.train(was_training)
+        return values
+
+    def _steps(self, values: Tensor, start: int, labels: Tensor | None, context: Tensor | None,
+               choose: Callable[[int, Tensor], Tensor]) -> Tensor:
+        """The cached sampler: for each generation step t >= ``start``, ``values[:, order[t]] = choose(t, params)``.
+
+        values (B, n, k) long, filled in place; params (B, P) are the distribution parameters at step t
+        given every earlier value. The known steps before ``start`` go through the layers as one parallel
+        pass that fills the caches; from there each step runs every layer on one position, reading the
+        keys and values that its plan (``Layout.step_plan``) says it sees. Call in eval mode, without grad.
+        """
+        n, b = self.layout.n, values.shape[0]
+        plan = self.layout.step_plan()
+        w = self.head.weight
+        heads = self.config.num_heads
+        caches = [KVCache(b, plan, heads, self.config.hidden_size // heads, w.device, w.dtype) for _ in self.blocks]
+        for block, cache in zip(self.blocks, caches):
+            if block.cross is not None:
+                cache.context = block.cross.context_kv(context)
+        if start >= n:
+            return values
+        if start > 0:
+            self._hidden(values, labels, context, caches, start)
+        order = self.layout.order.tolist()
+        step_order = self.layout.order.to(values.device)
+        prev_src = self.layout.prev[step_order].clamp(max=n - 1)  # (n,): grid position read by each step
+        inputs = self.positions(step_order)  # (n, d): position encodings in generation order
+        classes = self.classes(labels) if self.classes is not None else None  # (B, d)
+        last = values[:, order[start - 1], None] if start > 0 else None  # (B, 1, k): the value before step t
+        for t in range(start, n):
+            x = inputs[t].expand(b, -1)  # (B, d)
+            if last is not None:
+                x = x + self._value_inputs(last, prev_src[t : t + 1])[:, 0]
+            if classes is not None:
+                x = x + classes
+            for block, cache in zip(self.blocks, caches):
+                x = block.step(x, cache, t)
+            last = values[:, order[t], None]  # (B, 1, k), a view: filled just below
+            last.copy_(choose(t, self.head(x))[:, None])
         return values
 
     # ----- files ----------------------------------------------------------------------------------

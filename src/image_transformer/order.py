@@ -16,11 +16,15 @@ A :class:`Layout` holds, for a model's attention type:
   position exactly when that position is inside the grid and not later than the query in generation
   order (it sees itself, since its own input is the previous value).
 - ``slot``   (n,): where each position sits in ``query_index.view(-1)``, to scatter results back.
+
+For the cached one-position step, :meth:`Layout.step_plan` restates the same "who sees whom" in
+generation steps: with keys stored in generation order, what each step reads is computed once here.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -71,10 +75,61 @@ class Layout(nn.Module):
     def query_length(self) -> int:
         return self.query_index.shape[1]
 
+    def step_plan(self) -> "StepPlan":
+        """What each generation step reads, for keys and values stored in generation order (computed once)."""
+        plan = self.__dict__.get("_step_plan")
+        if plan is None:
+            plan = self.__dict__["_step_plan"] = StepPlan.of(self)
+        return plan
+
     def visible(self, position: int) -> Tensor:
         """Flat indices that the query at ``position`` attends to (all generated no later than it)."""
         block, i = divmod(int(self.slot[position]), self.query_length)
         return self.memory_index[block][self.mask[block, i]]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The memory each generation step reads, in generation steps (ranks) rather than grid positions.
+
+    A query sees exactly the memory positions generated no later than itself, so, sorted by rank, what
+    step ``t`` of block ``b`` sees is the block's ``earlier`` steps (generated before the block began)
+    followed by the block's own steps ``first[b] .. t``. When every block's earlier steps are one run
+    ending right before the block (1D local, global), the visible memory is the single range
+    ``[low[t], t + 1)`` of a generation-ordered cache (``contiguous``). Otherwise (2D local) the cached
+    sampler gathers ``earlier[b]`` once per block into a window and appends the block's own steps.
+    """
+
+    contiguous: bool
+    block: list[int]  # (n,) block of each step
+    first: list[int]  # (nb,) first step of each block
+    low: list[int]  # (n,) first visible step when contiguous: t - low[t] + 1 steps are read
+    earlier: list[Tensor]  # (nb,) long tensors: steps generated before the block that it reads, ascending
+    max_earlier: int  # the longest ``earlier``
+    max_block: int  # the most steps of one block
+
+    @staticmethod
+    def of(layout: "Layout") -> "StepPlan":
+        n, lq = layout.n, layout.query_length
+        rank_pad = torch.cat([layout.rank, torch.tensor([n + 1])])
+        block = (layout.slot[layout.order] // lq).tolist()  # the order visits blocks one after another
+        nb = layout.query_index.shape[0]
+        first, count = [n] * nb, [0] * nb
+        for t, b in enumerate(block):
+            first[b] = min(first[b], t)
+            count[b] += 1
+        earlier = []
+        for b in range(nb):
+            ranks = rank_pad[layout.memory_index[b]]
+            earlier.append(ranks[ranks < first[b]].sort().values)
+            own = (ranks >= first[b]) & (ranks < first[b] + count[b])
+            assert int(own.sum()) == count[b], "a query block must be part of its own memory"
+        contiguous = all(
+            e.numel() == 0 or (int(e[-1]) == first[b] - 1 and int(e[-1] - e[0]) == e.numel() - 1)
+            for b, e in enumerate(earlier)
+        )
+        low = [first[b] - earlier[b].numel() for b in block]
+        return StepPlan(contiguous, block, first, low, earlier, max(e.numel() for e in earlier), max(count))
 
 
 def raster_1d(grid: tuple[int, int], query_length: int, memory_length: int) -> Layout:
