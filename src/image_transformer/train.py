@@ -225,7 +225,7 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
                 f.close()
                 raise RunLocked(f"{path.parent}: another training is writing to this run ({holder}; lock "
                                 f"{path}): wait for it to end or stop it, or use another --out") from None
-            try:  # the holder we waited for may have removed the file: then lock the new one
+            try:  # the last holder may have removed the file between our open and our lock: lock the new one
                 if os.path.samestat(os.fstat(f.fileno()), os.stat(path)):
                     break
             except FileNotFoundError:
