@@ -153,3 +153,20 @@ def test_make_distribution():
     assert make_distribution("dmol", 3, 10).num_params == 100
     with pytest.raises(ValueError, match="unknown distribution"):
         make_distribution("gaussian", 3)
+
+
+@pytest.mark.parametrize("name,channels", [("categorical", 1), ("dmol", 1), ("dmol", 3)])
+def test_value_probs_sum_to_one_and_give_the_likelihood(name, channels):
+    """The coder's table: rows sum to one, its entry at the true value is exp(log_prob), later channels don't matter."""
+    dist = make_distribution(name, channels, num_mixtures=4)
+    params = random_params(dist, 32, 3.0, seed=channels).float()
+    values = torch.randint(0, 256, (32, dist.values_per_position))
+    lp = dist.log_prob(params.double(), values)  # the table is float64 arithmetic
+    for c in range(dist.values_per_position):
+        probs = dist.value_probs(params, values, c)
+        assert probs.dtype == torch.float64 and probs.shape == (32, 256)
+        assert (probs.sum(-1) - 1).abs().max() < 1e-9
+        assert torch.allclose(probs.gather(-1, values[:, c : c + 1])[:, 0].log(), lp[:, c], atol=1e-9)
+        later = values.clone()
+        later[:, c:] = torch.randint(0, 256, later[:, c:].shape)
+        assert torch.equal(dist.value_probs(params, later, c), probs)

@@ -24,6 +24,17 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.transpose(-3, -2).flatten(-2)
 
 
+def attend_one(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(dh)) v for one query per head: q (B, h, 1, dh), k and v (B, h, m, dh) -> (B, h, 1, dh).
+
+    Written as two batched matmuls rather than the fused kernel: the fused CPU kernel splits one query's
+    keys over threads, so its sums (and the codec's probabilities) change with the thread count; these
+    do not, and at one query they are as fast.
+    """
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)  # (B, h, 1, m)
+    return torch.matmul(scores.softmax(-1), v)
+
+
 def to_blocks(x: Tensor, index: Tensor) -> Tensor:
     """Gather grid positions into blocks: x (B, n + 1, d), index (nb, l) -> (B, nb, l, d)."""
     return x.index_select(1, index.reshape(-1)).unflatten(1, index.shape)
@@ -70,8 +81,8 @@ class BlockSelfAttention(nn.Module):
         qkv = self.qkv(x).view(b, 3, self.heads, -1)  # (B, 3, h, dh): the layout of chunk(3) + split_heads
         cache.write(t, qkv[:, 1:])
         kv = cache.read(t)  # (B, 2, h, m, dh): exactly the visible steps, no mask needed
-        y = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:, 0], kv[:, 1])  # (B, h, 1, dh)
-        return self.out(y.view(b, -1))
+        y = attend_one(qkv[:, 0, :, None], kv[:, 0], kv[:, 1])  # (B, h, 1, dh)
+        return self.out(y.reshape(b, -1))
 
 
 class CrossAttention(nn.Module):

@@ -6,6 +6,8 @@ categorical, the C channels of a pixel for the mixture) and is predicted from ``
 - ``log_prob(params (..., P), values (..., k) long) -> (..., k)``: log p of each value given the
   earlier ones of its position (nats).
 - ``sample(params (..., P), temperature, generator) -> (..., k)`` long in [0, 256).
+- ``value_probs(params (B, P), values (B, k), c) -> (B, 256)`` float64: P(value c = v | values before c)
+  for every v, the table an entropy coder codes value c with (its rows sum to one).
 
 Random numbers are drawn in a fixed pattern per call, so two callers that pass the same parameters
 and the same generator state draw the same values.
@@ -61,6 +63,10 @@ class Categorical:
         """logits (..., 256) -> (..., 1) long."""
         _check_temperature(temperature)
         return _gumbel_argmax(_full_precision(logits), temperature, generator)[..., None]
+
+    def value_probs(self, logits: Tensor, values: Tensor, c: int = 0) -> Tensor:
+        """logits (B, 256) -> (B, 256) float64 probabilities of the position's one value."""
+        return F.softmax(logits.double(), dim=-1)
 
 
 def _log1mexp(z: Tensor) -> Tensor:
@@ -157,6 +163,18 @@ class DiscretizedLogisticMixture:
         log_w = F.log_softmax(logits, dim=-1)[..., None]  # (..., M, 1)
         posterior = F.log_softmax(log_w + before, dim=-2)  # (..., M, C)
         return torch.logsumexp(posterior + per_channel, dim=-2)  # (..., C)
+
+    def value_probs(self, params: Tensor, values: Tensor, c: int) -> Tensor:
+        """params (B, P), values (B, C) -> (B, 256) float64: P(channel c = v | channels < c), from ``log_prob``.
+
+        Every candidate v goes through the same arithmetic as the likelihood (the 256 bins of the
+        mixture's CDF), so the coder's cost equals -log2 p up to the coder's own quantization.
+        """
+        b = params.shape[0]
+        candidates = values.long()[:, None, :].repeat(1, 256, 1)  # (B, 256, C)
+        candidates[:, :, c] = torch.arange(256, device=values.device)
+        lp = self.log_prob(params.double()[:, None, :].expand(b, 256, -1), candidates)[..., c]  # (B, 256)
+        return lp.exp()
 
     def sample(self, params: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """params (..., P) -> (..., C) long: component, then channel by channel."""

@@ -1,0 +1,247 @@
+"""Lossless image coding with the model: each sub-pixel is range-coded with its exact conditional.
+
+A file costs about the model's -log2 p of the images. Entropy coding is ``constriction``'s range coder
+with its categorical model (probabilities quantized inside the library, the same way on both sides).
+
+Determinism: encoder and decoder run the same path, the sampler's cached step (``ImageTransformer._steps``),
+over the same batches (the batch size is stored in the file), with the coding table of each value from
+``dist.value_probs`` (float64). The encoder feeds the true values back in, the decoder the decoded ones,
+so both compute bit-identical probabilities; the known-prefix parallel pass is *not* used (its sums are
+grouped differently and are not bit-identical to the step's). Decoding needs the same weights (checked
+by fingerprint) and the same arithmetic: the same torch build on the same kind of CPU. A CRC of the
+images is stored and checked after decoding, so a machine that computes different probabilities gets
+an error, never a silently wrong image.
+
+Container (little-endian)::
+
+    magic b"\\x89ITC\\r\\n\\x1a\\n" | version u16 | header length u32 | header (JSON, UTF-8) | header CRC32 u32 | payload
+
+The header holds the model fingerprint, image shape, count, batch size, labels, names, payload length,
+payload CRC32 and image CRC32. The payload is the range coder's 32-bit words.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .model import ImageTransformer, check_images
+
+__all__ = ["encode", "decode", "read_header", "fingerprint", "Header", "CodecError", "FORMAT_VERSION"]
+
+MAGIC = b"\x89ITC\r\n\x1a\n"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sHI")  # magic, version, header length
+
+
+class CodecError(ValueError):
+    """A compressed stream that cannot be decoded with this model (names the problem)."""
+
+
+@dataclass
+class Header:
+    """What a compressed stream says about itself."""
+
+    fingerprint: str
+    shape: tuple[int, int, int]  # (H, W, C)
+    count: int
+    batch_size: int
+    payload_bytes: int
+    payload_crc: int
+    images_crc: int
+    labels: list[int] | None = None
+    names: list[str] | None = None
+
+
+def fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the model's config and weights (hex): a stream decodes only with the model that wrote it."""
+    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tensor.dtype).encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_model(model: nn.Module) -> ImageTransformer:
+    if not isinstance(model, ImageTransformer):
+        kind = type(model).__name__
+        if kind == "SuperResolutionTransformer":
+            raise ValueError("super-resolution models are out of scope for the codec: it codes images with an "
+                             "unconditional or class-conditional ImageTransformer")
+        raise ValueError(f"the codec needs an ImageTransformer, got {kind}")
+    if model.blocks[0].cross is not None:
+        raise ValueError("models with cross-attention (super-resolution decoders) are out of scope for the codec")
+    return model
+
+
+def _crc(images: Tensor) -> int:
+    return zlib.crc32(images.contiguous().cpu().numpy().tobytes())
+
+
+def _code(model: ImageTransformer, values: Tensor, labels: Tensor | None, code_value, bar: tqdm) -> None:
+    """Run the cached step over one batch; ``code_value(probs (B, 256) float64, c) -> (B,) long`` per value."""
+    k = model.dist.values_per_position
+
+    def choose(t: int, params: Tensor) -> Tensor:
+        chosen = torch.zeros(params.shape[0], k, dtype=torch.long)
+        for c in range(k):
+            chosen[:, c] = code_value(t, model.dist.value_probs(params, chosen, c), c)
+        bar.update(1)
+        return chosen
+
+    model._steps(values, 0, labels, None, choose)
+
+
+@torch.no_grad()
+def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None, *, names: list[str] | None = None,
+           batch_size: int = 64, progress: bool = False) -> bytes:
+    """Compress uint8 images (B, H, W, C) (and their labels, for class-conditional models) to bytes."""
+    import constriction
+
+    model = _check_model(model)
+    check_images(images, model.image_shape)
+    b = images.shape[0]
+    if b < 1:
+        raise ValueError("images must hold at least one image")
+    labels = model._check_labels(labels, b)
+    if names is not None and len(names) != b:
+        raise ValueError(f"names must have one entry per image: {len(names)} names for {b} images")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    images = images.to(torch.uint8).cpu()
+    was_training = model.training
+    model.eval()
+    family = constriction.stream.model.Categorical(perfect=False)
+    coder = constriction.stream.queue.RangeEncoder()
+    order = model.layout.order.tolist()
+    bar = tqdm(total=model.layout.n * -(-b // batch_size), disable=not progress, unit="step",
+               desc="encoding", dynamic_ncols=True, leave=False)
+    try:
+        for lo in range(0, b, batch_size):
+            truth = model._to_positions(images[lo : lo + batch_size])  # (b, n, k)
+            chunk_labels = None if labels is None else labels[lo : lo + batch_size]
+
+            def code_value(t: int, probs: Tensor, c: int, truth: Tensor = truth) -> Tensor:
+                symbols = truth[:, order[t], c]
+                coder.encode(symbols.numpy().astype(np.int32), family, probs.cpu().numpy())
+                return symbols
+
+            values = torch.zeros_like(truth, device=model.head.weight.device)
+            _code(model, values, chunk_labels, code_value, bar)
+    finally:
+        bar.close()
+        model.train(was_training)
+    payload = coder.get_compressed().astype("<u4").tobytes()
+    header = Header(
+        fingerprint=fingerprint(model), shape=tuple(model.image_shape), count=b, batch_size=batch_size,
+        payload_bytes=len(payload), payload_crc=zlib.crc32(payload), images_crc=_crc(images),
+        labels=None if labels is None else labels.tolist(), names=names,
+    )
+    return _pack(header) + payload
+
+
+def _pack(header: Header) -> bytes:
+    body = json.dumps({
+        "fingerprint": header.fingerprint, "shape": list(header.shape), "count": header.count,
+        "batch_size": header.batch_size, "payload_bytes": header.payload_bytes, "payload_crc": header.payload_crc,
+        "images_crc": header.images_crc, "labels": header.labels, "names": header.names,
+    }, separators=(",", ":")).encode()
+    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(body)) + body + struct.pack("<I", zlib.crc32(body))
+
+
+def read_header(data: bytes) -> tuple[Header, bytes]:
+    """Parse and check a stream's container: (header, payload). Raises CodecError naming the problem."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CodecError(f"a compressed stream is bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < _PREFIX.size or not data.startswith(MAGIC):
+        raise CodecError("not an image-transformer compressed stream (bad magic number)")
+    _, version, length = _PREFIX.unpack_from(data)
+    if version > FORMAT_VERSION:
+        raise CodecError(f"stream format version {version} is newer than this library reads ({FORMAT_VERSION}): "
+                         "upgrade image-transformer")
+    if version < 1:
+        raise CodecError(f"unknown stream format version {version}")
+    end = _PREFIX.size + length
+    if len(data) < end + 4:
+        raise CodecError("the stream is truncated inside its header")
+    body = data[_PREFIX.size : end]
+    if zlib.crc32(body) != struct.unpack_from("<I", data, end)[0]:
+        raise CodecError("the stream's header is corrupted (checksum mismatch)")
+    try:
+        d = json.loads(body)
+        header = Header(
+            fingerprint=str(d["fingerprint"]), shape=tuple(int(x) for x in d["shape"]), count=int(d["count"]),
+            batch_size=int(d["batch_size"]), payload_bytes=int(d["payload_bytes"]),
+            payload_crc=int(d["payload_crc"]), images_crc=int(d["images_crc"]), labels=d.get("labels"),
+            names=d.get("names"),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise CodecError(f"the stream's header is malformed: {e}") from None
+    payload = data[end + 4 :]
+    if len(payload) < header.payload_bytes:
+        raise CodecError(f"the stream is truncated: {len(payload)} of {header.payload_bytes} payload bytes")
+    if len(payload) > header.payload_bytes:
+        raise CodecError(f"the stream has {len(payload) - header.payload_bytes} unexpected bytes after its payload")
+    if zlib.crc32(payload) != header.payload_crc:
+        raise CodecError("the stream's payload is corrupted (checksum mismatch)")
+    return header, payload
+
+
+@torch.no_grad()
+def decode(data: bytes, model: ImageTransformer, *, progress: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Decompress bytes from :func:`encode` with the same model: (images uint8 (B, H, W, C), labels or None)."""
+    import constriction
+
+    model = _check_model(model)
+    header, payload = read_header(data)
+    if header.fingerprint != fingerprint(model):
+        raise CodecError("the stream was written with a different model (fingerprint mismatch): decode it with "
+                         "the model that encoded it")
+    if header.shape != tuple(model.image_shape):
+        raise CodecError(f"the stream holds {header.shape} images but the model makes {model.image_shape}")
+    labels = None
+    if header.labels is not None:
+        labels = torch.tensor(header.labels, dtype=torch.long)
+    labels = model._check_labels(labels, header.count)
+    family = constriction.stream.model.Categorical(perfect=False)
+    if len(payload) % 4:
+        raise CodecError("the stream's payload is not a whole number of 32-bit words")
+    coder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+    b, size = header.count, header.batch_size
+    out = []
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=model.layout.n * -(-b // size), disable=not progress, unit="step", desc="decoding",
+               dynamic_ncols=True, leave=False)
+    try:
+        for lo in range(0, b, size):
+            n_chunk = min(size, b - lo)
+
+            def code_value(t: int, probs: Tensor, c: int) -> Tensor:
+                return torch.from_numpy(coder.decode(family, probs.cpu().numpy()).astype(np.int64))
+
+            values = torch.zeros(n_chunk, model.layout.n, model.dist.values_per_position, dtype=torch.long,
+                                 device=model.head.weight.device)
+            try:
+                _code(model, values, None if labels is None else labels[lo : lo + size], code_value, bar)
+            except (RuntimeError, ValueError) as e:  # the range decoder ran off its data
+                raise CodecError(f"the stream does not decode with this model: {e}") from None
+            out.append(model._to_images(values.cpu()).to(torch.uint8))
+    finally:
+        bar.close()
+        model.train(was_training)
+    images = torch.cat(out)
+    if _crc(images) != header.images_crc:
+        raise CodecError("decoded images fail their checksum: this model computes different probabilities here "
+                         "than where the stream was written (another torch build or CPU kind?)")
+    return images, labels

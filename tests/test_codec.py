@@ -1,0 +1,129 @@
+import itertools
+import math
+import struct
+
+import pytest
+import torch
+
+from image_transformer import ImageTransformer, ImageTransformerConfig, SuperResolutionConfig, SuperResolutionTransformer
+from image_transformer import codec
+
+ATTENTION = {
+    "local_1d": dict(attention="local_1d", query_length=7, memory_length=5),
+    "global": dict(attention="global"),
+    "local_2d": dict(attention="local_2d", query_shape=(2, 4), memory_flange=(1, 3)),
+}
+
+
+def tiny(attention="local_1d", distribution="categorical", channels=3, seed=0, **kw):
+    cfg = ImageTransformerConfig(
+        image_size=(4, 5), channels=channels, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32,
+        dropout=0.0, distribution=distribution, num_mixtures=3, **{**ATTENTION[attention], **kw},
+    )
+    torch.manual_seed(seed)
+    return ImageTransformer(cfg).eval()
+
+
+def images(n, channels=3, seed=1):
+    return torch.randint(0, 256, (n, 4, 5, channels), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("attention,distribution,channels",
+                         list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 3])))
+def test_round_trip_and_cost_for_every_model_kind(attention, distribution, channels):
+    model = tiny(attention, distribution, channels)
+    x = images(5, channels)
+    data = codec.encode(model, x, batch_size=2)  # batches of 2, 2 and 1
+    out, labels = codec.decode(data, model)
+    assert out.dtype == torch.uint8 and torch.equal(out, x) and labels is None
+    header, payload = codec.read_header(data)
+    with torch.no_grad():
+        model_bits = float(-model.log_prob(x).double().sum() / math.log(2))
+    assert 8 * len(payload) <= 1.01 * model_bits + 32  # within 1% of -log2 p (+ the last 32-bit word)
+    assert 8 * len(payload) >= model_bits - 1
+
+
+def test_class_labels_are_stored_and_restored():
+    model = tiny("local_2d", "dmol", num_classes=4)
+    x, labels = images(3), torch.tensor([3, 0, 2])
+    out, got = codec.decode(codec.encode(model, x, labels), model)
+    assert torch.equal(out, x) and torch.equal(got, labels)
+    with pytest.raises(ValueError, match="pass labels"):
+        codec.encode(model, x)
+
+
+def test_decoding_does_not_depend_on_the_thread_count():
+    """Encode with 2 threads, decode with 1 (a model wide enough that the fused kernel would differ)."""
+    cfg = ImageTransformerConfig(image_size=(6, 6), channels=3, hidden_size=128, num_layers=2, num_heads=4,
+                                 ffn_size=256, dropout=0.0, distribution="dmol", attention="local_1d",
+                                 query_length=16, memory_length=16)
+    torch.manual_seed(0)
+    model = ImageTransformer(cfg).eval()
+    x = torch.randint(0, 256, (8, 6, 6, 3), dtype=torch.uint8)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        data = codec.encode(model, x)
+        torch.set_num_threads(1)
+        out, _ = codec.decode(data, model)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(out, x)
+
+
+def test_names_travel_in_the_header():
+    model = tiny()
+    data = codec.encode(model, images(2), names=["a.png", "b.png"])
+    assert codec.read_header(data)[0].names == ["a.png", "b.png"]
+    with pytest.raises(ValueError, match="one entry per image"):
+        codec.encode(model, images(2), names=["a.png"])
+
+
+@pytest.fixture(scope="module")
+def stream():
+    model = tiny()
+    return model, codec.encode(model, images(3))
+
+
+def test_another_model_is_refused(stream):
+    model, data = stream
+    with pytest.raises(codec.CodecError, match="different model"):
+        codec.decode(data, tiny(seed=1))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: d[:-5], "truncated"),
+    (lambda d: d[:20], "truncated inside its header"),
+    (lambda d: d + b"x", "unexpected bytes"),
+    (lambda d: d[:-3] + bytes([d[-3] ^ 1]) + d[-2:], "payload is corrupted"),
+    (lambda d: d[:30] + bytes([d[30] ^ 1]) + d[31:], "header is corrupted"),
+    (lambda d: b"PNG" + d[3:], "bad magic"),
+    (lambda d: d[:8] + struct.pack("<H", codec.FORMAT_VERSION + 1) + d[10:], "newer than this library"),
+    (lambda d: b"", "bad magic"),
+])
+def test_damaged_streams_are_refused_by_name(stream, damage, message):
+    model, data = stream
+    with pytest.raises(codec.CodecError, match=message):
+        codec.decode(damage(data), model)
+
+
+def test_wrong_inputs_are_refused():
+    model = tiny()
+    with pytest.raises(ValueError, match="shape"):
+        codec.encode(model, torch.zeros(1, 5, 4, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="at least one image"):
+        codec.encode(model, torch.zeros(0, 4, 5, 3, dtype=torch.uint8))
+    sr = SuperResolutionTransformer(SuperResolutionConfig(image_size=(8, 8), input_size=(2, 2), channels=1,
+                                                          hidden_size=16, num_layers=1, encoder_layers=1,
+                                                          num_heads=2, ffn_size=32, query_length=8,
+                                                          memory_length=8))
+    with pytest.raises(ValueError, match="super-resolution models are out of scope"):
+        codec.encode(sr, torch.zeros(1, 8, 8, 1, dtype=torch.uint8))
+
+
+def test_probabilities_that_differ_from_the_encoders_fail_the_checksum(stream, monkeypatch):
+    """If another machine computed other probabilities, decoding stops with an error, not a wrong image."""
+    model, data = stream
+    monkeypatch.setattr(codec, "fingerprint", lambda m: codec.read_header(data)[0].fingerprint)
+    with pytest.raises(codec.CodecError, match="fail their checksum"):
+        codec.decode(data, tiny(seed=1))
