@@ -89,7 +89,8 @@ def test_superres_train_eval_upscale(tiny_mnist, tmp_path, capsys):
     assert "use `image-transformer upscale`" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "sample", "complete", "upscale", "average", "presets"])
+@pytest.mark.parametrize("command", ["train", "eval", "sample", "complete", "upscale", "compress", "decompress",
+                                     "average", "presets"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([command, "--help"])
@@ -245,3 +246,33 @@ def test_train_minutes_count_every_session(tiny_mnist, tmp_path):
     torch.save(state, out / "checkpoint.pt")
     assert run(*common, "--steps", 3, "--resume") == 0
     assert 42.0 <= json.loads((out / "eval.json").read_text())["train_minutes"] < 43
+
+
+def test_compress_and_decompress_end_to_end(trained, tiny_mnist, tmp_path, capsys):
+    files = []
+    for i in range(3):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (6, 6), dtype=np.uint8)).save(path)
+        files.append(path)
+    files.append(tmp_path / "digit0.jpg")  # any Pillow image; a second 'digit0' gets a distinct name
+    Image.open(files[0]).save(files[-1], quality=95)
+    assert run("compress", trained, *files, "-o", tmp_path / "x.itc", "--batch-size", 2) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"[\d,]+ bytes for 4 images of 6x6x1: [\d.]+ bits/dim \(the model's own: [\d.]+ bits/dim\)", out)
+    assert run("decompress", tmp_path / "x.itc", "--model", trained, "-o", tmp_path / "dec") == 0
+    assert "decompressed 4 images" in capsys.readouterr().out
+    names = sorted(p.name for p in (tmp_path / "dec").iterdir())
+    assert names == ["digit0-00003.png", "digit0.png", "digit1.png", "digit2.png"]
+    for src, name in zip(files, ["digit0.png", "digit1.png", "digit2.png", "digit0-00003.png"]):
+        assert np.array_equal(np.asarray(Image.open(src).convert("L")), np.asarray(Image.open(tmp_path / "dec" / name)))
+
+    # a whole split, and the errors
+    assert run("compress", trained / "model", "--data", f"mnist:{tiny_mnist}", "--limit", 5, "-o", tmp_path / "s.itc") == 0
+    assert run("decompress", tmp_path / "s.itc", "--model", trained, "-o", tmp_path / "split") == 0
+    assert sorted(p.name for p in (tmp_path / "split").iterdir())[0] == "test-00000.png"
+    capsys.readouterr()
+    (tmp_path / "cut.itc").write_bytes((tmp_path / "s.itc").read_bytes()[:-4])
+    assert run("decompress", tmp_path / "cut.itc", "--model", trained, "-o", tmp_path / "cut") == 2
+    assert "truncated" in capsys.readouterr().err
+    assert run("compress", trained, "-o", tmp_path / "none.itc") == 2
+    assert "give image files or --data" in capsys.readouterr().err

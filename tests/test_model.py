@@ -232,3 +232,9 @@ def test_step_path_is_bit_identical_when_teacher_forced(attention, distribution)
                      lambda t, params: (seen.append(params.clone()), forced[:, model.layout.order[t]])[1])
     assert len(seen) == model.layout.n
     assert all(torch.equal(a, b) for a, b in zip(drawn, seen))
+
+
+def test_an_empty_batch_has_an_empty_log_prob():
+    model = tiny()
+    assert model.log_prob(torch.zeros(0, 5, 6, 3, dtype=torch.uint8)).shape == (0, 5, 6, 3)
+    assert model(torch.zeros(0, 5, 6, 3, dtype=torch.uint8)).shape == (0, 5, 6, 3, 256)

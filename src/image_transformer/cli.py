@@ -17,10 +17,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from . import codec
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, average_checkpoints, build_model, load_model, read_checkpoint
 from .config import PRESETS, ImageTransformerConfig
 from .data import DataError, load_dataset
-from .images import image_format, save_grid
+from .images import image_format, save_grid, save_image
 from .metrics import format_superres_report, spread, superres_report
 from .model import ImageTransformer
 from .superres import SuperResolutionConfig, SuperResolutionTransformer, area_downsample
@@ -429,6 +430,83 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_coding(size: int, model: ImageTransformer, images: torch.Tensor, labels: torch.Tensor | None) -> str:
+    """The file's size and bits/dim beside the model's own bits/dim for the same images."""
+    dims = images.numel()
+    model_bpd = evaluate(model, images, labels, progress=True)["bits_per_dim"]
+    return (f"{size:,} bytes for {len(images)} images of {'x'.join(map(str, model.image_shape))}: "
+            f"{8 * size / dims:.4f} bits/dim (the model's own: {model_bpd:.4f} bits/dim)")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    out = _check_output(args.output)
+    model = _load_generator(args.checkpoint)
+    if bool(args.images) == bool(args.data):
+        raise ValueError("give image files or --data KIND:PATH (one of them)")
+    if args.data:
+        data = _load_split(args.data, args.split, None)
+        images, labels = _as_tensors(data)
+        idx = torch.arange(min(len(images), args.limit) if args.limit else len(images))
+        images = images[idx]
+        labels = labels[idx] if labels is not None and model.config.num_classes else None
+        names = [f"{args.split}-{int(i):05d}.png" for i in idx]
+    else:
+        images = torch.stack([_read_png(p, model.image_shape) for p in args.images])
+        names = [Path(p).name for p in args.images]
+        labels = None
+    if model.config.num_classes and labels is None:
+        if not args.label:
+            raise ValueError("the model is class-conditional: pass --label (one for all images, or one per image)")
+        if len(args.label) not in (1, len(images)):
+            raise ValueError(f"--label: give one label or one per image ({len(images)}), got {len(args.label)}")
+        labels = torch.tensor(args.label * (len(images) if len(args.label) == 1 else 1), dtype=torch.long)
+    elif args.label and not model.config.num_classes:
+        raise ValueError("--label given but the model is unconditional")
+    start = time.monotonic()
+    stream = codec.encode(model, images, labels, names=names, batch_size=args.batch_size, progress=True)
+    seconds = time.monotonic() - start
+    path = _save_or_rescue(out, lambda p: p.write_bytes(stream))
+    print(f"compressed in {seconds:.1f} s ({len(images) / seconds:.2f} images/s) -> {path}")
+    print(_report_coding(len(stream), model, images, labels))
+    return 0
+
+
+def _output_names(names: list[str] | None, count: int) -> list[str]:
+    """Safe, distinct PNG file names for decoded images: a stream's names are its own basenames only."""
+    chosen, seen = [], set()
+    for i in range(count):
+        name = Path(names[i]).name if names and i < len(names) and names[i] else ""
+        stem = Path(name).stem if name not in ("", ".", "..") else f"image-{i:05d}"
+        name = f"{stem}.png"
+        if name in seen:
+            name = f"{stem}-{i:05d}.png"
+        seen.add(name)
+        chosen.append(name)
+    return chosen
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    folder = _check_output(args.output, "folder")
+    try:
+        stream = Path(args.file).read_bytes()
+    except OSError as e:
+        raise ValueError(describe_os_error(e, args.file)) from None
+    header, _ = codec.read_header(stream)  # a damaged file fails here, before the model loads
+    model = _load_generator(args.model)
+    start = time.monotonic()
+    images, labels = codec.decode(stream, model, progress=True)
+    seconds = time.monotonic() - start
+    folder.mkdir(parents=True, exist_ok=True)
+    names = _output_names(header.names, len(images))
+    for image, name in zip(images, names):
+        save_image(image, folder / name)
+    print(f"decompressed {len(images)} images in {seconds:.1f} s ({len(images) / seconds:.2f} images/s) -> {folder}")
+    print(_report_coding(len(stream), model, images, labels))
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     for name, values in sorted(PRESETS.items()):
         cfg = ImageTransformerConfig(**values)
@@ -451,7 +529,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = HelpFormatter
-    p = argparse.ArgumentParser(prog="image-transformer", description="Train, evaluate and sample Image Transformers.",
+    p = argparse.ArgumentParser(prog="image-transformer", description="Train, evaluate and sample Image Transformers; compress images losslessly with them.",
                                 formatter_class=fmt)
     sub = p.add_subparsers(dest="command", required=True)
     defaults = TrainConfig()
@@ -560,6 +638,27 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("-o", "--output", default="upscaled.png", help="PNG file")
     u.add_argument("--threads", type=POSITIVE, help="torch CPU threads")
     u.set_defaults(func=cmd_upscale)
+
+    cp = sub.add_parser("compress", help="store images losslessly, entropy-coded with a model's probabilities",
+                        formatter_class=fmt)
+    cp.add_argument("checkpoint", help="run directory, checkpoint.pt, or save_pretrained directory")
+    cp.add_argument("images", nargs="*", help="image files of the model's size (PNG, JPEG, any Pillow image)")
+    cp.add_argument("--data", help="compress a data split instead: KIND:PATH as in train")
+    cp.add_argument("--split", default="test", choices=["train", "test"], help="split of --data")
+    cp.add_argument("--limit", type=POSITIVE, help="with --data: only the first N images")
+    cp.add_argument("--label", type=int, nargs="+", help="class-conditional models and image files: the class(es)")
+    cp.add_argument("--batch-size", type=POSITIVE, default=64, help="images coded at once (stored in the file)")
+    cp.add_argument("-o", "--output", required=True, help="compressed file to write (.itc)")
+    cp.add_argument("--threads", type=POSITIVE, help="torch CPU threads")
+    cp.set_defaults(func=cmd_compress)
+
+    dc = sub.add_parser("decompress", help="restore the images of a compressed file as PNGs", formatter_class=fmt)
+    dc.add_argument("file", help="compressed file (.itc)")
+    dc.add_argument("--model", required=True, help="the model that compressed it: run directory, checkpoint.pt, "
+                                                   "or save_pretrained directory")
+    dc.add_argument("-o", "--output", required=True, help="folder for the PNGs (original names)")
+    dc.add_argument("--threads", type=POSITIVE, help="torch CPU threads")
+    dc.set_defaults(func=cmd_decompress)
 
     av = sub.add_parser("average", help="average the weights of several checkpoints of one architecture",
                         formatter_class=fmt)

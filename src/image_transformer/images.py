@@ -53,6 +53,16 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | N
     return path
 
 
+def save_image(image: torch.Tensor | np.ndarray, path: str | Path) -> Path:
+    """Write one uint8 image (H, W, C) exactly as it is (no grid, no scaling), in the format of its extension."""
+    image = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if image.ndim != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image (H, W, C), got {image.dtype} {image.shape}")
+    path = Path(path)
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path, format=image_format(path))
+    return path
+
+
 def plot_curve(metrics_path: str | Path, path: str | Path) -> Path:
     """Training curve from a ``metrics.jsonl`` log: train and eval bits/dim against the step."""
     import json

@@ -168,6 +168,8 @@ class ImageTransformer(nn.Module):
         """
         if (context is None) != (self.blocks[0].cross is None):
             raise ValueError("a context (encoder output) is needed exactly when the model has cross-attention")
+        if values.shape[0] == 0:  # an empty batch: nothing to compute (the head reshapes need a size)
+            return self.head.weight.new_zeros(0, self.layout.n, self.config.hidden_size)
         x = self._embed(values, torch.arange(self.layout.n, device=values.device), labels)
         for i, block in enumerate(self.blocks):
             x = block(x, self.layout, context, caches[i] if caches else None, steps)
