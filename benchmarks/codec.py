@@ -1,0 +1,165 @@
+"""The model as a lossless codec, side by side with PNG, WebP and JPEG XL on the same images.
+
+    python benchmarks/codec.py runs/mnist-full --data mnist:../shared/data/mnist
+    python benchmarks/codec.py runs/cifar-holdout --data npz:/tmp/cifar-holdout   # tools/make_cifar_holdout.py
+
+For the images of a split (``--limit`` for the first N), in one run:
+
+- ours: ``codec.encode`` of all images (batches of ``--batch-size``), then ``codec.decode``, checked exact;
+  bits/dim of the whole file and of the payload alone, and the payload's overhead over the model's own
+  -log2 p of the same images (``log_prob``, the parallel pass).
+- classical lossless codecs through Pillow: PNG (optimize=True), WebP lossless (method 6) and JPEG XL
+  lossless (the ``pillow-jxl-plugin`` package from PyPI, effort 9) when it is installed; each as one file
+  per image (summed) and as one mosaic holding all the images (sparing them their per-file headers).
+  Raw is 8 bits/dim.
+- speed: images/s of encode and decode at batch 1 and at batch ``--batch-size``, median [min-max] over
+  ``--repeats`` on ``--speed-images`` images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import statistics
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from image_transformer import codec
+from image_transformer.checkpoint import load_model
+from image_transformer.data import load_dataset
+from image_transformer.train import evaluate
+
+try:
+    import pillow_jxl  # noqa: F401  (registers JPEG XL with Pillow)
+
+    HAVE_JXL = True
+except ImportError:
+    HAVE_JXL = False
+
+
+def pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def encoded_size(image: Image.Image, fmt: str) -> int:
+    buf = io.BytesIO()
+    if fmt == "PNG":
+        image.save(buf, format="PNG", optimize=True)
+    elif fmt == "WEBP":
+        image.save(buf, format="WEBP", lossless=True, method=6, quality=100)
+    elif fmt == "JXL":
+        image.save(buf, format="JXL", lossless=True, effort=9)
+    data = buf.getvalue()
+    if fmt == "JXL":  # check that the file is lossless here
+        back = np.asarray(Image.open(io.BytesIO(data)))
+        assert np.array_equal(back, np.asarray(image)), "JPEG XL output is not lossless"
+    return len(data)
+
+
+def mosaic(images: np.ndarray) -> np.ndarray:
+    """All images tiled into one near-square image, no padding."""
+    n, h, w, c = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * h, cols * w, c), np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        grid[r * h : (r + 1) * h, q * w : (q + 1) * w] = img
+    return grid
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def fmt(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}]"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="run folder, checkpoint or pretrained folder")
+    p.add_argument("--data", required=True, help="KIND:PATH")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=0, help="first N images (0: all)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--speed-images", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-speed", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model).eval()
+    data = load_dataset(args.data, args.split)
+    images = torch.from_numpy(np.ascontiguousarray(data.images))
+    labels = torch.from_numpy(np.asarray(data.labels, np.int64)) if data.labels is not None else None
+    if args.limit:
+        images = images[: args.limit]
+        labels = labels[: args.limit] if labels is not None else None
+    if not model.config.num_classes:
+        labels = None
+    n = len(images)
+    dims = images.numel()
+    print(f"{n} images of {tuple(images.shape[1:])} from {data.source}; model {args.model} "
+          f"({model.num_parameters():,} parameters, {model.config.attention}, {model.config.distribution}); "
+          f"torch {torch.__version__}, {args.threads} threads")
+
+    model_bpd = evaluate(model, images, labels, batch_size=args.batch_size)["bits_per_dim"]
+    start = time.perf_counter()
+    stream = codec.encode(model, images, labels, batch_size=args.batch_size, progress=True)
+    encode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    decoded, got = codec.decode(stream, model, progress=True)
+    decode_s = time.perf_counter() - start
+    exact = torch.equal(decoded, images) and (labels is None or torch.equal(got, labels))
+    header, payload = codec.read_header(stream)
+    payload_bpd = 8 * len(payload) / dims
+    print(f"\nours: exact round trip: {exact}; encode {encode_s:.1f} s, decode {decode_s:.1f} s "
+          f"(batch {args.batch_size}, {n / encode_s:.2f} / {n / decode_s:.2f} images/s)")
+    print(f"model's own -log2 p: {model_bpd:.4f} bits/dim; payload {payload_bpd:.4f} bits/dim "
+          f"(overhead {100 * (payload_bpd / model_bpd - 1):+.3f}%); whole file with its "
+          f"{len(stream) - len(payload)}-byte header: {8 * len(stream) / dims:.4f} bits/dim")
+
+    arr = images.numpy()
+    formats = ["PNG", "WEBP"] + (["JXL"] if HAVE_JXL else [])
+    print(f"\n{'codec':24s} {'per image':>10s} {'mosaic':>10s}   (bits/dim, same {n} images)")
+    print(f"{'raw':24s} {8.0:10.4f} {8.0:10.4f}")
+    best = math.inf
+    names = {"PNG": "PNG (optimize)", "WEBP": "WebP lossless (m6)", "JXL": "JPEG XL lossless (e9)"}
+    for f in formats:
+        per_image = 8 * sum(encoded_size(pil(a), f) for a in arr) / dims
+        whole = 8 * encoded_size(pil(mosaic(arr)), f) / dims
+        best = min(best, per_image, whole)
+        print(f"{names[f]:24s} {per_image:10.4f} {whole:10.4f}")
+    if not HAVE_JXL:
+        print("JPEG XL: not measured (pip install pillow-jxl-plugin)")
+    ours = 8 * len(stream) / dims
+    print(f"{'ours (whole file)':24s} {ours:10.4f} {ours:10.4f}")
+    print(f"ours vs the best classical result: {100 * (1 - ours / best):.1f}% smaller")
+
+    if args.skip_speed:
+        return
+    k = min(args.speed_images, n)
+    few = images[: min(4, n)]
+    few_labels = labels[: len(few)] if labels is not None else None
+    some, some_labels = images[:k], (labels[:k] if labels is not None else None)
+    print(f"\nspeed (images/s, median [min-max] of {args.repeats})")
+    for batch, x, y in ((1, few, few_labels), (args.batch_size, some, some_labels)):
+        data1 = codec.encode(model, x, y, batch_size=batch)
+        enc = timed(lambda: codec.encode(model, x, y, batch_size=batch), args.repeats)
+        dec = timed(lambda: codec.decode(data1, model), args.repeats)
+        print(f"batch {batch:3d} ({len(x)} images): encode {fmt([len(x) / s for s in enc])}, "
+              f"decode {fmt([len(x) / s for s in dec])}")
+
+
+if __name__ == "__main__":
+    main()
