@@ -2,6 +2,9 @@ import errno
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -157,13 +160,25 @@ def test_unwritable_outputs_are_refused_before_any_work(trained, tmp_path, monke
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, (command, err)
 
 
+DROP_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+
+
 def test_a_read_only_folder_is_refused_before_any_work(trained, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "read-only"
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        if os.access(folder, os.W_OK):
-            pytest.skip("this user may write into a read-only folder (root)")
+        if os.access(folder, os.W_OK):  # root: run the CLI without the capability that ignores permissions
+            if shutil.which("setpriv") is None:
+                pytest.skip("root may write into a read-only folder, and setpriv is not here to drop that")
+            for args, message in (
+                (["sample", tmp_path / "no-model", "-o", folder / "s.png"], "cannot write into"),  # before loading
+                (["train", "--out", folder / "run", "--steps", 1], "Permission denied"),
+            ):
+                done = subprocess.run([*DROP_DAC, sys.executable, "-m", "image_transformer", *map(str, args)],
+                                      capture_output=True, text=True)
+                assert done.returncode == 2 and message in done.stderr, done.stderr
+            return
         monkeypatch.setattr(ImageTransformer, "sample", lambda *a, **k: pytest.fail("sampled first"))
         assert run("sample", trained, "-o", folder / "s.png") == 2
         assert f"cannot write into {folder} (read-only or no permission)" in capsys.readouterr().err
