@@ -95,7 +95,8 @@ def main() -> None:
     p.add_argument("--speed-images", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-speed", action="store_true", help="only the compression table")
+    p.add_argument("--speed-only", action="store_true", help="only the speed table")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model).eval()
@@ -107,12 +108,18 @@ def main() -> None:
         labels = labels[: args.limit] if labels is not None else None
     if not model.config.num_classes:
         labels = None
-    n = len(images)
-    dims = images.numel()
-    print(f"{n} images of {tuple(images.shape[1:])} from {data.source}; model {args.model} "
+    print(f"{len(images)} images of {tuple(images.shape[1:])} from {data.source}; model {args.model} "
           f"({model.num_parameters():,} parameters, {model.config.attention}, {model.config.distribution}); "
           f"torch {torch.__version__}, {args.threads} threads")
 
+    if not args.speed_only:
+        compression_table(model, images, labels, args)
+    if not args.skip_speed:
+        speed_table(model, images, labels, args)
+
+
+def compression_table(model, images: torch.Tensor, labels: torch.Tensor | None, args: argparse.Namespace) -> None:
+    n, dims = len(images), images.numel()
     model_bpd = evaluate(model, images, labels, batch_size=args.batch_size)["bits_per_dim"]
     start = time.perf_counter()
     stream = codec.encode(model, images, labels, batch_size=args.batch_size, progress=True)
@@ -146,8 +153,9 @@ def main() -> None:
     print(f"{'ours (whole file)':24s} {ours:10.4f} {ours:10.4f}")
     print(f"ours vs the best classical result: {100 * (1 - ours / best):.1f}% smaller")
 
-    if args.skip_speed:
-        return
+
+def speed_table(model, images: torch.Tensor, labels: torch.Tensor | None, args: argparse.Namespace) -> None:
+    n = len(images)
     k = min(args.speed_images, n)
     few = images[: min(4, n)]
     few_labels = labels[: len(few)] if labels is not None else None
