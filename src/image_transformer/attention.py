@@ -80,8 +80,8 @@ class BlockSelfAttention(nn.Module):
         b = x.shape[0]
         qkv = self.qkv(x).view(b, 3, self.heads, -1)  # (B, 3, h, dh): the layout of chunk(3) + split_heads
         cache.write(t, qkv[:, 1:])
-        kv = cache.read(t)  # (B, 2, h, m, dh): exactly the visible steps, no mask needed
-        y = attend_one(qkv[:, 0, :, None], kv[:, 0], kv[:, 1])  # (B, h, 1, dh)
+        k, v = cache.read(t)  # (B, h, m, dh) each: exactly the visible steps, no mask needed
+        y = attend_one(qkv[:, 0, :, None], k, v)  # (B, h, 1, dh)
         return self.out(y.reshape(b, -1))
 
 
@@ -112,51 +112,63 @@ class CrossAttention(nn.Module):
 class KVCache:
     """Keys and values of one layer for the cached step, stored in generation order.
 
-    ``kv`` (B, 2, h, n, dh) holds step t's key and value at ``[:, :, :, t]``. When the plan is
-    contiguous (1D local, global), what step t sees is the slice ``low[t] .. t`` of it: no gather, no copy.
-    Otherwise (2D local) ``window`` (B, 2, h, E + L, dh) holds the current block's earlier memory
-    right-aligned before slot E = ``max_earlier`` (gathered once per block), then the block's own steps,
-    so a step again reads one slice. All buffers are allocated here, once; stepping allocates nothing.
+    ``k`` and ``v`` (B, h, n, dh) hold step t's key and value at ``[:, :, t]``; two tensors, so that a
+    slice of either is a plain strided batch of matrices that matmul reads in place. When the plan is
+    contiguous (1D local, global), what step t sees is the slice ``low[t] .. t``: no gather, no copy.
+    Otherwise (2D local) ``window`` (two (B, h, E + L, dh) tensors) holds the current block's earlier
+    memory right-aligned before slot E = ``max_earlier`` (gathered once per block), then the block's own
+    steps, so a step again reads one slice. All buffers are allocated here, once.
     ``context`` holds the layer's precomputed cross-attention keys and values, if it has any.
     """
 
     def __init__(self, batch: int, plan: StepPlan, heads: int, head_dim: int, device: torch.device,
                  dtype: torch.dtype):
         self.plan = plan
-        self.kv = torch.zeros(batch, 2, heads, len(plan.block), head_dim, device=device, dtype=dtype)
-        self.window = None if plan.contiguous else torch.zeros(
-            batch, 2, heads, plan.max_earlier + plan.max_block, head_dim, device=device, dtype=dtype)
+
+        def buffer(length: int) -> Tensor:
+            return torch.zeros(batch, heads, length, head_dim, device=device, dtype=dtype)
+
+        self.k, self.v = buffer(len(plan.block)), buffer(len(plan.block))
+        self.window = None if plan.contiguous else (buffer(plan.max_earlier + plan.max_block),
+                                                    buffer(plan.max_earlier + plan.max_block))
         self.block = -1  # the block whose memory ``window`` holds
         self.context: tuple[Tensor, Tensor] | None = None
 
     def fill(self, qkv: Tensor) -> None:
         """Store the first steps from a parallel pass: qkv (B, s, 3d) in generation order."""
         b, s, _ = qkv.shape
-        kv = qkv.view(b, s, 3, self.kv.shape[2], -1)[:, :, 1:]  # (B, s, 2, h, dh)
-        self.kv[:, :, :, :s].copy_(kv.permute(0, 2, 3, 1, 4))
+        q_k_v = qkv.view(b, s, 3, self.k.shape[1], -1).permute(2, 0, 3, 1, 4)  # (3, B, h, s, dh)
+        self.k[:, :, :s] = q_k_v[1]
+        self.v[:, :, :s] = q_k_v[2]
 
     def write(self, t: int, kv: Tensor) -> None:
         """Store step t's key and value, kv (B, 2, h, dh)."""
-        self.kv.select(3, t).copy_(kv)
+        self.k.select(2, t).copy_(kv[:, 0])
+        self.v.select(2, t).copy_(kv[:, 1])
         if self.window is not None:
             plan = self.plan
             b = plan.block[t]
             if b != self.block:
                 self._gather(b, t)
-            self.window.select(3, plan.max_earlier + t - plan.first[b]).copy_(kv)
+            slot = plan.max_earlier + t - plan.first[b]
+            self.window[0].select(2, slot).copy_(kv[:, 0])
+            self.window[1].select(2, slot).copy_(kv[:, 1])
 
     def _gather(self, b: int, t: int) -> None:
         """Point the window at block b, whose steps before t are already generated."""
         plan, e, first = self.plan, self.plan.earlier[b], self.plan.first[b]
-        start = plan.max_earlier - e.numel()
-        torch.index_select(self.kv, 3, e.to(self.kv.device), out=self.window[:, :, :, start : plan.max_earlier])
-        self.window[:, :, :, plan.max_earlier : plan.max_earlier + t - first] = self.kv[:, :, :, first:t]
+        start, end = plan.max_earlier - e.numel(), plan.max_earlier
+        for source, window in zip((self.k, self.v), self.window):
+            torch.index_select(source, 2, e.to(source.device), out=window[:, :, start:end])
+            window[:, :, end : end + t - first] = source[:, :, first:t]
         self.block = b
 
-    def read(self, t: int) -> Tensor:
-        """What step t sees (after ``write(t)``): (B, 2, h, m, dh), in generation order."""
+    def read(self, t: int) -> tuple[Tensor, Tensor]:
+        """What step t sees (after ``write(t)``): keys and values (B, h, m, dh), in generation order."""
         plan = self.plan
         if self.window is None:
-            return self.kv[:, :, :, plan.low[t] : t + 1]
+            lo, hi = plan.low[t], t + 1
+            return self.k[:, :, lo:hi], self.v[:, :, lo:hi]
         b = plan.block[t]
-        return self.window[:, :, :, plan.max_earlier - plan.earlier[b].numel() : plan.max_earlier + t - plan.first[b] + 1]
+        lo, hi = plan.max_earlier - plan.earlier[b].numel(), plan.max_earlier + t - plan.first[b] + 1
+        return self.window[0][:, :, lo:hi], self.window[1][:, :, lo:hi]
