@@ -238,3 +238,24 @@ def test_an_empty_batch_has_an_empty_log_prob():
     model = tiny()
     assert model.log_prob(torch.zeros(0, 5, 6, 3, dtype=torch.uint8)).shape == (0, 5, 6, 3)
     assert model(torch.zeros(0, 5, 6, 3, dtype=torch.uint8)).shape == (0, 5, 6, 3, 256)
+
+
+@pytest.mark.parametrize("attention,distribution", list(itertools.product(ATTENTION, ["categorical", "dmol"])))
+def test_pre_norm_blocks_are_autoregressive_normalised_and_cached_alike(attention, distribution):
+    model = tiny(attention, distribution, 3, size=(3, 4), norm="pre")
+    assert isinstance(model.norm_out, torch.nn.LayerNorm)  # the pre-norm stream is normalised before the head
+    violations, later = dependency_violations(model.log_prob, model.generation_order(), model.image_shape)
+    assert violations == [] and later > 0
+    assert normalization_errors(model.log_prob, model.image_shape).max() < 1e-6
+    a = model.sample(2, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, model.sample(2, generator=torch.Generator().manual_seed(5), use_cache=False))
+
+
+def test_pre_norm_computes_another_function_than_the_papers_post_norm():
+    x = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8)
+    post, pre = tiny(), tiny(norm="pre")
+    pre.load_state_dict(post.state_dict(), strict=False)  # the same weights; pre has one more LayerNorm
+    assert isinstance(post.norm_out, torch.nn.Identity)
+    assert not torch.allclose(post.log_prob(x), pre.log_prob(x))
+    with pytest.raises(ValueError, match="norm must be one of"):
+        ImageTransformerConfig(norm="sandwich")

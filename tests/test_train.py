@@ -175,7 +175,7 @@ def comparable(run):
     evaluation = json.loads((run / "eval.json").read_text())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     for r in records:
-        del r["images_per_sec"]
+        del r["images_per_sec"], r["minutes"]
     return state["model"], state["optimizer"]["state"], evaluation["bits_per_dim"], records
 
 
@@ -271,3 +271,43 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys):
     log.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
     with pytest.raises(ValueError, match=f"{log}: line 2 is not a metrics record"):
         Trainer(tiny_model(), TrainConfig(steps=6, **cfg), tmp_path, x, None, x[:4], progress=False).resume()
+
+
+def test_linear_and_cosine_schedules_warm_up_then_decay_to_zero_at_the_last_step():
+    from image_transformer.train import lr_factor
+
+    for schedule in ("linear", "cosine"):
+        cfg = TrainConfig(steps=110, warmup=10, schedule=schedule)
+        assert lr_factor(5, cfg) == pytest.approx(0.5)
+        assert lr_factor(10, cfg) == pytest.approx(1.0)
+        assert lr_factor(60, cfg) == pytest.approx(0.5)  # half-way through the decay, for both shapes
+        assert lr_factor(110, cfg) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(35, TrainConfig(steps=110, warmup=10, schedule="linear")) == pytest.approx(0.75)
+    assert lr_factor(35, TrainConfig(steps=110, warmup=10, schedule="cosine")) == pytest.approx(0.5 + 0.5 ** 1.5)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainConfig(schedule="step")
+
+
+def test_a_time_limited_schedule_decays_over_the_minutes_too():
+    from image_transformer.train import lr_factor
+
+    cfg = TrainConfig(steps=10**6, warmup=10, schedule="linear", max_minutes=10.0)
+    assert lr_factor(20, cfg, minutes=2.5) == pytest.approx(0.75)  # time, not steps, is the binding limit
+    assert lr_factor(20, cfg, minutes=10.0) == 0.0
+    assert lr_factor(20, TrainConfig(steps=10**6, warmup=10, max_minutes=10.0), minutes=10.0) == \
+        pytest.approx(transformer_schedule(20, 10))  # the paper's schedule ignores the clock
+
+
+def test_periodic_evaluation_is_not_training_time(tmp_path):
+    model = ImageTransformer(ImageTransformerConfig(image_size=(6, 6), hidden_size=16, num_layers=1, num_heads=2,
+                                                    ffn_size=16, query_length=8, memory_length=8))
+    images = torch.randint(0, 256, (8, 6, 6, 1), dtype=torch.uint8)
+    trainer = Trainer(model, TrainConfig(steps=2, batch_size=2, eval_every=1, eval_images=8), tmp_path, images,
+                      None, images, None, progress=False)
+    slow = trainer.evaluate
+    trainer.evaluate = lambda: (time.sleep(0.5), slow())[1]
+    t0 = time.monotonic()
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert time.monotonic() - t0 > 1.0  # two evaluations of at least 0.5 s each ...
+    assert records[-1]["minutes"] * 60 < 0.9  # ... that the training clock leaves out

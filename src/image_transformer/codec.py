@@ -61,9 +61,15 @@ class Header:
     names: list[str] | None = None
 
 
+# Config fields added after the first streams were written, with their defaults: at the default they are
+# left out of the fingerprint, so a stream written before the field existed still decodes.
+LATER_FIELDS = {"norm": "post"}
+
+
 def fingerprint(model: nn.Module) -> str:
     """SHA-256 of the model's config and weights (hex): a stream decodes only with the model that wrote it."""
-    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    config = {k: v for k, v in model.config.to_dict().items() if LATER_FIELDS.get(k, object()) != v}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(str(tensor.dtype).encode())

@@ -11,6 +11,7 @@ from typing import Any
 ATTENTION_TYPES = ("local_1d", "local_2d", "global")
 DISTRIBUTIONS = ("categorical", "dmol")
 POSITION_ENCODINGS = ("sinusoidal", "learned")
+NORMS = ("post", "pre")
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
@@ -81,6 +82,7 @@ class ImageTransformerConfig:
     distribution: str = "categorical"  # "categorical" | "dmol"
     num_mixtures: int = 10  # dmol only
     num_classes: int = 0  # > 0: class-conditional
+    norm: str = "post"  # "post": the paper's post-layer-norm blocks; "pre": pre-layer-norm (see DecoderBlock)
 
     def __post_init__(self) -> None:
         wrong_types = field_type_problems(self)
@@ -102,6 +104,8 @@ class ImageTransformerConfig:
             problems.append(
                 f"position_encoding must be one of {POSITION_ENCODINGS}, got {self.position_encoding!r}"
             )
+        if self.norm not in NORMS:
+            problems.append(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.hidden_size < 1 or self.num_heads < 1 or self.hidden_size % self.num_heads:
             problems.append(
                 f"hidden_size ({self.hidden_size}) must be a positive multiple of num_heads ({self.num_heads})"
@@ -204,6 +208,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "imagenet64-2d-cat-tiny": dict(image_size=(64, 64), channels=3, **_TINY, attention="local_2d",
                                    query_shape=(4, 24), memory_flange=(4, 12)),
 }
+
+# Training recipes: the TrainConfig settings a preset trains with unless the command line overrides them,
+# each with where its numbers come from.
+RECIPES: dict[str, dict[str, Any]] = {}
 
 
 def preset(name: str, **overrides: Any) -> ImageTransformerConfig:

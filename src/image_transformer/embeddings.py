@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -33,10 +34,12 @@ class PixelConv(nn.Module):
         self.conv = nn.Conv2d(1, dim, kernel_size=(1, channels), stride=(1, channels))
 
     def forward(self, pixels: Tensor) -> Tensor:
-        """pixels: (B, k, C) floats in [-1, 1] -> (B, k, d)."""
-        b, k, c = pixels.shape
-        out = self.conv(pixels.reshape(b, 1, k, c))  # (B, d, k, 1)
-        return out.squeeze(-1).transpose(1, 2)
+        """pixels: (B, k, C) floats in [-1, 1] -> (B, k, d).
+
+        Computed as the linear map it is (the conv's weight (d, 1, 1, C) read as (d, C)): the same
+        arithmetic, faster than a convolution on CPU, and torch.compile's bf16 convolution gave NaNs here.
+        """
+        return F.linear(pixels, self.conv.weight.flatten(1), self.conv.bias)
 
 
 def sinusoidal_2d(rows: int, cols: int, dim: int) -> Tensor:

@@ -33,11 +33,15 @@ class DecoderBlock(nn.Module):
     qa = LayerNorm(q + Dropout(Attention(q))),  q' = LayerNorm(qa + Dropout(FFN(qa))).
 
     With ``cross_attention`` (the super-resolution decoder), attention over the encoder output
-    follows the self-attention, in the same post-norm form.
+    follows the self-attention, in the same form. With ``cfg.norm == "pre"`` each sub-layer instead reads
+    a normalised copy and adds to an un-normalised residual stream, q' = q + Dropout(F(LayerNorm(q)))
+    (Xiong et al. 2020: stable at higher learning rates without long warm-up); the model then normalises
+    the last block's output before its head.
     """
 
     def __init__(self, cfg: ImageTransformerConfig, cross_attention: bool = False):
         super().__init__()
+        self.pre_norm = cfg.norm == "pre"
         self.attn = BlockSelfAttention(cfg.hidden_size, cfg.num_heads, cfg.attention_dropout)
         self.norm1 = nn.LayerNorm(cfg.hidden_size)
         if cross_attention:
@@ -49,18 +53,23 @@ class DecoderBlock(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.hidden_size)
         self.drop = nn.Dropout(cfg.dropout)
 
+    def _residual(self, x: Tensor, norm: nn.LayerNorm, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        if self.pre_norm:
+            return x + self.drop(sublayer(norm(x)))
+        return norm(x + self.drop(sublayer(x)))
+
     def forward(self, x: Tensor, layout: Layout, context: Tensor | None = None,
                 cache: KVCache | None = None, steps: int = 0) -> Tensor:  # (B, n, d)
-        x = self.norm1(x + self.drop(self.attn(x, layout, cache, steps)))
+        x = self._residual(x, self.norm1, lambda h: self.attn(h, layout, cache, steps))
         if self.cross is not None:
-            x = self.norm_cross(x + self.drop(self.cross(x, context)))
-        return self.norm2(x + self.drop(self.ffn(x)))
+            x = self._residual(x, self.norm_cross, lambda h: self.cross(h, context))
+        return self._residual(x, self.norm2, self.ffn)
 
-    def step(self, x: Tensor, cache: KVCache, t: int) -> Tensor:  # (B, d)
-        x = self.norm1(x + self.attn.step(x, cache, t))
+    def step(self, x: Tensor, cache: KVCache, t: int) -> Tensor:  # (B, d); eval mode, so no dropout
+        x = self._residual(x, self.norm1, lambda h: self.attn.step(h, cache, t))
         if self.cross is not None:
-            x = self.norm_cross(x + self.cross(x[:, None], cache.context)[:, 0])
-        return self.norm2(x + self.ffn(x))
+            x = self._residual(x, self.norm_cross, lambda h: self.cross(h[:, None], cache.context)[:, 0])
+        return self._residual(x, self.norm2, self.ffn)
 
 
 def check_images(images: Tensor, shape: tuple[int, int, int], name: str = "images") -> None:
@@ -98,6 +107,7 @@ class ImageTransformer(nn.Module):
         self.classes = nn.Embedding(cfg.num_classes, cfg.hidden_size) if cfg.num_classes else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(DecoderBlock(cfg, cross_attention) for _ in range(cfg.num_layers))
+        self.norm_out = nn.LayerNorm(cfg.hidden_size) if cfg.norm == "pre" else nn.Identity()
         self.head = nn.Linear(cfg.hidden_size, self.dist.num_params)  # shared by all channels
 
     # ----- shapes -------------------------------------------------------------------------------
@@ -180,7 +190,7 @@ class ImageTransformer(nn.Module):
 
         ``context`` (B, m, d): encoder output, for models built with ``cross_attention``.
         """
-        return self.head(self._hidden(values, labels, context))
+        return self.head(self.norm_out(self._hidden(values, labels, context)))
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
         """Distribution parameters: logits (B, H, W, C, 256) or mixture parameters (B, H, W, P)."""
@@ -329,7 +339,7 @@ class ImageTransformer(nn.Module):
             for block, cache in zip(self.blocks, caches):
                 x = block.step(x, cache, t)
             last = values[:, order[t], None]  # (B, 1, k), a view: filled just below
-            last.copy_(choose(t, self.head(x))[:, None])
+            last.copy_(choose(t, self.head(self.norm_out(x)))[:, None])
         return values
 
     # ----- files ----------------------------------------------------------------------------------

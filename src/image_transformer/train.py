@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -31,6 +31,7 @@ from .metrics import bits_per_dim, spread
 from .model import ImageTransformer
 
 PRECISIONS = ("fp32", "bf16")
+SCHEDULES = ("rsqrt", "linear", "cosine")
 LOCK_NAME = "train.lock"
 
 
@@ -50,6 +51,9 @@ class TrainConfig:
     grad_accum: int = 1  # split each step's batch into this many sequential micro-batches
     precision: str = "fp32"  # "fp32" or "bf16" (autocast; the likelihood itself stays in fp32)
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off), e.g. 0.9995
+    # after warm-up: "rsqrt" (the paper's 1/sqrt(step)), or "linear" / "cosine" decay to 0 at the end of the
+    # run, which is at ``steps`` or at ``max_minutes`` of training, whichever comes first
+    schedule: str = "rsqrt"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "grad_accum"):
@@ -61,6 +65,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
 
@@ -73,10 +79,32 @@ def transformer_schedule(step: int, warmup: int) -> float:
     return min(step / warmup, math.sqrt(warmup / step))
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """Adam (beta1 0.9, beta2 0.98, eps 1e-9) with the Transformer schedule, as in the paper."""
+def lr_factor(step: int, cfg: TrainConfig, minutes: float = 0.0) -> float:
+    """Learning-rate factor of step ``step`` (1-based) after ``minutes`` of training, for ``cfg.schedule``.
+
+    "linear" and "cosine" warm up linearly, then decay to 0 at the end of the run: progress is the larger
+    of the fraction of steps after warm-up and the fraction of ``max_minutes`` used, so a run limited by
+    time ends its decay when its time is up (a budget run), and one limited by steps at its last step.
+    """
+    if cfg.schedule == "rsqrt":
+        return transformer_schedule(step, cfg.warmup)
+    warm = min(1.0, step / cfg.warmup) if cfg.warmup else 1.0
+    progress = max(0, step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if cfg.max_minutes > 0:
+        progress = max(progress, minutes / cfg.max_minutes)
+    progress = min(progress, 1.0)
+    decay = 1.0 - progress if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return warm * decay
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, minutes: Callable[[], float] = lambda: 0.0
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Adam (beta1 0.9, beta2 0.98, eps 1e-9) with ``cfg.schedule`` (the paper's is "rsqrt").
+
+    ``minutes()`` tells a time-limited linear or cosine schedule how long the run has trained.
+    """
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: transformer_schedule(s + 1, cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s + 1, cfg, minutes()))
     return opt, sched
 
 
@@ -327,11 +355,12 @@ class Trainer:
             self.loss = nn.parallel.DistributedDataParallel(self.loss, device_ids=ids)
         if compile:
             self.loss = torch.compile(self.loss)
-        self.opt, self.sched = make_optimizer(model, cfg)
+        self._session_start: float | None = None
+        self._eval_seconds = 0.0  # time this session spent in periodic evaluations
+        self.opt, self.sched = make_optimizer(model, cfg, self.session_minutes)
         self.ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
         self.step = 0
         self.minutes_before = 0.0  # training time of earlier sessions of this run (from the checkpoint)
-        self._session_start: float | None = None
         self.writer = None
         if tensorboard and self.rank == 0:
             try:
@@ -363,11 +392,18 @@ class Trainer:
             "train_minutes": self.train_minutes,
         }
 
+    def session_minutes(self) -> float:
+        """Minutes of training since this session's ``train`` began, periodic evaluations not counted: the
+        clock of ``max_minutes`` and of a time-limited schedule (a resumed run with ``max_minutes`` trains,
+        and decays, over that many more minutes)."""
+        if self._session_start is None:
+            return 0.0
+        return (time.monotonic() - self._session_start - self._eval_seconds) / 60
+
     @property
     def train_minutes(self) -> float:
         """Minutes of training over all sessions of this run (a resumed run counts the earlier ones)."""
-        session = time.monotonic() - self._session_start if self._session_start is not None else 0.0
-        return self.minutes_before + session / 60
+        return self.minutes_before + self.session_minutes()
 
     def save(self) -> None:
         """Write ``checkpoint.pt`` (and the kept copy ``checkpoint-STEP.pt`` first, so that a kill between the
@@ -450,12 +486,16 @@ class Trainer:
 
     # ----- the loop ----------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
+        """Bits/dim on ``eval_images`` spread over the held-out split; its time is not training time."""
         assert self.eval_images is not None
+        started = time.monotonic()
         idx = spread(len(self.eval_images), self.cfg.eval_images)
         labels = self.eval_labels[idx] if self.eval_labels is not None else None
         averaged = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
         with averaged:
-            return evaluate(self.model, self.eval_images[idx], labels, batch_size=max(self.cfg.batch_size, 32))
+            result = evaluate(self.model, self.eval_images[idx], labels, batch_size=max(self.cfg.batch_size, 32))
+        self._eval_seconds += time.monotonic() - started
+        return result
 
     def _train_step(self) -> float:
         """One optimizer step over the global batch; returns its mean loss in nats per sub-pixel."""
@@ -507,11 +547,11 @@ class Trainer:
                     {"model": model_record(model), "train": dataclasses.asdict(cfg), "processes": self.world,
                      **self.run_info}, indent=2) + "\n")
         model.train()
-        start_time = self._session_start = time.monotonic()
+        self._session_start, self._eval_seconds = time.monotonic(), 0.0
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True)
         with StopOnSignal(verbose=self.rank == 0) as stop:
-            last = self._loop(bar, start_time, stop)
+            last = self._loop(bar, stop)
         bar.close()
         self.minutes_before, self._session_start = self.train_minutes, None
         if self.rank == 0 and stop.signum is None and self.log_path.is_file():
@@ -526,7 +566,7 @@ class Trainer:
                 f"{self.checkpoint_path}. Continue with: image-transformer train --out {self.out} --resume"))
         return last
 
-    def _loop(self, bar: Any, start_time: float, stop: StopOnSignal) -> dict[str, Any]:
+    def _loop(self, bar: Any, stop: StopOnSignal) -> dict[str, Any]:
         """The steps of :meth:`train`, until done, out of time, or asked to stop by a signal."""
         cfg = self.cfg
         smoothed = None
@@ -537,10 +577,11 @@ class Trainer:
             bpd = self._train_step() / math.log(2.0)
             smoothed = bpd if smoothed is None else 0.95 * smoothed + 0.05 * bpd
             last = {"step": self.step, "train_bits_per_dim": bpd, "lr": lr,
-                    "images_per_sec": cfg.batch_size / max(time.monotonic() - t0, 1e-9)}
+                    "images_per_sec": cfg.batch_size / max(time.monotonic() - t0, 1e-9),
+                    "minutes": self.train_minutes}
             bar.update(1)
             bar.set_postfix(bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}")
-            out_of_time = cfg.max_minutes > 0 and time.monotonic() - start_time > 60 * cfg.max_minutes
+            out_of_time = cfg.max_minutes > 0 and self.session_minutes() > cfg.max_minutes
             stopping = stop.signum is not None
             if self.world > 1:  # every process stops at the same step
                 flags = torch.tensor([float(out_of_time), float(stopping)], device=self.device)
