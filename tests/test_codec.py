@@ -127,3 +127,16 @@ def test_probabilities_that_differ_from_the_encoders_fail_the_checksum(stream, m
     monkeypatch.setattr(codec, "fingerprint", lambda m: codec.read_header(data)[0].fingerprint)
     with pytest.raises(codec.CodecError, match="fail their checksum"):
         codec.decode(data, tiny(seed=1))
+
+
+def test_config_fields_added_later_leave_old_fingerprints_alone(monkeypatch):
+    """A stream written before ``norm`` existed (its config had no such key) still matches the model."""
+    model = tiny()
+    now = codec.fingerprint(model)
+    before = {k: v for k, v in model.config.to_dict().items() if k != "norm"}
+    monkeypatch.setattr(model.config, "to_dict", lambda: before)
+    assert codec.fingerprint(model) == now
+    monkeypatch.undo()
+    pre = tiny(norm="pre")
+    pre.load_state_dict(model.state_dict(), strict=False)
+    assert codec.fingerprint(pre) != now  # a non-default value is part of the model
