@@ -3,7 +3,6 @@ import itertools
 import pytest
 import torch
 
-from conftest import dependency_violations, normalization_errors
 from image_transformer import ImageTransformer, ImageTransformerConfig, bits_per_dim
 
 ATTENTION = {
@@ -27,14 +26,14 @@ CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 3]))
 
 
 @pytest.mark.parametrize("attention,distribution,channels", CASES)
-def test_autoregressive_every_position(attention, distribution, channels):
+def test_autoregressive_every_position(attention, distribution, channels, dependency_violations):
     model = tiny(attention, distribution, channels)
     violations, later = dependency_violations(model.log_prob, model.generation_order(), model.image_shape)
     assert violations == []
     assert later > 0  # the check has teeth: later positions do react
 
 
-def test_dependency_check_catches_a_leak():
+def test_dependency_check_catches_a_leak(dependency_violations):
     model = tiny("local_1d")
     model.layout.mask.fill_(True)  # every query sees its whole memory block, future included
     violations, _ = dependency_violations(model.log_prob, model.generation_order(), model.image_shape)
@@ -42,7 +41,7 @@ def test_dependency_check_catches_a_leak():
 
 
 @pytest.mark.parametrize("attention,distribution,channels", CASES)
-def test_normalized_every_position(attention, distribution, channels):
+def test_normalized_every_position(attention, distribution, channels, normalization_errors):
     model = tiny(attention, distribution, channels, size=(3, 4))
     assert normalization_errors(model.log_prob, model.image_shape).max() < 1e-6
 

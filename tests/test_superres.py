@@ -4,7 +4,6 @@ import json
 import pytest
 import torch
 
-from conftest import dependency_violations, normalization_errors
 from image_transformer.checkpoint import CheckpointError, build_model, load_model, model_record
 from image_transformer.config import ImageTransformerConfig
 from image_transformer.superres import (
@@ -40,7 +39,7 @@ CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"]))
 
 
 @pytest.mark.parametrize("attention,distribution", CASES)
-def test_decoder_is_autoregressive_given_the_input(attention, distribution):
+def test_decoder_is_autoregressive_given_the_input(attention, distribution, dependency_violations):
     model = tiny(attention, distribution)
     inputs = fixed_inputs(model)
     violations, later = dependency_violations(
@@ -51,7 +50,7 @@ def test_decoder_is_autoregressive_given_the_input(attention, distribution):
 
 
 @pytest.mark.parametrize("attention,distribution", CASES)
-def test_normalized_every_position(attention, distribution):
+def test_normalized_every_position(attention, distribution, normalization_errors):
     model = tiny(attention, distribution, size=(2, 4), input_size=(1, 2))
     inputs = fixed_inputs(model)
     errors = normalization_errors(lambda x: model.log_prob(x, inputs.expand(len(x), -1, -1, -1)), model.image_shape)
