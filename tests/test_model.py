@@ -101,7 +101,7 @@ def test_cached_step_distribution_matches_log_prob(attention, distribution):
     model.dist.sample = lambda params, *a, **k: (seen.append(params.clone()), draw(params, *a, **k))[1]
     images = model.sample(2, generator=torch.Generator().manual_seed(3))
     model.dist.sample = draw
-    full = model._params(model._to_positions(images), None)  # (B, n, P)
+    full = model.distribution_params(model.to_positions(images), None)  # (B, n, P)
     order = model.layout.order
     assert len(seen) == len(order)
     for t, pos in enumerate(order.tolist()):
@@ -225,10 +225,10 @@ def test_step_path_is_bit_identical_when_teacher_forced(attention, distribution)
 
     values = torch.zeros(2, model.layout.n, model.dist.values_per_position, dtype=torch.long)
     with torch.no_grad():
-        model._steps(values, 0, labels, None, draw)
+        model.cached_steps(values, 0, labels, None, draw)
         forced = values.clone()
-        model._steps(torch.zeros_like(values), 0, labels, None,
-                     lambda t, params: (seen.append(params.clone()), forced[:, model.layout.order[t]])[1])
+        model.cached_steps(torch.zeros_like(values), 0, labels, None,
+                           lambda t, params: (seen.append(params.clone()), forced[:, model.layout.order[t]])[1])
     assert len(seen) == model.layout.n
     assert all(torch.equal(a, b) for a, b in zip(drawn, seen))
 

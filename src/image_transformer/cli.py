@@ -19,12 +19,12 @@ import torch
 
 from . import codec
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, average_checkpoints, build_model, load_model, read_checkpoint
-from .config import PRESETS, ImageTransformerConfig
+from .config import PRESETS, ImageTransformerConfig, parse_size
 from .data import DataError, load_dataset
-from .images import image_format, save_grid, save_image
-from .metrics import format_superres_report, spread, superres_report
+from .images import area_downsample, image_format, read_image, save_grid, save_image
+from .metrics import spread
 from .model import ImageTransformer
-from .superres import SuperResolutionConfig, SuperResolutionTransformer, area_downsample
+from .superres import SuperResolutionConfig, SuperResolutionTransformer, format_superres_report, superres_report
 from .train import (
     PRECISIONS, Trainer, TrainConfig, TrainingStopped, evaluate, init_distributed, resolve_device, run_lock, world,
 )
@@ -48,17 +48,6 @@ MODEL_OPTIONS = [
     ("--position-encoding", "position_encoding", str, "sinusoidal | learned"),
     ("--num-mixtures", "num_mixtures", int, "dmol: mixture components"),
 ]
-
-
-def _shape(text: str) -> tuple[int, int]:
-    """"8x16" -> (8, 16); "8" -> (8, 8)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-        if len(parts) in (1, 2):
-            return (parts[0], parts[-1])
-    except ValueError:
-        pass
-    raise ValueError(f"expected ROWSxCOLS such as 8x16 (or one number for a square), got {text!r}")
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -165,7 +154,7 @@ def _model_config(args: argparse.Namespace, image_shape: tuple[int, int, int], n
     for flag, field, _, _ in MODEL_OPTIONS:
         value = getattr(args, field)
         if value is not None:
-            values[field] = _shape(value) if field in ("query_shape", "memory_flange") else value
+            values[field] = parse_size(value) if field in ("query_shape", "memory_flange") else value
     if args.class_conditional:
         if not num_classes:
             raise ValueError("--class-conditional needs labelled data, but this data set has no labels")
@@ -214,7 +203,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, out: Path) -> int:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
-    image_size = _shape(args.image_size) if args.image_size else None
+    image_size = parse_size(args.image_size) if args.image_size else None
     # everything that can be refused is checked before a process group or a model exists
     if args.resume:
         state = read_checkpoint(out / CHECKPOINT_NAME)
@@ -233,7 +222,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     if not args.resume:
         model_cfg = _model_config(args, train_data.image_shape, train_data.num_classes)
         if args.task == "superres":
-            model_cfg = SuperResolutionConfig(**model_cfg.to_dict(), input_size=_shape(args.input_size),
+            model_cfg = SuperResolutionConfig(**model_cfg.to_dict(), input_size=parse_size(args.input_size),
                                               encoder_layers=args.encoder_layers or max(1, model_cfg.num_layers // 2))
     superres = isinstance(model_cfg, SuperResolutionConfig)
     model_shape = (*model_cfg.image_size, model_cfg.channels)
@@ -324,7 +313,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     folder = base if base.is_dir() else base.parent
     out = _check_output(args.output if args.output else folder / f"eval-{args.split}.json")
     model = load_model(args.checkpoint)
-    spec, image_size = args.data, _shape(args.image_size) if args.image_size else None
+    spec, image_size = args.data, parse_size(args.image_size) if args.image_size else None
     if spec is None:
         path = Path(args.checkpoint)
         path = path / CHECKPOINT_NAME if path.is_dir() else path
@@ -371,25 +360,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_png(path: str, shape: tuple[int, int, int]) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    h, w, c = shape
-    try:
-        img = Image.open(path)
-        img = img.convert("L" if c == 1 else "RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
-    if img.size != (w, h):
-        raise DataError(f"{path}: image is {img.size[1]}x{img.size[0]} but the model generates {h}x{w}")
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).reshape(h, w, c).copy())
-
-
 def cmd_complete(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     _check_output(args.output, "image")
     model = _load_generator(args.checkpoint)
-    originals = torch.stack([_read_png(p, model.image_shape) for p in args.input])
+    originals = torch.stack([read_image(p, model.image_shape) for p in args.input])
     model.known_prefix(args.rows)  # fail early with the allowed row counts
     if model.config.num_classes and args.label is None:
         raise ValueError("the model is class-conditional: pass --label")
@@ -415,7 +390,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint)
     if not isinstance(model, SuperResolutionTransformer):
         raise ValueError(f"{args.checkpoint}: not a super-resolution model")
-    lows = torch.stack([_read_png(p, model.input_shape) for p in args.input])
+    lows = torch.stack([read_image(p, model.input_shape) for p in args.input])
     gen = torch.Generator().manual_seed(args.seed)
     sy, sx = (int(f) for f in model.config.scale)
     rows = []
@@ -452,7 +427,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         labels = labels[idx] if labels is not None and model.config.num_classes else None
         names = [f"{args.split}-{int(i):05d}.png" for i in idx]
     else:
-        images = torch.stack([_read_png(p, model.image_shape) for p in args.images])
+        images = torch.stack([read_image(p, model.image_shape) for p in args.images])
         names = [Path(p).name for p in args.images]
         labels = None
     if model.config.num_classes and labels is None:

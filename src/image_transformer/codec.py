@@ -3,7 +3,7 @@
 A file costs about the model's -log2 p of the images. Entropy coding is ``constriction``'s range coder
 with its categorical model (probabilities quantized inside the library, the same way on both sides).
 
-Determinism: encoder and decoder run the same path, the sampler's cached step (``ImageTransformer._steps``),
+Determinism: encoder and decoder run the same path, the sampler's cached step (``ImageTransformer.cached_steps``),
 over the same batches (the batch size is stored in the file), with the coding table of each value from
 ``dist.value_probs`` (float64). The encoder feeds the true values back in, the decoder the decoded ones,
 so both compute bit-identical probabilities; the known-prefix parallel pass is *not* used (its sums are
@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .model import ImageTransformer, check_images
+from .images import check_images
+from .model import ImageTransformer
 
 __all__ = ["encode", "decode", "read_header", "fingerprint", "Header", "CodecError", "FORMAT_VERSION"]
 
@@ -98,7 +99,7 @@ def _code(model: ImageTransformer, values: Tensor, labels: Tensor | None, code_v
         bar.update(1)
         return chosen
 
-    model._steps(values, 0, labels, None, choose)
+    model.cached_steps(values, 0, labels, None, choose)
 
 
 @torch.no_grad()
@@ -112,7 +113,7 @@ def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None
     b = images.shape[0]
     if b < 1:
         raise ValueError("images must hold at least one image")
-    labels = model._check_labels(labels, b)
+    labels = model.check_labels(labels, b)
     if names is not None and len(names) != b:
         raise ValueError(f"names must have one entry per image: {len(names)} names for {b} images")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -127,7 +128,7 @@ def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None
                desc="encoding", dynamic_ncols=True, leave=False)
     try:
         for lo in range(0, b, batch_size):
-            truth = model._to_positions(images[lo : lo + batch_size])  # (b, n, k)
+            truth = model.to_positions(images[lo : lo + batch_size])  # (b, n, k)
             chunk_labels = None if labels is None else labels[lo : lo + batch_size]
 
             def code_value(t: int, probs: Tensor, c: int, truth: Tensor = truth) -> Tensor:
@@ -212,7 +213,7 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False) -> t
     labels = None
     if header.labels is not None:
         labels = torch.tensor(header.labels, dtype=torch.long)
-    labels = model._check_labels(labels, header.count)
+    labels = model.check_labels(labels, header.count)
     family = constriction.stream.model.Categorical(perfect=False)
     if len(payload) % 4:
         raise CodecError("the stream's payload is not a whole number of 32-bit words")
@@ -236,7 +237,7 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False) -> t
                 _code(model, values, None if labels is None else labels[lo : lo + size], code_value, bar)
             except (RuntimeError, ValueError) as e:  # the range decoder ran off its data
                 raise CodecError(f"the stream does not decode with this model: {e}") from None
-            out.append(model._to_images(values.cpu()).to(torch.uint8))
+            out.append(model.to_images(values.cpu()).to(torch.uint8))
     finally:
         bar.close()
         model.train(was_training)
