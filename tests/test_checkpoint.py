@@ -136,3 +136,16 @@ def test_the_registry_loads_each_model_kind(tmp_path):
         assert type(loaded) is type(model) and loaded.config == config
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
 
+def test_no_module_imports_another_inside_a_function():
+    """No import cycle held apart by imports inside functions: the package's own imports are all at the top."""
+    import ast
+    from pathlib import Path
+
+    import image_transformer
+
+    for path in Path(image_transformer.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        top = set(tree.body)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                assert node in top, f"{path.name}:{node.lineno} imports .{node.module} inside a function"

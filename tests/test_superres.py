@@ -250,6 +250,29 @@ def test_files_of_the_old_super_resolution_model_still_load():
     assert torch.equal(model.log_prob(images, area_downsample(images, config.input_size)), expected["log_prob"])
 
 
+def test_resume_reads_a_training_checkpoint_with_the_old_encoder_names(tmp_path):
+    from image_transformer.train import Trainer, TrainConfig
+
+    def old_names(state):
+        return {k.replace(".attn.qkv.", ".qkv.").replace(".attn.out.", ".out.") if k.startswith("encoder.") else k: v
+                for k, v in state.items()}
+
+    x = torch.randint(0, 256, (4, 4, 6, 3), dtype=torch.uint8)
+    cfg = TrainConfig(steps=2, batch_size=2, ema=0.5, eval_every=100, checkpoint_every=1)
+    Trainer(tiny().float(), cfg, tmp_path, x, area_downsample(x, (2, 3)), progress=False).train()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert "encoder.blocks.0.attn.qkv.weight" in state["model"]
+    state["model"], state["ema"] = old_names(state["model"]), old_names(state["ema"])
+    torch.save(state, tmp_path / "checkpoint.pt")
+    trainer = Trainer(tiny().float(), TrainConfig(steps=3, batch_size=2, ema=0.5, eval_every=100), tmp_path,
+                      x, area_downsample(x, (2, 3)), progress=False)
+    trainer.resume()
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, state["model"][name.replace(".attn.qkv.", ".qkv.").replace(".attn.out.", ".out.")
+                                                 if name.startswith("encoder.") else name]), name
+    assert set(trainer.ema.shadow) == set(trainer.model.state_dict())
+
+
 def test_encoder_and_decoder_are_stacks_of_the_same_block():
     from image_transformer.model import Block
 

@@ -1,5 +1,9 @@
 """The training loop: Adam with the Transformer schedule, evaluation in bits/dim, atomic checkpoints,
-data-parallel training (torchrun / DDP), mixed precision, gradient accumulation and weight averages."""
+data-parallel training (torchrun / DDP), mixed precision, gradient accumulation and weight averages.
+
+What a model is conditioned on travels as ``condition``: class labels (B,) for a class-conditional model,
+the low-resolution images (B, h, w, C) for super-resolution, None otherwise (``model.condition_for``).
+"""
 
 from __future__ import annotations
 
@@ -19,16 +23,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import (
-    CHECKPOINT_NAME, CheckpointError, atomic_write, load_weights, model_record, naming, read_checkpoint,
-    save_checkpoint, stale_temporaries,
+    CHECKPOINT_NAME, CheckpointError, PretrainedModel, atomic_write, load_weights, model_record, naming,
+    read_checkpoint, save_checkpoint, stale_temporaries,
 )
+from .images import plot_curve
 from .metrics import bits_per_dim, spread
-from .model import ImageTransformer
 
 PRECISIONS = ("fp32", "bf16")
 LOCK_NAME = "train.lock"
@@ -98,8 +101,8 @@ def batch_indices(step: int, num_items: int, batch_size: int, seed: int) -> Tens
 # ----- processes -------------------------------------------------------------------------------------------
 def world() -> tuple[int, int]:
     """(rank, world size) of this process; (0, 1) without torch.distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
 
@@ -107,11 +110,11 @@ def init_distributed(device: str) -> torch.device:
     """Join the process group torchrun describes (gloo on CPU, NCCL on GPU); returns this process's device."""
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = resolve_device(device)
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.distributed.is_initialized():
         if dev.type == "cuda":
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return dev
 
 
@@ -138,12 +141,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 class NegLogLikelihood(nn.Module):
     """Mean negative log-likelihood in nats per sub-pixel: the module DDP and torch.compile wrap."""
 
-    def __init__(self, model: ImageTransformer):
+    def __init__(self, model: PretrainedModel):
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        return -self.model.log_prob(images, labels).mean()
+    def forward(self, images: Tensor, condition: Tensor | None = None) -> Tensor:
+        return -self.model.log_prob(images, condition).mean()
 
 
 class EMA:
@@ -173,9 +176,10 @@ class EMA:
 
 
 @torch.no_grad()
-def evaluate(model: ImageTransformer, images: Tensor, labels: Tensor | None = None, batch_size: int = 64,
+def evaluate(model: PretrainedModel, images: Tensor, condition: Tensor | None = None, batch_size: int = 64,
              progress: bool = False) -> dict[str, float]:
-    """Mean bits/dim over ``images`` (uint8 (N, H, W, C)), in eval mode; shared out over DDP processes."""
+    """Mean bits/dim over ``images`` (uint8 (N, H, W, C)) given ``condition`` (one per image), in eval mode;
+    shared out over DDP processes."""
     rank, size = world()
     was_training = model.training
     model.eval()
@@ -187,13 +191,13 @@ def evaluate(model: ImageTransformer, images: Tensor, labels: Tensor | None = No
         for start in tqdm(starts, disable=not progress or rank != 0, desc="eval", leave=False):
             idx = mine[start : start + batch_size]
             x = images[idx].to(device)
-            y = labels[idx].to(device) if labels is not None else None
+            y = condition[idx].to(device) if condition is not None else None
             bpd = bits_per_dim(model.log_prob(x, y))
             total += torch.stack([bpd.double().sum(), torch.tensor(float(len(x)), device=device)])
     finally:
         model.train(was_training)
     if size > 1:
-        dist.all_reduce(total)
+        torch.distributed.all_reduce(total)
     return {"bits_per_dim": float(total[0] / total[1].clamp(min=1)), "num_images": int(total[1])}
 
 
@@ -305,14 +309,14 @@ class Trainer:
     not what it computes, so they are arguments rather than part of :class:`TrainConfig`.
     """
 
-    def __init__(self, model: ImageTransformer, cfg: TrainConfig, out: str | Path,
-                 train_images: Tensor, train_labels: Tensor | None,
-                 eval_images: Tensor | None = None, eval_labels: Tensor | None = None,
+    def __init__(self, model: PretrainedModel, cfg: TrainConfig, out: str | Path,
+                 train_images: Tensor, train_condition: Tensor | None,
+                 eval_images: Tensor | None = None, eval_condition: Tensor | None = None,
                  run_info: dict[str, Any] | None = None, progress: bool = True,
                  compile: bool = False, tensorboard: bool = False):
         self.model, self.cfg, self.out = model, cfg, Path(out)
-        self.train_images, self.train_labels = train_images, train_labels
-        self.eval_images, self.eval_labels = eval_images, eval_labels
+        self.train_images, self.train_condition = train_images, train_condition
+        self.eval_images, self.eval_condition = eval_images, eval_condition
         self.run_info = run_info or {}
         self.rank, self.world = world()
         self.progress = progress and self.rank == 0
@@ -394,7 +398,7 @@ class Trainer:
                                   f"(checkpoint {theirs['model_type']} vs requested {ours['model_type']}): {diff}")
         load_weights(self.model, state["model"], str(self.checkpoint_path))
         if self.ema is not None and state.get("ema") is not None:
-            self.ema.shadow = {k: v.to(self.device) for k, v in state["ema"].items()}
+            self.ema.shadow = {k: v.to(self.device) for k, v in self.model.upgrade_state_dict(state["ema"]).items()}
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -452,10 +456,10 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         assert self.eval_images is not None
         idx = spread(len(self.eval_images), self.cfg.eval_images)
-        labels = self.eval_labels[idx] if self.eval_labels is not None else None
+        condition = self.eval_condition[idx] if self.eval_condition is not None else None
         averaged = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
         with averaged:
-            return evaluate(self.model, self.eval_images[idx], labels, batch_size=max(self.cfg.batch_size, 32))
+            return evaluate(self.model, self.eval_images[idx], condition, batch_size=max(self.cfg.batch_size, 32))
 
     def _train_step(self) -> float:
         """One optimizer step over the global batch; returns its mean loss in nats per sub-pixel."""
@@ -466,7 +470,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for j, micro in enumerate(idx.chunk(cfg.grad_accum)):
             x = self.train_images[micro].to(self.device)
-            y = self.train_labels[micro].to(self.device) if self.train_labels is not None else None
+            y = self.train_condition[micro].to(self.device) if self.train_condition is not None else None
             last = j == cfg.grad_accum - 1
             sync = self.loss.no_sync() if self.world > 1 and not last and hasattr(self.loss, "no_sync") \
                 else contextlib.nullcontext()
@@ -476,7 +480,7 @@ class Trainer:
                 loss.backward()
             total += loss.detach()
         if self.world > 1:
-            dist.all_reduce(total)
+            torch.distributed.all_reduce(total)
             total /= self.world
         loss_value = float(total)
         if not math.isfinite(loss_value):
@@ -515,8 +519,6 @@ class Trainer:
         bar.close()
         self.minutes_before, self._session_start = self.train_minutes, None
         if self.rank == 0 and stop.signum is None and self.log_path.is_file():
-            from .images import plot_curve
-
             plot_curve(self.log_path, self.out / "curve.png")
         if self.writer is not None:
             self.writer.close()
@@ -544,7 +546,7 @@ class Trainer:
             stopping = stop.signum is not None
             if self.world > 1:  # every process stops at the same step
                 flags = torch.tensor([float(out_of_time), float(stopping)], device=self.device)
-                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
                 out_of_time, stopping = bool(flags[0]), bool(flags[1])
                 if stopping and stop.signum is None:  # another process got the signal
                     stop.signum = signal.SIGTERM
@@ -571,4 +573,3 @@ class Trainer:
             return int(read_checkpoint(self.checkpoint_path)["step"])
         except CheckpointError:
             return "none yet"
-
