@@ -7,12 +7,13 @@ record, so this module reads any model without importing the modules that define
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 import safetensors.torch
@@ -258,3 +259,42 @@ def average_checkpoints(paths: list[str | Path]) -> PretrainedModel:
     models[0].load_state_dict(averaged)
     return models[0]
 
+
+# ----- errors that name the file, and outputs that survive them ----------------------------------------------
+OS_ERROR_HINTS = {  # what to do about an OSError, by errno
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space (disk quota) or write elsewhere",
+    errno.EACCES: "check the permissions or write elsewhere",
+    errno.EPERM: "check the permissions or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.ENOENT: "check the path",
+}
+
+
+def describe_os_error(e: OSError, path: str | Path | None = None) -> str:
+    """One line for an OSError: the file, what went wrong, and what to do."""
+    name = e.filename if e.filename is not None else path
+    hint = OS_ERROR_HINTS.get(e.errno, "check the path and try again")
+    return f"{name if name is not None else 'a file'}: {e.strerror or e}; {hint}"
+
+
+class OutputRescued(ValueError):
+    """An output could not be written where asked, and was written to a temporary folder instead."""
+
+
+def save_or_rescue(path: str | Path, save: Callable[[Path], Any]) -> Path:
+    """``save(path)``; when that fails with an OSError (disk full, permissions changed), ``save`` into a new
+    temporary folder instead so that finished work is not lost, and raise an error naming both places."""
+    path = Path(path)
+    try:
+        save(path)
+        return path
+    except OSError as e:
+        rescue = Path(tempfile.mkdtemp(prefix="image-transformer-")) / path.name
+        try:
+            save(rescue)
+        except OSError:
+            raise e from None
+        raise OutputRescued(f"{describe_os_error(e, path)}. The result was written to {rescue} instead") from None

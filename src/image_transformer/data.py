@@ -51,6 +51,7 @@ __all__ = [
     "load_image_folder",
     "load_celeba",
     "load_dataset",
+    "load_split",
     "to_tensor_dataset",
     "make_pairs",
     "SuperResolutionPairs",
@@ -106,6 +107,12 @@ class ImageData:
         """(H, W, C) of every image."""
         _, h, w, c = self.images.shape
         return (int(h), int(w), int(c))
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The images as a uint8 tensor (N, H, W, C) and the labels as int64 (N,) (or None)."""
+        images = torch.from_numpy(np.ascontiguousarray(self.images))
+        labels = torch.from_numpy(np.asarray(self.labels, dtype=np.int64)) if self.labels is not None else None
+        return images, labels
 
     def subset(self, index: Any) -> "ImageData":
         """A new ImageData with ``images[index]`` (numpy-style: slice, int array, bool mask; an int keeps one)."""
@@ -869,6 +876,14 @@ def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = Non
     else:
         data = load_npz(path, split)
     return _check_size(data, size, spec)
+
+
+def load_split(spec: str, split: str, image_size: tuple[int, int] | None = None) -> ImageData:
+    """:func:`load_dataset`, refusing a split that holds no images."""
+    data = load_dataset(spec, split, image_size=image_size)
+    if len(data) == 0:
+        raise DataError(f"{spec}: the {split} split holds no images")
+    return data
 
 
 def _check_size(data: ImageData, size: tuple[int, int] | None, spec: str) -> ImageData:

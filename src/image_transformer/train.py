@@ -1,5 +1,6 @@
 """The training loop: Adam with the Transformer schedule, evaluation in bits/dim, atomic checkpoints,
-data-parallel training (torchrun / DDP), mixed precision, gradient accumulation and weight averages.
+data-parallel training (torchrun / DDP), mixed precision, gradient accumulation and weight averages;
+and :class:`TrainingRun`, a whole ``image-transformer train`` from the run directory's state to its last file.
 
 What a model is conditioned on travels as ``condition``: class labels (B,) for a class-conditional model,
 the low-resolution images (B, h, w, C) for super-resolution, None otherwise (``model.condition_for``).
@@ -18,20 +19,23 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import (
-    CHECKPOINT_NAME, CheckpointError, PretrainedModel, atomic_write, load_weights, model_record, naming,
-    read_checkpoint, save_checkpoint, stale_temporaries,
+    CHECKPOINT_NAME, CheckpointError, PretrainedModel, atomic_write, build_model, describe_os_error, load_weights,
+    model_from_config, model_record, naming, read_checkpoint, save_checkpoint, save_or_rescue, stale_temporaries,
 )
-from .images import plot_curve
+from .config import ImageTransformerConfig, option
+from .data import ImageData, load_split
+from .images import plot_curve, save_grid
 from .metrics import bits_per_dim, spread
+from .superres import SuperResolutionTransformer, format_superres_report, superres_report
 
 PRECISIONS = ("fp32", "bf16")
 LOCK_NAME = "train.lock"
@@ -39,27 +43,33 @@ LOCK_NAME = "train.lock"
 
 @dataclass
 class TrainConfig:
-    steps: int = 300  # the README's few-minute default; real runs pass --steps
-    batch_size: int = 16  # images per optimizer step, over all processes and accumulation steps
-    lr: float = 2e-3  # peak learning rate, reached at the end of warm-up
-    warmup: int = 100  # linear warm-up steps, then decay with 1 / sqrt(step)
-    clip_grad: float = 1.0  # max gradient norm (0 = off)
-    eval_every: int = 100
-    eval_images: int = 200  # held-out images used by the periodic evaluation
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 0  # also keep the last N checkpoints as checkpoint-STEP.pt (for averaging)
-    max_minutes: float = 0.0  # stop (and checkpoint) after this much training time; 0 = no limit
-    seed: int = 0
-    grad_accum: int = 1  # split each step's batch into this many sequential micro-batches
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast; the likelihood itself stays in fp32)
-    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off), e.g. 0.9995
+    """How a model is trained. The command line's training flags are made from these fields."""
+
+    steps: int = option(300, "total optimizer steps", minimum=1)  # the README's few-minute default
+    batch_size: int = option(16, "images per step", minimum=1)  # over all processes and accumulation steps
+    lr: float = option(2e-3, "peak learning rate after warm-up")
+    warmup: int = option(100, "linear warm-up steps, then 1/sqrt(step) decay", minimum=0)
+    clip_grad: float = option(1.0, "max gradient norm, 0 = off")
+    eval_every: int = option(100, "steps between evaluations", minimum=1)
+    eval_images: int = option(200, "test images (spread evenly over the split) for the periodic evaluation",
+                              minimum=0)
+    checkpoint_every: int = option(100, "steps between checkpoints", minimum=1)
+    keep_checkpoints: int = option(0, "also keep the last N checkpoints as checkpoint-STEP.pt, for `average`",
+                                   minimum=0)
+    max_minutes: float = option(0.0, "stop after this many minutes of training, 0 = no limit")
+    seed: int = option(0, "seed for initialisation, data order, dropout and samples")
+    grad_accum: int = option(1, "split each step's batch into K sequential micro-batches (same result, less memory)",
+                             minimum=1)
+    precision: str = option("fp32", "fp32, or bf16 autocast (the likelihood itself stays in fp32)",
+                            choices=PRECISIONS)
+    ema: float = option(0.0, "keep an exponential moving average of the weights with this decay, used for "
+                             "evaluation, samples and model/ (e.g. 0.9995; 0 = off)")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup < 0 or self.keep_checkpoints < 0:
-            raise ValueError("warmup and keep_checkpoints must be >= 0")
+        for f in dataclasses.fields(self):
+            minimum = f.metadata.get("minimum")
+            if minimum is not None and getattr(self, f.name) < minimum:
+                raise ValueError(f"{f.name} must be >= {minimum}, got {getattr(self, f.name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.precision not in PRECISIONS:
@@ -573,3 +583,152 @@ class Trainer:
             return int(read_checkpoint(self.checkpoint_path)["step"])
         except CheckpointError:
             return "none yet"
+
+
+# ----- a whole run ---------------------------------------------------------------------------------------------
+def sample_labels(model: PretrainedModel, n: int, label: int | None) -> tuple[Tensor | None, int | None]:
+    """Labels for a sample grid: one row per class by default, or all ``label``; and the grid width."""
+    num_classes = model.config.num_classes
+    if not num_classes:
+        if label is not None:
+            raise ValueError("--label given but the model is unconditional")
+        return None, None
+    if label is not None:
+        return torch.full((n,), label, dtype=torch.long), None
+    per_class = max(1, n // num_classes)
+    return torch.arange(num_classes).repeat_interleave(per_class), per_class
+
+
+@dataclass
+class TrainingRun:
+    """One ``image-transformer train``: the run directory's state decides fresh, resume or refuse; then the
+    training, and the run's last files: ``model/``, ``eval.json`` and the samples.
+
+    Under torchrun every process makes and calls one; rank 0 writes the files, holding the run's lock. Everything
+    that can be refused (the checkpoint, the data, the configs, the device) is checked before a process group or
+    a model exists.
+    """
+
+    out: Path
+    model_config: Callable[[ImageData], ImageTransformerConfig]  # a fresh run's architecture, from its data
+    data: str = "mnist-slice"  # KIND:PATH (see data.load_dataset); a resumed run reads its own
+    image_size: tuple[int, int] | None = None  # resize folder/celeba images
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig values given (on resume, over the run's own)
+    resume: bool = False
+    overwrite: bool = False  # start afresh over a checkpoint
+    device: str = "cpu"
+    compile: bool = False
+    tensorboard: bool = False
+    progress: bool = True
+    final_eval: bool = True  # bits/dim on the test split -> eval.json
+    final_eval_images: int = 0  # test images for it (spread over the split), 0 = all
+    num_samples: int = 16  # samples.png (superres: superres.png and superres.json), 0 = none
+
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes the run's files (rank 0)."""
+        return int(os.environ.get("RANK", "0")) == 0
+
+    def __call__(self) -> None:
+        """Train and finish; raises :class:`TrainingStopped` when a signal stopped the training."""
+        self.out = Path(self.out)
+        with run_lock(self.out) if self.writer else contextlib.nullcontext():
+            self._prepare()
+            device = init_distributed(self.device)
+            try:
+                self._train_and_finish(device)
+            finally:
+                if torch.distributed.is_initialized():
+                    torch.distributed.destroy_process_group()
+
+    def _prepare(self) -> None:
+        """Resolve fresh vs resume vs refuse; load the data and the configs, and check they fit."""
+        checkpoint = self.out / CHECKPOINT_NAME
+        if self.resume:
+            state = read_checkpoint(checkpoint)
+            info = state.get("run_info", {})
+            self.data, self.image_size = info.get("data", self.data), info.get("image_size") or self.image_size
+            self.train_config = TrainConfig(**{**state["train_config"], **self.train})
+            self.config = build_model(state, str(checkpoint)).config
+        else:
+            if checkpoint.exists() and not self.overwrite:
+                raise ValueError(f"{checkpoint} exists: pass --resume to continue that run, --overwrite to "
+                                 f"start again, or another --out")
+            self.train_config = TrainConfig(**self.train)
+        self.train_data = load_split(self.data, "train", self.image_size)
+        self.test_data = load_split(self.data, "test", self.image_size)
+        if not self.resume:
+            self.config = self.model_config(self.train_data)
+        model_shape = (*self.config.image_size, self.config.channels)
+        for part in (self.train_data, self.test_data):
+            if tuple(part.image_shape) != model_shape:
+                raise ValueError(f"{part.source}: images are {part.image_shape} but the model expects {model_shape}")
+        resolve_device(self.device)
+
+    def _say(self, *args: Any) -> None:
+        if world()[0] == 0:
+            print(*args)
+
+    def _train_and_finish(self, device: torch.device) -> None:
+        cfg, out = self.train_config, self.out
+        rank, size = world()
+        torch.manual_seed(cfg.seed)
+        model = model_from_config(self.config).to(device)
+        train_x, train_labels = self.train_data.tensors()
+        test_x, test_labels = self.test_data.tensors()
+        train_c, test_c = model.condition_for(train_x, train_labels), model.condition_for(test_x, test_labels)
+        info = {"data": self.data, "image_size": list(self.image_size) if self.image_size else None,
+                "train_source": self.train_data.source, "test_source": self.test_data.source}
+        self._say(f"data: {self.train_data.source}: {len(self.train_data)} train, {len(self.test_data)} test images "
+                  f"of {self.train_data.image_shape}")
+        self._say(f"model: {model.num_parameters():,} parameters, {self.config.attention}, {self.config.distribution}, "
+                  f"d={self.config.hidden_size}, {self.config.num_layers} layers; {size} process(es) on {device}")
+        trainer = Trainer(model, cfg, out, train_x, train_c, test_x, test_c, run_info=info, progress=self.progress,
+                          compile=self.compile, tensorboard=self.tensorboard)
+        if self.resume:
+            trainer.resume()
+            self._say(f"resumed {out / CHECKPOINT_NAME} at step {trainer.step}")
+        try:
+            trainer.train()
+        except OSError as e:
+            saved = trainer._saved_step()
+            kept = (f"the checkpoint of step {saved} is kept: continue with `image-transformer train --out {out} "
+                    f"--resume`" if isinstance(saved, int) else "no checkpoint was written")
+            raise ValueError(f"{describe_os_error(e)}; {kept}") from None
+        # evaluation and samples use the weight average when there is one
+        with trainer.ema.applied(model) if trainer.ema is not None else contextlib.nullcontext():
+            if rank == 0:
+                model.save_pretrained(out / "model")
+            if self.final_eval:
+                self._evaluate(trainer, test_x, test_c)
+            if self.num_samples and rank == 0:
+                self._write_samples(model, test_x, test_c, train_x)
+
+    def _evaluate(self, trainer: Trainer, test_x: Tensor, test_c: Tensor | None) -> None:
+        """Bits/dim on the test split (all processes share the work) -> eval.json."""
+        minutes = trainer.train_minutes  # over all sessions of the run
+        idx = spread(len(test_x), self.final_eval_images)
+        result = evaluate(trainer.model, test_x[idx], test_c[idx] if test_c is not None else None,
+                          progress=self.progress)
+        result.update(step=trainer.step, train_minutes=round(minutes, 2), data=self.test_data.source,
+                      weights="ema" if trainer.ema is not None else "last")
+        if world()[0] == 0:
+            text = json.dumps(result, indent=2) + "\n"
+            save_or_rescue(self.out / "eval.json", lambda p: p.write_text(text))
+        self._say(f"test bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images "
+                  f"(step {trainer.step}, {minutes:.1f} min of training) -> {self.out / 'eval.json'}")
+
+    def _write_samples(self, model: PretrainedModel, test_x: Tensor, test_c: Tensor | None, train_x: Tensor) -> None:
+        """samples.png; for super-resolution, the paper's report on held-out inputs (superres.png, .json)."""
+        seed = self.train_config.seed
+        if isinstance(model, SuperResolutionTransformer):
+            report = superres_report(model, test_x, test_c, train_x, self.out, self.num_samples, seed,
+                                     progress=self.progress)
+            self._say(format_superres_report(report))
+            return
+        labels, nrow = sample_labels(model, self.num_samples, None)
+        n = len(labels) if labels is not None else self.num_samples
+        samples = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(seed),
+                               progress=self.progress)
+        path = save_or_rescue(self.out / "samples.png", lambda p: save_grid(samples, p, nrow=nrow, scale=2))
+        self._say(f"samples: {path}")
