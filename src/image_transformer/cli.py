@@ -366,6 +366,9 @@ def add_config_flags(parser: Any, config_class: type, names: Sequence[str],
     hints = typing.get_type_hints(config_class)
     for name in names:
         meta, hint = fields[name].metadata, hints[name]
+        if "help" not in meta:
+            raise TypeError(f"{config_class.__name__}.{name} has no help for its flag: declare it with "
+                            f"config.option(default, help)")
         text = meta["help"] + (f" (default {defaults[name]})" if defaults and name in defaults else "")
         flag = "--" + name.replace("_", "-")
         if hint is bool:
