@@ -82,7 +82,7 @@ def step_flops(trainer: Trainer) -> int:
     model = trainer.model
     loss = NegLogLikelihood(model)
     x = trainer.train_images[: trainer.cfg.batch_size]
-    y = trainer.train_labels[: trainer.cfg.batch_size] if trainer.train_labels is not None else None
+    y = trainer.train_condition[: trainer.cfg.batch_size] if trainer.train_condition is not None else None
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
         loss(x, y).backward()
     model.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""Shared checks: the autoregressive property and normalization, for any model with ``log_prob``."""
+"""Shared fixtures: the autoregressive and normalization checks for any model with ``log_prob``, builders of tiny
+models and data, and the options and thread setting of the whole suite."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from image_transformer import ImageTransformer, ImageTransformerConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -35,7 +38,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def dependency_violations(log_prob_fn, order: torch.Tensor, shape: tuple[int, int, int], seed: int = 0):
+def _dependency_violations(log_prob_fn, order: torch.Tensor, shape: tuple[int, int, int], seed: int = 0):
     """Change each sub-pixel in turn; return (violations, changed_later).
 
     violations: pairs (changed i, earlier j) where log p at j moved although j comes before i in ``order``.
@@ -60,7 +63,7 @@ def dependency_violations(log_prob_fn, order: torch.Tensor, shape: tuple[int, in
     return violations, int((moved & later).sum())
 
 
-def normalization_errors(log_prob_fn, shape: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
+def _normalization_errors(log_prob_fn, shape: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
     """For every sub-pixel i with a fixed random context: |sum_v p(x_i = v | context) - 1|, shape (D,)."""
     g = torch.Generator().manual_seed(seed)
     d = shape[0] * shape[1] * shape[2]
@@ -74,6 +77,45 @@ def normalization_errors(log_prob_fn, shape: tuple[int, int, int], seed: int = 0
             lp = log_prob_fn(batch.reshape(256, *shape)).reshape(256, d)[:, i]
             errors[i] = (torch.logsumexp(lp.double(), 0).exp() - 1).abs()
     return errors
+
+
+@pytest.fixture
+def dependency_violations():
+    """The autoregressive check: ``dependency_violations(log_prob_fn, order, shape)`` (see below)."""
+    return _dependency_violations
+
+
+@pytest.fixture
+def normalization_errors():
+    """The normalization check: ``normalization_errors(log_prob_fn, shape)`` (see below)."""
+    return _normalization_errors
+
+
+@pytest.fixture
+def tiny_model():
+    """A builder of tiny 4x4 grey models: ``tiny_model(seed=0, **config_overrides)``."""
+
+    def build(seed=0, **kw):
+        torch.manual_seed(seed)
+        values = dict(image_size=(4, 4), channels=1, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32,
+                      dropout=0.1, query_length=8, memory_length=8)
+        return ImageTransformer(ImageTransformerConfig(**{**values, **kw}))
+
+    return build
+
+
+@pytest.fixture
+def data():
+    """A builder of ``n`` learnable 4x4 grey images: ``data(n=40, seed=0)``."""
+
+    def build(n=40, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        # a learnable pattern: left half dark, right half bright, plus noise
+        x = torch.zeros(n, 4, 4, 1, dtype=torch.long)
+        x[:, :, 2:] = 200
+        return (x + torch.randint(0, 40, x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+
+    return build
 
 
 def write_idx(path, array):

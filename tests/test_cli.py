@@ -291,3 +291,24 @@ def test_compress_and_decompress_end_to_end(trained, tiny_mnist, tmp_path, capsy
     assert "truncated" in capsys.readouterr().err
     assert run("compress", trained, "-o", tmp_path / "none.itc") == 2
     assert "give image files or --data" in capsys.readouterr().err
+
+
+def test_model_and_training_flags_are_made_from_the_config_fields():
+    """Each TrainConfig field and each model field the data does not decide is a train flag, with the field's help."""
+    import dataclasses
+
+    from image_transformer import ImageTransformerConfig, SuperResolutionConfig
+    from image_transformer.train import TrainConfig
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    actions = {a.dest: a for a in train._actions}
+    decoder = tuple(f.name for f in dataclasses.fields(ImageTransformerConfig))
+    for config_class, leave_out in ((TrainConfig, ()), (ImageTransformerConfig, ("image_size", "channels", "num_classes")),
+                                    (SuperResolutionConfig, decoder)):
+        for field in dataclasses.fields(config_class):
+            if field.name in leave_out:
+                continue
+            action = actions[field.name]
+            assert action.option_strings == ["--" + field.name.replace("_", "-")]
+            assert field.metadata["help"] in action.help and action.default is None
+    assert actions["steps"].help.endswith(f"(default {TrainConfig().steps})")

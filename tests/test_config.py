@@ -36,3 +36,23 @@ def test_bad_type_in_config_json_names_the_file_and_field(tmp_path):
     with pytest.raises(CheckpointError, match=r"config\.json: bad model config: .*hidden_size must be an int, "
                                               r"got 'big' \(str\)"):
         ImageTransformer.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("value, size", [(8, (8, 8)), ((8, 16), (8, 16)), ([2, 3], (2, 3)), ("8x16", (8, 16)),
+                                         ("8", (8, 8)), ("3X4", (3, 4))])
+def test_one_size_parser_for_ints_pairs_and_text(value, size):
+    from image_transformer.config import parse_size
+
+    assert parse_size(value) == size
+
+
+def test_the_size_parser_names_what_is_wrong():
+    from image_transformer.config import parse_size
+
+    with pytest.raises(ValueError, match=r"expected ROWSxCOLS such as 8x16 \(or one number for a square\), got 'a'"):
+        parse_size("a")
+    with pytest.raises(ValueError, match="input_size must be an int or a pair of ints, got 1.5"):
+        parse_size(1.5, "input_size")
+    with pytest.raises(ValueError, match="size must be positive, got 0x3"):
+        parse_size((0, 3), positive=True)
+    assert parse_size((0, 3)) == (0, 3)  # configs report ranges themselves, with every other problem

@@ -170,3 +170,20 @@ def test_value_probs_sum_to_one_and_give_the_likelihood(name, channels):
         later = values.clone()
         later[:, c:] = torch.randint(0, 256, later[:, c:].shape)
         assert torch.equal(dist.value_probs(params, later, c), probs)
+
+
+def test_the_distribution_decides_what_a_position_is():
+    """Values per position, the grid, the parameters' shape per image and the input embedding, in one place."""
+    from image_transformer.config import ImageTransformerConfig
+    from image_transformer.distributions import DISTRIBUTIONS
+    from image_transformer.embeddings import PixelInput, SubPixelInput
+
+    cat, mix = make_distribution("categorical", 3), make_distribution("dmol", 3, num_mixtures=2)
+    assert (cat.values_per_position, cat.grid_shape((4, 5)), cat.params_shape((4, 5))) == (1, (4, 15), (4, 5, 3, 256))
+    assert (mix.values_per_position, mix.grid_shape((4, 5)), mix.params_shape((4, 5))) == (3, (4, 5), (4, 5, 20))
+    assert isinstance(cat.input_embedding(8, 60), SubPixelInput) and isinstance(mix.input_embedding(8, 20), PixelInput)
+    values = torch.randint(0, 256, (2, 20, 3))
+    assert mix.input_embedding(8, 20)(values, torch.arange(20)).shape == (2, 20, 8)
+    assert cat.input_embedding(8, 60)(values[..., :1], torch.arange(20)).shape == (2, 20, 8)
+    for name in DISTRIBUTIONS:  # every registered distribution is a valid config value
+        assert ImageTransformerConfig(distribution=name).grid_shape == make_distribution(name, 1).grid_shape((28, 28))

@@ -39,3 +39,25 @@ def test_plot_curve_writes_a_png(tmp_path):
     path = plot_curve(log, tmp_path / "curve.png")
     with Image.open(path) as img:
         assert img.format == "PNG" and img.size == (600, 400)
+
+
+def test_read_image_converts_and_checks_the_size(tmp_path):
+    from image_transformer.images import read_image
+
+    Image.fromarray(np.full((3, 4, 3), 90, np.uint8)).save(tmp_path / "rgb.png")
+    grey = read_image(tmp_path / "rgb.png", (3, 4, 1))
+    assert grey.dtype == torch.uint8 and grey.shape == (3, 4, 1) and int(grey[0, 0, 0]) == 90
+    assert read_image(tmp_path / "rgb.png", (3, 4, 3)).shape == (3, 4, 3)
+    with pytest.raises(ValueError, match="image is 3x4 but the model generates 4x4"):
+        read_image(tmp_path / "rgb.png", (4, 4, 3))
+    with pytest.raises(ValueError, match="cannot read image"):
+        read_image(tmp_path / "missing.png", (3, 4, 3))
+
+
+def test_enlarge_repeats_pixels_for_one_image_or_a_batch():
+    from image_transformer.images import enlarge
+
+    image = torch.arange(6, dtype=torch.uint8).reshape(2, 3, 1)
+    big = enlarge(image, (2, 3))
+    assert big.shape == (4, 9, 1) and torch.equal(big[::2, ::3], image)
+    assert torch.equal(enlarge(image[None].repeat(2, 1, 1, 1), (2, 3))[1], big)

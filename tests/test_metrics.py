@@ -1,22 +1,11 @@
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from image_transformer.metrics import (
-    consistency,
-    format_superres_report,
-    ms_ssim,
-    nearest_neighbour_ms_ssim,
-    psnr,
-    spread,
-    ssim,
-    superres_report,
-)
-from image_transformer.superres import area_downsample, area_downsample_float
+from image_transformer.images import area_downsample, area_downsample_float
+from image_transformer.metrics import consistency, ms_ssim, nearest_neighbour_ms_ssim, psnr, spread, ssim
 
 
 def random_images(n, h=32, w=32, c=3, seed=0):
@@ -170,23 +159,3 @@ def test_spread_covers_the_whole_split():
     assert spread(10, 20).tolist() == list(range(10))
     idx = spread(1000, 10)
     assert idx[0] == 0 and idx[-1] == 999 and len(idx.unique()) == 10
-
-
-def test_superres_report_writes_the_grid_and_the_metrics(tmp_path):
-    from image_transformer.superres import SuperResolutionConfig, SuperResolutionTransformer
-
-    torch.manual_seed(0)
-    model = SuperResolutionTransformer(SuperResolutionConfig(image_size=(4, 6), input_size=(2, 3), channels=3,
-                                                             encoder_layers=1, hidden_size=16, num_layers=1,
-                                                             num_heads=2, ffn_size=32, dropout=0.0))
-    images = torch.randint(0, 256, (5, 4, 6, 3), dtype=torch.uint8)
-    inputs = area_downsample(images, (2, 3))
-    report = superres_report(model, images, inputs, images, tmp_path, num=3, seed=0)
-    assert report["num_samples"] == 3 and set(report["temperatures"]) == {"0.8", "0.9", "1.0"}
-    for entry in report["temperatures"].values():
-        assert 0 <= entry["consistency_rmse"] <= 255 and -1 <= entry["ssim"] <= 1
-        assert 0 < entry["nearest_train_ms_ssim"] <= 1 and math.isfinite(entry["psnr_db"])
-    with Image.open(tmp_path / "superres.png") as grid:  # 3 rows of: input, 3 temperatures, original
-        assert grid.size == (3 * (2 + 5 * (6 + 2)), 3 * (2 + 3 * (4 + 2)))
-    assert json.loads((tmp_path / "superres.json").read_text())["num_samples"] == 3
-    assert "T=0.9" in format_superres_report(report)

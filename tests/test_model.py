@@ -3,7 +3,6 @@ import itertools
 import pytest
 import torch
 
-from conftest import dependency_violations, normalization_errors
 from image_transformer import ImageTransformer, ImageTransformerConfig, bits_per_dim
 
 ATTENTION = {
@@ -27,14 +26,14 @@ CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 3]))
 
 
 @pytest.mark.parametrize("attention,distribution,channels", CASES)
-def test_autoregressive_every_position(attention, distribution, channels):
+def test_autoregressive_every_position(attention, distribution, channels, dependency_violations):
     model = tiny(attention, distribution, channels)
     violations, later = dependency_violations(model.log_prob, model.generation_order(), model.image_shape)
     assert violations == []
     assert later > 0  # the check has teeth: later positions do react
 
 
-def test_dependency_check_catches_a_leak():
+def test_dependency_check_catches_a_leak(dependency_violations):
     model = tiny("local_1d")
     model.layout.mask.fill_(True)  # every query sees its whole memory block, future included
     violations, _ = dependency_violations(model.log_prob, model.generation_order(), model.image_shape)
@@ -42,7 +41,7 @@ def test_dependency_check_catches_a_leak():
 
 
 @pytest.mark.parametrize("attention,distribution,channels", CASES)
-def test_normalized_every_position(attention, distribution, channels):
+def test_normalized_every_position(attention, distribution, channels, normalization_errors):
     model = tiny(attention, distribution, channels, size=(3, 4))
     assert normalization_errors(model.log_prob, model.image_shape).max() < 1e-6
 
@@ -102,7 +101,7 @@ def test_cached_step_distribution_matches_log_prob(attention, distribution):
     model.dist.sample = lambda params, *a, **k: (seen.append(params.clone()), draw(params, *a, **k))[1]
     images = model.sample(2, generator=torch.Generator().manual_seed(3))
     model.dist.sample = draw
-    full = model._params(model._to_positions(images), None)  # (B, n, P)
+    full = model.distribution_params(model.to_positions(images), None)  # (B, n, P)
     order = model.layout.order
     assert len(seen) == len(order)
     for t, pos in enumerate(order.tolist()):
@@ -226,10 +225,10 @@ def test_step_path_is_bit_identical_when_teacher_forced(attention, distribution)
 
     values = torch.zeros(2, model.layout.n, model.dist.values_per_position, dtype=torch.long)
     with torch.no_grad():
-        model._steps(values, 0, labels, None, draw)
+        model.cached_steps(values, 0, labels, None, draw)
         forced = values.clone()
-        model._steps(torch.zeros_like(values), 0, labels, None,
-                     lambda t, params: (seen.append(params.clone()), forced[:, model.layout.order[t]])[1])
+        model.cached_steps(torch.zeros_like(values), 0, labels, None,
+                           lambda t, params: (seen.append(params.clone()), forced[:, model.layout.order[t]])[1])
     assert len(seen) == model.layout.n
     assert all(torch.equal(a, b) for a, b in zip(drawn, seen))
 
@@ -241,7 +240,8 @@ def test_an_empty_batch_has_an_empty_log_prob():
 
 
 @pytest.mark.parametrize("attention,distribution", list(itertools.product(ATTENTION, ["categorical", "dmol"])))
-def test_pre_norm_blocks_are_autoregressive_normalised_and_cached_alike(attention, distribution):
+def test_pre_norm_blocks_are_autoregressive_normalised_and_cached_alike(attention, distribution, dependency_violations,
+                                                                       normalization_errors):
     model = tiny(attention, distribution, 3, size=(3, 4), norm="pre")
     assert isinstance(model.norm_out, torch.nn.LayerNorm)  # the pre-norm stream is normalised before the head
     violations, later = dependency_violations(model.log_prob, model.generation_order(), model.image_shape)

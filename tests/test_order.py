@@ -95,3 +95,12 @@ def test_step_plan_reads_exactly_the_visible_steps(kind, kw):
             read = plan.earlier[b].tolist() + list(range(plan.first[b], t + 1))
         assert len(read) <= plan.max_earlier + plan.max_block
         assert read == sorted(layout.rank[layout.visible(p)].tolist()), (t, p)
+
+
+def test_the_unmasked_layout_lets_every_position_see_every_position():
+    from image_transformer.order import unmasked
+
+    layout = unmasked((3, 4))
+    assert layout.full and layout.mask.shape == (1, 12, 12) and bool(layout.mask.all())
+    assert all(layout.visible(p).tolist() == list(range(12)) for p in range(12))
+    assert not make_layout("global", (3, 4)).full and not make_layout("local_1d", (3, 4), 4, 4).full

@@ -14,7 +14,6 @@ import torch
 from image_transformer.checkpoint import CheckpointError, average_checkpoints, load_model
 from image_transformer.cli import main
 from image_transformer.train import Trainer, TrainConfig, resolve_device
-from test_train import data, tiny_model
 
 
 def run(*args):
@@ -79,7 +78,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_mnist, tmp_path):
     assert steps == sorted(set(steps))  # records after the kill point were dropped, none repeated
 
 
-def test_gradient_accumulation_gives_the_same_step(tmp_path):
+def test_gradient_accumulation_gives_the_same_step(tmp_path, tiny_model, data):
     cfg = dict(steps=2, batch_size=8, warmup=1, eval_every=100, checkpoint_every=100)
     a, b = tiny_model(dropout=0.0), tiny_model(dropout=0.0)
     Trainer(a, TrainConfig(**cfg), tmp_path / "a", data(), None, progress=False).train()
@@ -90,7 +89,7 @@ def test_gradient_accumulation_gives_the_same_step(tmp_path):
         Trainer(tiny_model(), TrainConfig(batch_size=6, grad_accum=4), tmp_path / "c", data(), None)
 
 
-def test_bf16_autocast_trains(tmp_path):
+def test_bf16_autocast_trains(tmp_path, tiny_model, data):
     model = tiny_model()
     x = data(64)
     before = model.eval().log_prob(x).mean().item()
@@ -99,7 +98,7 @@ def test_bf16_autocast_trains(tmp_path):
     assert model.eval().log_prob(x).mean().item() > before + 0.5
 
 
-def test_compile_matches_eager(tmp_path):
+def test_compile_matches_eager(tmp_path, tiny_model, data):
     cfg = dict(steps=2, batch_size=8, warmup=1, eval_every=100, checkpoint_every=100)
     a, b = tiny_model(dropout=0.0), tiny_model(dropout=0.0)
     Trainer(a, TrainConfig(**cfg), tmp_path / "a", data(), None, progress=False).train()
@@ -117,7 +116,7 @@ def test_cuda_without_a_gpu_is_refused_clearly():
         resolve_device("gpu7")
 
 
-def test_ema_tracks_the_weights_and_is_used_for_loading(tmp_path):
+def test_ema_tracks_the_weights_and_is_used_for_loading(tmp_path, tiny_model, data):
     model = tiny_model()
     trainer = Trainer(model, TrainConfig(steps=3, batch_size=8, ema=0.5, eval_every=100, checkpoint_every=100),
                       tmp_path, data(), None, progress=False)
@@ -137,7 +136,7 @@ def test_ema_tracks_the_weights_and_is_used_for_loading(tmp_path):
     assert torch.equal(load_model(tmp_path, ema=False).state_dict()[k], model.state_dict()[k])
 
 
-def test_keep_checkpoints_and_average(tiny_mnist, tmp_path, capsys):
+def test_keep_checkpoints_and_average(tiny_mnist, tmp_path, capsys, tiny_model):
     out = tmp_path / "run"
     assert run("train", "--data", f"mnist:{tiny_mnist}", "--preset", "tiny", "--out", out, "--steps", 6,
                "--batch-size", 4, "--checkpoint-every", 2, "--keep-checkpoints", 2, "--num-samples", 0,

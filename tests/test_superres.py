@@ -1,18 +1,18 @@
 import itertools
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-from conftest import dependency_violations, normalization_errors
 from image_transformer.checkpoint import CheckpointError, build_model, load_model, model_record
-from image_transformer.config import ImageTransformerConfig
+from image_transformer.config import ADDED_FIELDS, ImageTransformerConfig
+from image_transformer.data import SuperResolutionPairs, make_pairs
+from image_transformer.images import area_downsample
 from image_transformer.superres import (
-    SuperResolutionConfig,
-    SuperResolutionPairs,
-    SuperResolutionTransformer,
-    area_downsample,
-    make_pairs,
+    SuperResolutionConfig, SuperResolutionTransformer, format_superres_report, superres_report,
 )
 
 ATTENTION = {
@@ -40,7 +40,7 @@ CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"]))
 
 
 @pytest.mark.parametrize("attention,distribution", CASES)
-def test_decoder_is_autoregressive_given_the_input(attention, distribution):
+def test_decoder_is_autoregressive_given_the_input(attention, distribution, dependency_violations):
     model = tiny(attention, distribution)
     inputs = fixed_inputs(model)
     violations, later = dependency_violations(
@@ -51,7 +51,7 @@ def test_decoder_is_autoregressive_given_the_input(attention, distribution):
 
 
 @pytest.mark.parametrize("attention,distribution", CASES)
-def test_normalized_every_position(attention, distribution):
+def test_normalized_every_position(attention, distribution, normalization_errors):
     model = tiny(attention, distribution, size=(2, 4), input_size=(1, 2))
     inputs = fixed_inputs(model)
     errors = normalization_errors(lambda x: model.log_prob(x, inputs.expand(len(x), -1, -1, -1)), model.image_shape)
@@ -212,3 +212,72 @@ def test_make_pairs_and_dataset():
         SuperResolutionPairs(images, (3, 3))
     with pytest.raises(ValueError, match="uint8"):
         make_pairs(images.float(), (2, 3))
+
+
+def test_superres_report_writes_the_grid_and_the_metrics(tmp_path):
+    from image_transformer.superres import SuperResolutionConfig, SuperResolutionTransformer
+
+    torch.manual_seed(0)
+    model = SuperResolutionTransformer(SuperResolutionConfig(image_size=(4, 6), input_size=(2, 3), channels=3,
+                                                             encoder_layers=1, hidden_size=16, num_layers=1,
+                                                             num_heads=2, ffn_size=32, dropout=0.0))
+    images = torch.randint(0, 256, (5, 4, 6, 3), dtype=torch.uint8)
+    inputs = area_downsample(images, (2, 3))
+    report = superres_report(model, images, inputs, images, tmp_path, num=3, seed=0)
+    assert report["num_samples"] == 3 and set(report["temperatures"]) == {"0.8", "0.9", "1.0"}
+    for entry in report["temperatures"].values():
+        assert 0 <= entry["consistency_rmse"] <= 255 and -1 <= entry["ssim"] <= 1
+        assert 0 < entry["nearest_train_ms_ssim"] <= 1 and math.isfinite(entry["psnr_db"])
+    with Image.open(tmp_path / "superres.png") as grid:  # 3 rows of: input, 3 temperatures, original
+        assert grid.size == (3 * (2 + 5 * (6 + 2)), 3 * (2 + 3 * (4 + 2)))
+    assert json.loads((tmp_path / "superres.json").read_text())["num_samples"] == 3
+    assert "T=0.9" in format_superres_report(report)
+
+
+OLD = Path(__file__).parent / "data" / "superres-b62f233"  # written by the code before issue 12
+
+
+def test_files_of_the_old_super_resolution_model_still_load():
+    """config.json of the old SuperResolutionConfig (its own field list) and the old encoder parameter names."""
+    record = json.loads((OLD / "pretrained" / "config.json").read_text())
+    config = SuperResolutionConfig.from_dict(record["config"])
+    # the same keys and values (the order is the dataclass's), and the fields added since at their defaults
+    assert config.to_dict() == {**record["config"], **ADDED_FIELDS}
+    assert isinstance(config, ImageTransformerConfig) and config.decoder.to_dict() == {
+        k: v for k, v in {**record["config"], **ADDED_FIELDS}.items() if k not in ("input_size", "encoder_layers")}
+    expected = torch.load(OLD / "expected.pt")
+    model = load_model(OLD / "pretrained")
+    images = expected["images"]
+    assert torch.equal(model.log_prob(images, area_downsample(images, config.input_size)), expected["log_prob"])
+
+
+def test_resume_reads_a_training_checkpoint_with_the_old_encoder_names(tmp_path):
+    from image_transformer.train import Trainer, TrainConfig
+
+    def old_names(state):
+        return {k.replace(".attn.qkv.", ".qkv.").replace(".attn.out.", ".out.") if k.startswith("encoder.") else k: v
+                for k, v in state.items()}
+
+    x = torch.randint(0, 256, (4, 4, 6, 3), dtype=torch.uint8)
+    cfg = TrainConfig(steps=2, batch_size=2, ema=0.5, eval_every=100, checkpoint_every=1)
+    Trainer(tiny().float(), cfg, tmp_path, x, area_downsample(x, (2, 3)), progress=False).train()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert "encoder.blocks.0.attn.qkv.weight" in state["model"]
+    state["model"], state["ema"] = old_names(state["model"]), old_names(state["ema"])
+    torch.save(state, tmp_path / "checkpoint.pt")
+    trainer = Trainer(tiny().float(), TrainConfig(steps=3, batch_size=2, ema=0.5, eval_every=100), tmp_path,
+                      x, area_downsample(x, (2, 3)), progress=False)
+    trainer.resume()
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, state["model"][name.replace(".attn.qkv.", ".qkv.").replace(".attn.out.", ".out.")
+                                                 if name.startswith("encoder.") else name]), name
+    assert set(trainer.ema.shadow) == set(trainer.model.state_dict())
+
+
+def test_encoder_and_decoder_are_stacks_of_the_same_block():
+    from image_transformer.model import Block
+
+    model = tiny()
+    assert all(type(b) is Block and b.cross is None for b in model.encoder.blocks)
+    assert all(type(b) is Block and b.cross is not None for b in model.decoder.blocks)
+    assert model.encoder.layout.full and not model.decoder.layout.full  # unmasked vs generation order

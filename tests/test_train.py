@@ -18,30 +18,13 @@ from image_transformer.train import (
 )
 
 
-def tiny_model(seed=0, **kw):
-    torch.manual_seed(seed)
-    values = dict(image_size=(4, 4), channels=1, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32,
-                  dropout=0.1, query_length=8, memory_length=8)
-    cfg = ImageTransformerConfig(**{**values, **kw})
-    return ImageTransformer(cfg)
-
-
-def data(n=40, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    # a learnable pattern: left half dark, right half bright, plus noise
-    x = torch.zeros(n, 4, 4, 1, dtype=torch.long)
-    x[:, :, 2:] = 200
-    x = (x + torch.randint(0, 40, x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
-    return x
-
-
 def test_schedule_warms_up_linearly_then_decays_with_inverse_sqrt():
     assert transformer_schedule(50, 100) == pytest.approx(0.5)
     assert transformer_schedule(100, 100) == pytest.approx(1.0)
     assert transformer_schedule(400, 100) == pytest.approx(0.5)
 
 
-def test_optimizer_is_adam_with_paper_betas(tmp_path):
+def test_optimizer_is_adam_with_paper_betas(tmp_path, tiny_model, data):
     trainer = Trainer(tiny_model(), TrainConfig(steps=1), tmp_path, data(), None, progress=False)
     group = trainer.opt.param_groups[0]
     assert isinstance(trainer.opt, torch.optim.Adam)
@@ -55,7 +38,7 @@ def test_batches_are_epochs_of_permutations_and_a_function_of_the_step():
     assert not torch.equal(batch_indices(0, 10, 10, 1), batch_indices(1, 10, 10, 1))
 
 
-def test_training_lowers_bits_per_dim(tmp_path):
+def test_training_lowers_bits_per_dim(tmp_path, tiny_model, data):
     model = tiny_model()
     x = data(64)
     before = evaluate(model, x)["bits_per_dim"]
@@ -66,7 +49,7 @@ def test_training_lowers_bits_per_dim(tmp_path):
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "metrics.jsonl").is_file()
 
 
-def test_resume_continues_exactly(tmp_path):
+def test_resume_continues_exactly(tmp_path, tiny_model, data):
     cfg = dict(batch_size=8, lr=3e-3, warmup=2, eval_every=1000, checkpoint_every=3)
     x = data()
     straight = tiny_model()
@@ -84,7 +67,7 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_resume_refuses_another_architecture(tmp_path):
+def test_resume_refuses_another_architecture(tmp_path, tiny_model, data):
     x = data()
     Trainer(tiny_model(), TrainConfig(steps=1, eval_every=10, checkpoint_every=1), tmp_path, x, None,
             progress=False).train()
@@ -93,7 +76,7 @@ def test_resume_refuses_another_architecture(tmp_path):
         Trainer(other, TrainConfig(steps=2), tmp_path, x, None, progress=False).resume()
 
 
-def test_non_finite_loss_stops_with_the_step(tmp_path):
+def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_model, data):
     model = tiny_model()
     with torch.no_grad():
         model.head.bias.fill_(float("nan"))
@@ -101,7 +84,7 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
         Trainer(model, TrainConfig(steps=3), tmp_path, data(), None, progress=False).train()
 
 
-def test_evaluate_is_mean_bits_per_dim():
+def test_evaluate_is_mean_bits_per_dim(tiny_model, data):
     model = tiny_model().eval()
     x = data(10)
     with torch.no_grad():
@@ -228,7 +211,7 @@ class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs."""
 
 
-def test_a_kill_between_checkpoint_writes_loses_no_kept_copy(tmp_path, monkeypatch, capsys):
+def test_a_kill_between_checkpoint_writes_loses_no_kept_copy(tmp_path, monkeypatch, capsys, tiny_model, data):
     cfg = dict(steps=6, batch_size=8, warmup=2, eval_every=1000, checkpoint_every=2, keep_checkpoints=3)
     real_save = train_module.save_checkpoint
 
@@ -254,7 +237,7 @@ def test_a_kill_between_checkpoint_writes_loses_no_kept_copy(tmp_path, monkeypat
     assert torch.load(tmp_path / "checkpoint-4.pt", weights_only=True)["step"] == 4
 
 
-def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys):
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys, tiny_model, data):
     cfg = dict(batch_size=8, warmup=2, eval_every=1, checkpoint_every=1)
     x = data()
     Trainer(tiny_model(), TrainConfig(steps=3, **cfg), tmp_path, x, None, x[:4], progress=False).train()

@@ -41,7 +41,7 @@ def to_blocks(x: Tensor, index: Tensor) -> Tensor:
 
 
 class BlockSelfAttention(nn.Module):
-    """Masked multi-head self-attention where each query block reads its memory block."""
+    """Multi-head self-attention where each query block reads its memory block, masked as the layout says."""
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -68,7 +68,7 @@ class BlockSelfAttention(nn.Module):
         v = to_blocks(v, layout.memory_index)
         # fold blocks into the batch: the fused CPU/GPU kernels take 4-D inputs
         q, k, v = (split_heads(t, self.heads).flatten(0, 1) for t in (q, k, v))  # (B*nb, h, l, dh)
-        mask = layout.mask[None, :, None].expand(b, nb, 1, lq, lk).reshape(b * nb, 1, lq, lk)
+        mask = None if layout.full else layout.mask[None, :, None].expand(b, nb, 1, lq, lk).flatten(0, 1)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B*nb, h, lq, dh)

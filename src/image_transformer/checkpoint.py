@@ -1,16 +1,23 @@
-"""Files: atomic training checkpoints, pretrained directories, and loading either by path."""
+"""Files: atomic training checkpoints, pretrained directories, loading either by path, and the models files name.
+
+Every :class:`PretrainedModel` subclass is registered under its class name, the ``model_type`` that files
+record, so this module reads any model without importing the modules that define them.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
+import safetensors.torch
+from safetensors import SafetensorError
 from torch import nn
 
 FORMAT_VERSION = 1
@@ -70,39 +77,69 @@ def stale_temporaries(folder: str | Path, name: str) -> list[Path]:
     return sorted(Path(folder).glob(f"{name}.*{TEMP_SUFFIX}"))
 
 
-def _model_classes() -> dict[str, tuple[type, type]]:
-    """model_type -> (model class, config class)."""
-    from .config import ImageTransformerConfig
-    from .model import ImageTransformer
-    from .superres import SuperResolutionConfig, SuperResolutionTransformer
-
-    return {
-        "ImageTransformer": (ImageTransformer, ImageTransformerConfig),
-        "SuperResolutionTransformer": (SuperResolutionTransformer, SuperResolutionConfig),
-    }
+# ----- the models files name -------------------------------------------------------------------------------
+MODEL_TYPES: dict[str, type["PretrainedModel"]] = {}  # model_type (the class name) -> class
 
 
-def model_record(model: nn.Module) -> dict[str, Any]:
+class PretrainedModel(nn.Module):
+    """A model that files know by name: ``config`` (a ``config_class``) rebuilds it, ``save_pretrained`` and
+    ``from_pretrained`` write and read it. Subclasses are registered in :data:`MODEL_TYPES` as they are defined."""
+
+    config_class: ClassVar[type]
+    config: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        MODEL_TYPES[cls.__name__] = cls
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def upgrade_state_dict(cls, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weights saved by an earlier version, renamed to this one's parameter names (none to rename here)."""
+        return state
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``weights.safetensors`` to ``directory``."""
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "PretrainedModel":
+        """Load a model written by ``save_pretrained``."""
+        return load_pretrained(cls, directory, map_location)
+
+
+def model_record(model: PretrainedModel) -> dict[str, Any]:
     """What identifies a model's architecture in every file we write."""
     return {"model_type": type(model).__name__, "config": model.config.to_dict(), "format_version": FORMAT_VERSION}
 
 
-def build_model(record: dict[str, Any], source: str) -> nn.Module:
+def model_from_config(config: Any) -> PretrainedModel:
+    """A new model of the kind ``config`` describes (the registered class whose ``config_class`` it is)."""
+    for cls in MODEL_TYPES.values():
+        if type(config) is cls.config_class:
+            return cls(config)
+    raise TypeError(f"no model is registered for {type(config).__name__}")
+
+
+def build_model(record: dict[str, Any], source: str) -> PretrainedModel:
     """Instantiate the architecture described by ``model_record`` output."""
-    classes = _model_classes()
     kind = record.get("model_type")
-    if kind not in classes:
-        raise CheckpointError(f"{source}: unknown model_type {kind!r}; expected one of {sorted(classes)}")
-    cls, config_cls = classes[kind]
+    if kind not in MODEL_TYPES:
+        raise CheckpointError(f"{source}: unknown model_type {kind!r}; expected one of {sorted(MODEL_TYPES)}")
+    cls = MODEL_TYPES[kind]
     try:
-        config = config_cls.from_dict(record["config"])
+        config = cls.config_class.from_dict(record["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: bad model config: {e}") from None
     return cls(config)
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict`` with an error that names the file and the first mismatches."""
+def load_weights(model: PretrainedModel, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` (of weights saved by any version) with an error that names the file and the first
+    mismatches."""
+    state = model.upgrade_state_dict(state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -121,23 +158,19 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
     model.load_state_dict(state)
 
 
-def save_pretrained(model: nn.Module, directory: str | Path) -> None:
+def save_pretrained(model: PretrainedModel, directory: str | Path) -> None:
     """``config.json`` + ``weights.safetensors``."""
-    from safetensors.torch import save
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(directory / "weights.safetensors", lambda f: f.write(save(state)))
+    atomic_write(directory / "weights.safetensors", lambda f: f.write(safetensors.torch.save(state)))
     text = json.dumps(model_record(model), indent=2) + "\n"
     atomic_write(directory / "config.json", lambda f: f.write(text.encode()))
 
 
-def load_pretrained(cls: type | None, directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+def load_pretrained(cls: type | None, directory: str | Path,
+                    map_location: str | torch.device = "cpu") -> PretrainedModel:
     """Load a ``save_pretrained`` directory; ``cls`` (if given) must match the stored model type."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     config_path, weights_path = directory / "config.json", directory / "weights.safetensors"
     for p in (config_path, weights_path):
@@ -151,7 +184,7 @@ def load_pretrained(cls: type | None, directory: str | Path, map_location: str |
         raise CheckpointError(f"{config_path}: holds a model of type {record.get('model_type')!r}, not {cls.__name__}")
     model = build_model(record, str(config_path))
     try:
-        state = load_file(str(weights_path), device=str(map_location))
+        state = safetensors.torch.load_file(str(weights_path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights_path}: unreadable safetensors file ({e})") from None
     load_weights(model, state, str(weights_path))
@@ -190,7 +223,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: bool = True) -> nn.Module:
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: bool = True) -> PretrainedModel:
     """A model (in eval mode) from a run directory, a training checkpoint file, or a pretrained directory.
 
     With ``ema`` and a checkpoint that holds an exponential moving average, the averaged weights are used.
@@ -210,7 +243,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: 
     return model.to(map_location).eval()
 
 
-def average_checkpoints(paths: list[str | Path]) -> nn.Module:
+def average_checkpoints(paths: list[str | Path]) -> PretrainedModel:
     """A model whose weights are the mean of the (non-EMA) weights of ``paths``, all of one architecture."""
     if not paths:
         raise CheckpointError("average: no checkpoints given")
@@ -225,3 +258,43 @@ def average_checkpoints(paths: list[str | Path]) -> nn.Module:
                     else v) for k, v in states[0].items()}
     models[0].load_state_dict(averaged)
     return models[0]
+
+
+# ----- errors that name the file, and outputs that survive them ----------------------------------------------
+OS_ERROR_HINTS = {  # what to do about an OSError, by errno
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space (disk quota) or write elsewhere",
+    errno.EACCES: "check the permissions or write elsewhere",
+    errno.EPERM: "check the permissions or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.ENOENT: "check the path",
+}
+
+
+def describe_os_error(e: OSError, path: str | Path | None = None) -> str:
+    """One line for an OSError: the file, what went wrong, and what to do."""
+    name = e.filename if e.filename is not None else path
+    hint = OS_ERROR_HINTS.get(e.errno, "check the path and try again")
+    return f"{name if name is not None else 'a file'}: {e.strerror or e}; {hint}"
+
+
+class OutputRescued(ValueError):
+    """An output could not be written where asked, and was written to a temporary folder instead."""
+
+
+def save_or_rescue(path: str | Path, save: Callable[[Path], Any]) -> Path:
+    """``save(path)``; when that fails with an OSError (disk full, permissions changed), ``save`` into a new
+    temporary folder instead so that finished work is not lost, and raise an error naming both places."""
+    path = Path(path)
+    try:
+        save(path)
+        return path
+    except OSError as e:
+        rescue = Path(tempfile.mkdtemp(prefix="image-transformer-")) / path.name
+        try:
+            save(rescue)
+        except OSError:
+            raise e from None
+        raise OutputRescued(f"{describe_os_error(e, path)}. The result was written to {rescue} instead") from None

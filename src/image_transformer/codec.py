@@ -3,7 +3,7 @@
 A file costs about the model's -log2 p of the images. Entropy coding is ``constriction``'s range coder
 with its categorical model (probabilities quantized inside the library, the same way on both sides).
 
-Determinism: encoder and decoder run the same path, the sampler's cached step (``ImageTransformer._steps``),
+Determinism: encoder and decoder run the same path, the sampler's cached step (``ImageTransformer.cached_steps``),
 over the same batches (the batch size is stored in the file), with the coding table of each value from
 ``dist.value_probs`` (float64). The encoder feeds the true values back in, the decoder the decoded ones,
 so both compute bit-identical probabilities; the known-prefix parallel pass is *not* used (its sums are
@@ -33,7 +33,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .model import ImageTransformer, check_images
+from .config import ADDED_FIELDS
+from .images import check_images
+from .model import ImageTransformer
 
 __all__ = ["encode", "decode", "read_header", "fingerprint", "Header", "CodecError", "FORMAT_VERSION"]
 
@@ -61,14 +63,10 @@ class Header:
     names: list[str] | None = None
 
 
-# Config fields added after the first streams were written, with their defaults: at the default they are
-# left out of the fingerprint, so a stream written before the field existed still decodes.
-LATER_FIELDS = {"norm": "post"}
-
-
 def fingerprint(model: nn.Module) -> str:
     """SHA-256 of the model's config and weights (hex): a stream decodes only with the model that wrote it."""
-    config = {k: v for k, v in model.config.to_dict().items() if LATER_FIELDS.get(k, object()) != v}
+    # fields added since the first streams were written are left out at their defaults, so old streams decode
+    config = {k: v for k, v in model.config.to_dict().items() if ADDED_FIELDS.get(k, object()) != v}
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -104,7 +102,7 @@ def _code(model: ImageTransformer, values: Tensor, labels: Tensor | None, code_v
         bar.update(1)
         return chosen
 
-    model._steps(values, 0, labels, None, choose)
+    model.cached_steps(values, 0, labels, None, choose)
 
 
 @torch.no_grad()
@@ -118,7 +116,7 @@ def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None
     b = images.shape[0]
     if b < 1:
         raise ValueError("images must hold at least one image")
-    labels = model._check_labels(labels, b)
+    labels = model.check_labels(labels, b)
     if names is not None and len(names) != b:
         raise ValueError(f"names must have one entry per image: {len(names)} names for {b} images")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -133,7 +131,7 @@ def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None
                desc="encoding", dynamic_ncols=True, leave=False)
     try:
         for lo in range(0, b, batch_size):
-            truth = model._to_positions(images[lo : lo + batch_size])  # (b, n, k)
+            truth = model.to_positions(images[lo : lo + batch_size])  # (b, n, k)
             chunk_labels = None if labels is None else labels[lo : lo + batch_size]
 
             def code_value(t: int, probs: Tensor, c: int, truth: Tensor = truth) -> Tensor:
@@ -218,7 +216,7 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False) -> t
     labels = None
     if header.labels is not None:
         labels = torch.tensor(header.labels, dtype=torch.long)
-    labels = model._check_labels(labels, header.count)
+    labels = model.check_labels(labels, header.count)
     family = constriction.stream.model.Categorical(perfect=False)
     if len(payload) % 4:
         raise CodecError("the stream's payload is not a whole number of 32-bit words")
@@ -242,7 +240,7 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False) -> t
                 _code(model, values, None if labels is None else labels[lo : lo + size], code_value, bar)
             except (RuntimeError, ValueError) as e:  # the range decoder ran off its data
                 raise CodecError(f"the stream does not decode with this model: {e}") from None
-            out.append(model._to_images(values.cpu()).to(torch.uint8))
+            out.append(model.to_images(values.cpu()).to(torch.uint8))
     finally:
         bar.close()
         model.train(was_training)

@@ -1,4 +1,4 @@
-"""Model configuration: one validated dataclass and the named presets."""
+"""Model configuration: one validated dataclass, the named presets, and the one parser of sizes."""
 
 from __future__ import annotations
 
@@ -8,20 +8,47 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from .distributions import DISTRIBUTIONS, make_distribution
+
 ATTENTION_TYPES = ("local_1d", "local_2d", "global")
-DISTRIBUTIONS = ("categorical", "dmol")
 POSITION_ENCODINGS = ("sinusoidal", "learned")
 NORMS = ("post", "pre")
+# Fields added after configs were first saved, with the defaults that keep an old model what it was: a saved
+# config without them loads with these, and the codec's fingerprint leaves them out at these values.
+ADDED_FIELDS: dict[str, Any] = {"norm": "post"}
 
 
-def _pair(value: Any, name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
+def option(default: Any, help: str, **limits: Any) -> Any:
+    """A config field with its command-line help (and ``minimum`` / ``choices`` where it has them).
+
+    The command line builds its flags from these, so a field's default and help live only here.
+    """
+    return dataclasses.field(default=default, metadata={"help": help, **limits})
+
+
+def parse_size(value: Any, name: str = "size", positive: bool = False) -> tuple[int, int]:
+    """(H, W) from an int (a square), a pair of ints, or text "HxW" ("8" is 8x8).
+
+    Raises a ValueError naming ``name``; with ``positive``, sizes below 1 are refused too.
+    """
+    if isinstance(value, str):
+        try:
+            parts = [int(p) for p in value.lower().split("x")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (1, 2):
+            raise ValueError(f"expected ROWSxCOLS such as 8x16 (or one number for a square), got {value!r}")
+        value = (parts[0], parts[-1])
+    if isinstance(value, numbers.Integral):
+        value = (value, value)
     try:
-        a, b = value
-        return (int(a), int(b))
+        h, w = value
+        h, w = int(h), int(w)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if positive and (h < 1 or w < 1):
+        raise ValueError(f"{name} must be positive, got {h}x{w}")
+    return (h, w)
 
 
 def _has_type(value: Any, hint: Any) -> bool:
@@ -61,36 +88,39 @@ def field_type_problems(config: Any) -> list[str]:
 class ImageTransformerConfig:
     """Everything that defines an Image Transformer's architecture.
 
-    The position grid is [H, W*C] for the categorical distribution (one position per sub-pixel)
-    and [H, W] for the discretized logistic mixture (one position per pixel).
+    The position grid is the output distribution's: [H, W*C] for the categorical distribution (one
+    position per sub-pixel) and [H, W] for the discretized logistic mixture (one position per pixel).
     """
 
-    image_size: tuple[int, int] = (28, 28)  # (H, W)
-    channels: int = 1  # C: 1 (grey) or 3 (RGB)
-    hidden_size: int = 256  # d
-    num_layers: int = 4
-    num_heads: int = 4
-    ffn_size: int = 512
-    dropout: float = 0.1  # on embeddings and on the attention / feed-forward outputs
-    attention_dropout: float = 0.0  # on attention weights (costly on CPU: it forces the unfused path)
-    attention: str = "local_1d"  # "local_1d" | "local_2d" | "global"
-    query_length: int = 256  # local_1d: positions per query block (lq)
-    memory_length: int = 256  # local_1d: earlier positions each block also sees (lm)
-    query_shape: tuple[int, int] = (8, 16)  # local_2d: (rows, cols) of a query block on the grid
-    memory_flange: tuple[int, int] = (8, 16)  # local_2d: memory extends rows up, cols left and right
-    position_encoding: str = "sinusoidal"  # "sinusoidal" | "learned"
-    distribution: str = "categorical"  # "categorical" | "dmol"
-    num_mixtures: int = 10  # dmol only
-    num_classes: int = 0  # > 0: class-conditional
-    norm: str = "post"  # "post": the paper's post-layer-norm blocks; "pre": pre-layer-norm (see DecoderBlock)
+    image_size: tuple[int, int] = option((28, 28), "(H, W)")
+    channels: int = option(1, "C: 1 (grey) or 3 (RGB)")
+    hidden_size: int = option(256, "model width d")
+    num_layers: int = option(4, "number of decoder layers")
+    num_heads: int = option(4, "attention heads")
+    ffn_size: int = option(512, "feed-forward hidden width")
+    dropout: float = option(0.1, "dropout on embeddings and residual branches")
+    attention_dropout: float = option(0.0, "dropout on attention weights (costly on CPU: it forces the unfused path)")
+    attention: str = option("local_1d", " | ".join(ATTENTION_TYPES))
+    query_length: int = option(256, "local_1d: positions per query block")
+    memory_length: int = option(256, "local_1d: earlier positions each query block attends to")
+    query_shape: tuple[int, int] = option((8, 16), "local_2d: query block ROWSxCOLS on the position grid, e.g. 8x16")
+    memory_flange: tuple[int, int] = option((8, 16), "local_2d: memory extension ROWSxCOLS (up, and left/right)")
+    position_encoding: str = option("sinusoidal", " | ".join(POSITION_ENCODINGS))
+    distribution: str = option("categorical", "categorical (256-way softmax) | dmol (discretized logistic mixture)")
+    num_mixtures: int = option(10, "dmol: mixture components")
+    num_classes: int = option(0, "> 0: class-conditional")
+    norm: str = option("post", "post: the paper's post-layer-norm blocks | pre: pre-layer-norm (stable at higher lr)")
 
     def __post_init__(self) -> None:
-        wrong_types = field_type_problems(self)
-        if wrong_types:
-            raise ValueError("invalid ImageTransformerConfig: " + "; ".join(wrong_types))
-        self.image_size = _pair(self.image_size, "image_size")
-        self.query_shape = _pair(self.query_shape, "query_shape")
-        self.memory_flange = _pair(self.memory_flange, "memory_flange")
+        problems = field_type_problems(self) or self.problems()
+        if problems:
+            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Normalise the size fields to pairs; one message per value out of range (fields have their types)."""
+        self.image_size = parse_size(self.image_size, "image_size")
+        self.query_shape = parse_size(self.query_shape, "query_shape")
+        self.memory_flange = parse_size(self.memory_flange, "memory_flange")
         problems = []
         if min(self.image_size) < 1:
             problems.append(f"image_size must be positive, got {self.image_size}")
@@ -99,7 +129,7 @@ class ImageTransformerConfig:
         if self.attention not in ATTENTION_TYPES:
             problems.append(f"attention must be one of {ATTENTION_TYPES}, got {self.attention!r}")
         if self.distribution not in DISTRIBUTIONS:
-            problems.append(f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}")
+            problems.append(f"distribution must be one of {tuple(DISTRIBUTIONS)}, got {self.distribution!r}")
         if self.position_encoding not in POSITION_ENCODINGS:
             problems.append(
                 f"position_encoding must be one of {POSITION_ENCODINGS}, got {self.position_encoding!r}"
@@ -125,14 +155,12 @@ class ImageTransformerConfig:
             problems.append(f"num_mixtures must be >= 1, got {self.num_mixtures}")
         if self.num_classes < 0:
             problems.append(f"num_classes must be >= 0, got {self.num_classes}")
-        if problems:
-            raise ValueError("invalid ImageTransformerConfig: " + "; ".join(problems))
+        return problems
 
     @property
     def grid_shape(self) -> tuple[int, int]:
-        """Shape of the position grid: [H, W*C] (categorical) or [H, W] (dmol)."""
-        h, w = self.image_size
-        return (h, w * self.channels) if self.distribution == "categorical" else (h, w)
+        """Shape of the position grid, as the output distribution defines a position."""
+        return make_distribution(self.distribution, self.channels, self.num_mixtures).grid_shape(self.image_size)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -12,6 +12,9 @@ Supported layouts:
 * folders or tar archives of png/jpg/bmp/webp images, flat or one subfolder per class (:func:`load_image_folder`);
 * aligned CelebA faces, centre-cropped and area-resized (:func:`load_celeba`);
 * ``"KIND:PATH"`` specs and the shipped ``"mnist-slice"`` (:func:`load_dataset`).
+
+For torch: :func:`to_tensor_dataset`, and super-resolution pairs (:func:`make_pairs`,
+:class:`SuperResolutionPairs`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from .config import parse_size
+from .images import area_downsample, as_tensor, check_images
+
 __all__ = [
     "DataError",
     "ImageData",
@@ -45,7 +51,10 @@ __all__ = [
     "load_image_folder",
     "load_celeba",
     "load_dataset",
+    "load_split",
     "to_tensor_dataset",
+    "make_pairs",
+    "SuperResolutionPairs",
     "DATASET_KINDS",
 ]
 
@@ -98,6 +107,12 @@ class ImageData:
         """(H, W, C) of every image."""
         _, h, w, c = self.images.shape
         return (int(h), int(w), int(c))
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The images as a uint8 tensor (N, H, W, C) and the labels as int64 (N,) (or None)."""
+        images = torch.from_numpy(np.ascontiguousarray(self.images))
+        labels = torch.from_numpy(np.asarray(self.labels, dtype=np.int64)) if self.labels is not None else None
+        return images, labels
 
     def subset(self, index: Any) -> "ImageData":
         """A new ImageData with ``images[index]`` (numpy-style: slice, int array, bool mask; an int keeps one)."""
@@ -714,18 +729,14 @@ def _decode(source: _Source, entries: list[_Entry], crop: Any, image_size: tuple
     return np.stack([np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a for a in out])  # type: ignore
 
 
-def _pair(value: Any, name: str) -> tuple[int, int] | None:
+def _image_size(value: Any) -> tuple[int, int] | None:
+    """``image_size`` as (H, W), or None; a DataError for anything else."""
     if value is None:
         return None
-    if isinstance(value, (int, np.integer)):
-        value = (int(value), int(value))
     try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise DataError(f"{name} must be an int or a pair (H, W), got {value!r}") from None
-    if h <= 0 or w <= 0:
-        raise DataError(f"{name} must be positive, got {h}x{w}")
-    return (h, w)
+        return parse_size(value, "image_size", positive=True)
+    except ValueError as e:
+        raise DataError(str(e)) from None
 
 
 def load_image_folder(root: str | os.PathLike, split: str | None = None,
@@ -742,7 +753,7 @@ def load_image_folder(root: str | os.PathLike, split: str | None = None,
     """
     root = Path(root)
     _require_exists(root)
-    image_size = _pair(image_size, "image_size")
+    image_size = _image_size(image_size)
     source = _Source(root)
     try:
         entries, note = _select_split(source.entries, split, source.description)
@@ -792,7 +803,7 @@ def load_celeba(root: str | os.PathLike, split: str, image_size: int | tuple[int
     root = Path(root)
     _require_exists(root)
     _check_split(split, root)
-    size = _pair(image_size, "image_size")
+    size = _image_size(image_size)
     source = _Source(root)
     try:
         entries = sorted(source.entries, key=lambda e: (e.parts[-1], e.parts))
@@ -830,7 +841,7 @@ def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = Non
     ``image_size`` = (H, W) resizes folder and celeba data; other kinds must already have that size.
     Decoded folder/celeba data is cached in memory per (spec, split, image_size); each call returns a copy.
     """
-    size = _pair(image_size, "image_size")
+    size = _image_size(image_size)
     spec = str(spec)
     if spec.strip() in ("mnist-slice", "mnist-slice:"):
         data = load_mnist(SLICE_DIR, split)
@@ -867,6 +878,14 @@ def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = Non
     return _check_size(data, size, spec)
 
 
+def load_split(spec: str, split: str, image_size: tuple[int, int] | None = None) -> ImageData:
+    """:func:`load_dataset`, refusing a split that holds no images."""
+    data = load_dataset(spec, split, image_size=image_size)
+    if len(data) == 0:
+        raise DataError(f"{spec}: the {split} split holds no images")
+    return data
+
+
 def _check_size(data: ImageData, size: tuple[int, int] | None, spec: str) -> ImageData:
     h, w, _ = data.image_shape
     if size is not None and size != (h, w):
@@ -884,3 +903,44 @@ def to_tensor_dataset(data: ImageData) -> torch.utils.data.Dataset:
     labels = (torch.from_numpy(np.ascontiguousarray(data.labels, dtype=np.int64)) if data.labels is not None
               else torch.full((len(images),), -1, dtype=torch.int64))
     return torch.utils.data.TensorDataset(torch.from_numpy(images), labels)
+
+
+def make_pairs(images: torch.Tensor, input_size: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) from uint8 images (B, H, W, C): inputs = ``area_downsample(images, input_size)``.
+
+    ``targets`` is ``images`` itself (as uint8); H and W must be multiples of ``input_size``.
+    """
+    images = as_tensor(images, "images")
+    inputs = area_downsample(images, input_size)
+    return inputs, images.to(torch.uint8)
+
+
+class SuperResolutionPairs(torch.utils.data.Dataset):
+    """(low-resolution input uint8 (h, w, C), target uint8 (H, W, C)) pairs, downsampled on the fly.
+
+    ``images`` is a uint8 tensor or array (N, H, W, C), or a Dataset whose items are images (H, W, C) or
+    tuples whose first element is the image (e.g. :func:`to_tensor_dataset`). Inputs are made by
+    :func:`~image_transformer.images.area_downsample` to ``input_size``.
+    """
+
+    def __init__(self, images: torch.Tensor | np.ndarray | torch.utils.data.Dataset,
+                 input_size: tuple[int, int] | int):
+        self.input_size = parse_size(input_size, "input_size", positive=True)
+        if isinstance(images, (torch.Tensor, np.ndarray)):
+            images = as_tensor(images, "images")
+            area_downsample(images[:1], self.input_size)  # refuses sizes that are not multiples now
+            check_images(images, tuple(images.shape[1:]))
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        item = self.images[index]
+        if isinstance(item, (tuple, list)):
+            item = item[0]
+        image = as_tensor(item, f"item {index}")
+        if image.dim() != 3:
+            raise ValueError(f"item {index}: expected an image (H, W, C), got shape {tuple(image.shape)}")
+        inputs, target = make_pairs(image[None], self.input_size)
+        return inputs[0], target[0]

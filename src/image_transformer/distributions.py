@@ -1,7 +1,10 @@
 """Output distributions over 8-bit intensities: categorical and discretized mixture of logistics.
 
-Both work on *positions*: a position carries ``values_per_position`` intensities (1 sub-pixel for the
-categorical, the C channels of a pixel for the mixture) and is predicted from ``num_params`` numbers.
+A distribution also decides what a *position* is: it carries ``values_per_position`` intensities (1
+sub-pixel for the categorical, the C channels of a pixel for the mixture), the positions form the grid
+``grid_shape(image_size)`` ([H, W*C] or [H, W]), the model reads the values of a position through
+``input_embedding`` and predicts them from ``num_params`` numbers, reshaped to ``params_shape`` per image.
+A new distribution is one class here and one entry in :data:`DISTRIBUTIONS`.
 
 - ``log_prob(params (..., P), values (..., k) long) -> (..., k)``: log p of each value given the
   earlier ones of its position (nats).
@@ -16,12 +19,15 @@ and the same generator state draw the same values.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["Categorical", "DiscretizedLogisticMixture", "make_distribution"]
+from .embeddings import PixelInput, SubPixelInput
+
+__all__ = ["Categorical", "DiscretizedLogisticMixture", "DISTRIBUTIONS", "make_distribution"]
 
 
 def _full_precision(x: Tensor) -> Tensor:
@@ -50,10 +56,27 @@ def _check_temperature(temperature: float) -> None:
 
 
 class Categorical:
-    """A 256-way softmax per sub-pixel; the temperature divides the logits (0 = argmax)."""
+    """A 256-way softmax per sub-pixel; the temperature divides the logits (0 = argmax).
+
+    A position is a sub-pixel: the grid is [H, W*C], each value is embedded by its channel's table.
+    """
 
     values_per_position = 1
     num_params = 256
+
+    def __init__(self, channels: int = 1):
+        self.channels = channels
+
+    def grid_shape(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        h, w = image_size
+        return (h, w * self.channels)
+
+    def params_shape(self, image_size: tuple[int, int]) -> tuple[int, ...]:
+        """Parameters per image: logits (H, W, C, 256)."""
+        return (*image_size, self.channels, self.num_params)
+
+    def input_embedding(self, dim: int, num_positions: int) -> nn.Module:
+        return SubPixelInput(self.channels, dim, num_positions)
 
     def log_prob(self, logits: Tensor, values: Tensor) -> Tensor:
         """logits (..., 256), values (..., 1) -> (..., 1)."""
@@ -109,8 +132,8 @@ class DiscretizedLogisticMixture:
     """PixelCNN++'s discretized mixture of logistics, with linear dependence between channels.
 
     Per mixture component: a logit, C means, C log-scales and C(C-1)/2 coefficients (G on R; B on R
-    and G), so 10 parameters per component for RGB and 3 for grey. Channel c of component k has mean
-    ``mean[k, c] + sum_{j<c} tanh(coeff[k, c, j]) * x_j`` with x_j the earlier channels in [-1, 1].
+    and G), so 10 parameters per component for RGB and 3 for grey. Channel c of component i has mean
+    ``mean[i, c] + sum_{j<c} tanh(coeff[i, c, j]) * x_j`` with x_j the earlier channels in [-1, 1].
 
     ``log_prob`` returns per channel the exact conditional log p(x_c | x_<c) of the mixture
     (the components re-weighted by how well they explain the earlier channels), so summing over
@@ -120,6 +143,8 @@ class DiscretizedLogisticMixture:
     (a logistic of scale T*s); T = 0 takes the most likely component and its (conditional) mean.
     Continuous draws are rounded to the nearest of the 256 bins, which samples the discretized
     distribution exactly (the edge bins absorb the tails).
+
+    A position is a pixel: the grid is [H, W], its C values go in through the 1xC strided convolution.
     """
 
     LOG_SCALE_MIN = -7.0  # as in PixelCNN++: keeps 1/scale finite in float32
@@ -130,6 +155,16 @@ class DiscretizedLogisticMixture:
         self.num_coeffs = channels * (channels - 1) // 2
         self.values_per_position = channels
         self.num_params = num_mixtures * (1 + 2 * channels + self.num_coeffs)
+
+    def grid_shape(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        return tuple(image_size)
+
+    def params_shape(self, image_size: tuple[int, int]) -> tuple[int, ...]:
+        """Parameters per image: (H, W, P), all channels of a pixel together."""
+        return (*image_size, self.num_params)
+
+    def input_embedding(self, dim: int, num_positions: int) -> nn.Module:
+        return PixelInput(self.channels, dim)
 
     def _unpack(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         m, c = self.num_mixtures, self.channels
@@ -154,10 +189,10 @@ class DiscretizedLogisticMixture:
         logits, means, log_scales, coeffs = self._unpack(params)
         values = values.long()
         x = values.to(logits.dtype) / 127.5 - 1.0
-        xk = x[..., None, :]  # (..., 1, C): broadcast over components
-        mean = torch.stack([self._channel_mean(means, coeffs, xk, c) for c in range(self.channels)], -1)
+        x_mix = x[..., None, :]  # (..., 1, C): broadcast over components
+        mean = torch.stack([self._channel_mean(means, coeffs, x_mix, c) for c in range(self.channels)], -1)
         per_channel = discretized_logistic_log_prob(values[..., None, :], mean, log_scales)  # (..., M, C)
-        # log p(x_c | x_<c) = logsumexp_k [log p(k | x_<c) + log p_k(x_c | x_<c)]: the component
+        # log p(x_c | x_<c) = logsumexp_i [log p(i | x_<c) + log p_i(x_c | x_<c)]: the component
         # posterior given the earlier channels is a log_softmax, which never subtracts two large logs
         before = F.pad(per_channel.cumsum(-1)[..., :-1], (1, 0))  # (..., M, C): sum over channels < c
         log_w = F.log_softmax(logits, dim=-1)[..., None]  # (..., M, 1)
@@ -180,8 +215,8 @@ class DiscretizedLogisticMixture:
         """params (..., P) -> (..., C) long: component, then channel by channel."""
         _check_temperature(temperature)
         logits, means, log_scales, coeffs = self._unpack(params)
-        k = _gumbel_argmax(logits, temperature, generator)[..., None, None]  # (..., 1, 1)
-        pick = lambda t: t.gather(-2, k.expand(*t.shape[:-2], 1, t.shape[-1])).squeeze(-2)  # noqa: E731
+        component = _gumbel_argmax(logits, temperature, generator)[..., None, None]  # (..., 1, 1)
+        pick = lambda t: t.gather(-2, component.expand(*t.shape[:-2], 1, t.shape[-1])).squeeze(-2)  # noqa: E731
         means, log_scales, coeffs = pick(means), pick(log_scales), pick(coeffs)  # (..., C) / (..., coeffs)
         u = _uniform(means.shape, means, generator).clamp(1e-5, 1.0 - 1e-5)
         noise = torch.log(u) - torch.log1p(-u)  # standard logistic, (..., C)
@@ -195,10 +230,18 @@ class DiscretizedLogisticMixture:
         return values
 
 
-def make_distribution(name: str, channels: int, num_mixtures: int = 10) -> Categorical | DiscretizedLogisticMixture:
+Distribution = Categorical | DiscretizedLogisticMixture
+
+# name in a config -> the distribution, from (channels, num_mixtures)
+DISTRIBUTIONS: dict[str, Callable[[int, int], Distribution]] = {
+    "categorical": lambda channels, num_mixtures: Categorical(channels),
+    "dmol": DiscretizedLogisticMixture,
+}
+
+
+def make_distribution(name: str, channels: int, num_mixtures: int = 10) -> Distribution:
     """The output distribution named in a config."""
-    if name == "categorical":
-        return Categorical()
-    if name == "dmol":
-        return DiscretizedLogisticMixture(channels, num_mixtures)
-    raise ValueError(f"unknown distribution {name!r}; expected 'categorical' or 'dmol'")
+    if name not in DISTRIBUTIONS:
+        known = " or ".join(repr(name) for name in DISTRIBUTIONS)
+        raise ValueError(f"unknown distribution {name!r}; expected {known}")
+    return DISTRIBUTIONS[name](channels, num_mixtures)

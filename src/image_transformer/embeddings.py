@@ -19,8 +19,20 @@ class ChannelEmbedding(nn.Module):
         self.scale = math.sqrt(dim)
 
     def forward(self, values: Tensor, channel: Tensor) -> Tensor:
-        """values: (B, k) in [0, 256); channel: (k,) -> (B, k, d)."""
+        """values: (B, m) in [0, 256); channel: (m,) -> (B, m, d)."""
         return self.table(values + 256 * channel) * self.scale
+
+
+class SubPixelInput(ChannelEmbedding):
+    """The input of sub-pixel positions (grid [H, W*C]): the embedding of the value in its channel's table."""
+
+    def __init__(self, channels: int, dim: int, num_positions: int):
+        super().__init__(channels, dim)
+        self.register_buffer("channel", torch.arange(num_positions) % channels, persistent=False)
+
+    def forward(self, values: Tensor, index: Tensor) -> Tensor:
+        """values (B, m, 1) long at grid positions ``index`` (m,) -> (B, m, d)."""
+        return super().forward(values[..., 0], self.channel[index])
 
 
 class PixelConv(nn.Module):
@@ -34,12 +46,25 @@ class PixelConv(nn.Module):
         self.conv = nn.Conv2d(1, dim, kernel_size=(1, channels), stride=(1, channels))
 
     def forward(self, pixels: Tensor) -> Tensor:
-        """pixels: (B, k, C) floats in [-1, 1] -> (B, k, d).
+        """pixels: (B, m, C) floats in [-1, 1] -> (B, m, d).
 
-        Computed as the linear map it is (the conv's weight (d, 1, 1, C) read as (d, C)): the same
-        arithmetic, faster than a convolution on CPU, and torch.compile's bf16 convolution gave NaNs here.
+        Under torch.compile it is computed as the linear map it is (the conv's weight (d, 1, 1, C) read as
+        (d, C)): compiled bf16 convolutions gave NaNs here (torch 2.13, CPU). Eager code keeps the
+        convolution, whose sums the codec's streams and the saved models' figures were made with.
         """
-        return F.linear(pixels, self.conv.weight.flatten(1), self.conv.bias)
+        if torch.compiler.is_compiling():
+            return F.linear(pixels, self.conv.weight.flatten(1), self.conv.bias)
+        b, m, c = pixels.shape
+        out = self.conv(pixels.reshape(b, 1, m, c))  # (B, d, m, 1)
+        return out.squeeze(-1).transpose(1, 2)
+
+
+class PixelInput(PixelConv):
+    """The input of pixel positions (grid [H, W]): the C intensities scaled to [-1, 1], one linear map."""
+
+    def forward(self, values: Tensor, index: Tensor) -> Tensor:
+        """values (B, m, C) long at grid positions ``index`` (m,) -> (B, m, d)."""
+        return super().forward(values.to(self.conv.weight.dtype) / 127.5 - 1.0)
 
 
 def sinusoidal_2d(rows: int, cols: int, dim: int) -> Tensor:
@@ -74,7 +99,7 @@ class PositionEncoding(nn.Module):
             raise ValueError(f"unknown position encoding {kind!r}; expected 'sinusoidal' or 'learned'")
 
     def forward(self, index: Tensor) -> Tensor:
-        """index: (k,) flat grid positions -> (k, d)."""
+        """index: (m,) flat grid positions -> (m, d)."""
         if self.kind == "sinusoidal":
             return self.table[index]
         return self.rows[index // self.num_cols] + self.cols[index % self.num_cols]

@@ -1,13 +1,109 @@
-"""PNG grids of images."""
+"""Pixel operations in one place: image checks, area downsampling, reading and writing images, grids, plots.
+
+Images are uint8 tensors (B, H, W, C) (or numpy arrays of that layout), C = 1 (grey) or 3 (RGB).
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from .config import parse_size
+
+
+# ----- checks ------------------------------------------------------------------------------------------------
+def as_tensor(images: Any, name: str) -> Tensor:
+    """A torch tensor of real numbers from a tensor or numpy array; a ValueError naming ``name`` otherwise."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor (or numpy array), got {type(images).__name__}")
+    if images.dtype.is_complex or images.dtype == torch.bool:
+        raise ValueError(f"{name} must hold real numbers, got dtype {images.dtype}")
+    return images
+
+
+def check_images(images: Tensor, shape: tuple[int, int, int], name: str = "images") -> None:
+    """Raise ValueError unless ``images`` is an integer tensor (B, H, W, C) with values in [0, 255]."""
+    h, w, c = shape
+    if not isinstance(images, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of dtype uint8, got {type(images).__name__}")
+    if images.dtype.is_floating_point or images.dtype.is_complex or images.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integers in [0, 255] (dtype uint8), got dtype {images.dtype}")
+    if images.dim() != 4 or tuple(images.shape[1:]) != (h, w, c):
+        raise ValueError(f"{name} must have shape (B, {h}, {w}, {c}), got {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and images.numel() and (images.min() < 0 or images.max() > 255):
+        raise ValueError(
+            f"{name} values must be in [0, 255], got range [{int(images.min())}, {int(images.max())}]"
+        )
+
+
+# ----- area (box) downsampling -------------------------------------------------------------------------------
+def _blocks(images: Tensor, size: Any) -> tuple[int, int, int, int]:
+    """(h, w, fh, fw): the target size and the (fh, fw) pixel blocks that each target pixel averages."""
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (B, H, W, C), got {tuple(images.shape)}")
+    h, w = parse_size(size, positive=True)
+    H, W = images.shape[1], images.shape[2]
+    if H % h or W % w:
+        raise ValueError(f"images of size {H}x{W} cannot be area-downsampled to {h}x{w}: "
+                         f"the image size must be a multiple of the target size")
+    return h, w, H // h, W // w
+
+
+def area_downsample_float(images: Tensor, size: tuple[int, int] | int) -> Tensor:
+    """Box (area) averaging without rounding: (B, H, W, C) -> float64 (B, h, w, C).
+
+    Each output pixel is the mean of the (H/h) x (W/w) block it covers; H and W must be multiples of h and w.
+    Any real dtype is accepted (values are not range-checked).
+    """
+    images = as_tensor(images, "images")
+    h, w, fh, fw = _blocks(images, size)
+    b, _, _, c = images.shape
+    return images.double().reshape(b, h, fh, w, fw, c).mean(dim=(2, 4))
+
+
+def area_downsample(images: Tensor, size: tuple[int, int] | int) -> Tensor:
+    """Box (area) averaging of 8-bit images: uint8 (B, H, W, C) -> uint8 (B, h, w, C).
+
+    Each output pixel is the mean of the (H/h) x (W/w) block it covers, rounded to the nearest integer
+    (exact integer arithmetic; halves round up). H and W must be multiples of h and w (ValueError otherwise).
+    Any integer dtype with values in [0, 255] is accepted.
+    """
+    images = as_tensor(images, "images")
+    h, w, fh, fw = _blocks(images, size)
+    check_images(images, tuple(images.shape[1:]))
+    b, _, _, c = images.shape
+    total = images.long().reshape(b, h, fh, w, fw, c).sum(dim=(2, 4))
+    area = fh * fw
+    return ((2 * total + area) // (2 * area)).to(torch.uint8)
+
+
+def enlarge(images: Tensor, factor: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour upsampling for display: (..., h, w, C) -> (..., h * fy, w * fx, C)."""
+    fy, fx = factor
+    return images.repeat_interleave(fy, -3).repeat_interleave(fx, -2)
+
+
+# ----- files -------------------------------------------------------------------------------------------------
+def read_image(path: str | Path, shape: tuple[int, int, int]) -> Tensor:
+    """One image file as uint8 (H, W, C), converted to grey or RGB as ``shape`` asks; it must have that size."""
+    h, w, c = shape
+    try:
+        img = Image.open(path)
+        img = img.convert("L" if c == 1 else "RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise ValueError(f"{path}: cannot read image ({e})") from None
+    if img.size != (w, h):
+        raise ValueError(f"{path}: image is {img.size[1]}x{img.size[0]} but the model generates {h}x{w}")
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).reshape(h, w, c).copy())
 
 
 def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, padding: int = 2,
@@ -65,9 +161,7 @@ def save_image(image: torch.Tensor | np.ndarray, path: str | Path) -> Path:
 
 def plot_curve(metrics_path: str | Path, path: str | Path) -> Path:
     """Training curve from a ``metrics.jsonl`` log: train and eval bits/dim against the step."""
-    import json
-
-    import matplotlib
+    import matplotlib  # only when plotting: importing it costs a second
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

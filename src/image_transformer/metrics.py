@@ -1,5 +1,5 @@
 """Metrics: bits/dim for likelihoods; PSNR, SSIM, MS-SSIM, input consistency and nearest neighbours for
-super-resolution samples.
+super-resolution samples. Pure functions of tensors: nothing here samples a model or writes a file.
 
 The image metrics take batches (B, H, W, C) with intensities in 0..255 (uint8, any integer dtype, or
 floats on the same scale; torch tensors or numpy arrays), compute in float64 and return one value per
@@ -8,23 +8,19 @@ image, shape (B,).
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .images import save_grid
-
-if TYPE_CHECKING:
-    from .superres import SuperResolutionTransformer
+from .config import parse_size
+from .images import area_downsample_float, as_tensor
 
 __all__ = ["bits_per_dim", "psnr", "ssim", "ms_ssim", "consistency", "nearest_neighbour_ms_ssim", "MS_SSIM_WEIGHTS",
-           "spread", "superres_report", "format_superres_report"]
+           "spread"]
 
 
 def bits_per_dim(log_prob: Tensor) -> Tensor:
@@ -46,13 +42,11 @@ def spread(num_items: int, count: int) -> Tensor:
     return torch.linspace(0, num_items - 1, count).round().long()
 
 
-from .superres import _as_tensor, _size, area_downsample_float  # noqa: E402
-
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang, Simoncelli and Bovik (2003), finest first
 
 
 def _images(x: Any, name: str) -> Tensor:
-    x = _as_tensor(x, name)
+    x = as_tensor(x, name)
     if x.dim() != 4:
         raise ValueError(f"{name} must have shape (B, H, W, C), got {tuple(x.shape)}")
     return x.double()
@@ -210,7 +204,7 @@ def nearest_neighbour_ms_ssim(samples: Tensor, train_images: Tensor | np.ndarray
     ``ms_ssim(samples, train_images[indices], **ms_ssim_kwargs)``.
     """
     samples = _images(samples, "samples")
-    size = _size(input_size, "input_size")
+    size = parse_size(input_size, "input_size", positive=True)
     n = len(train_images)
     if n == 0:
         raise ValueError("train_images is empty")
@@ -224,7 +218,7 @@ def nearest_neighbour_ms_ssim(samples: Tensor, train_images: Tensor | np.ndarray
     best = torch.full((len(query),), math.inf, dtype=torch.float64, device=query.device)
     index = torch.zeros(len(query), dtype=torch.long, device=query.device)
     for start in range(0, n, batch_size):
-        chunk = _as_tensor(train_images[start : start + batch_size], "train_images").to(query.device)
+        chunk = as_tensor(train_images[start : start + batch_size], "train_images").to(query.device)
         keys = area_downsample_float(chunk, size).flatten(1)  # (b, D)
         dist = (query_sq + keys.pow(2).sum(1)[None] - 2.0 * query @ keys.T).clamp(min=0)  # (B, b) squared L2
         value, arg = dist.min(1)
@@ -235,48 +229,3 @@ def nearest_neighbour_ms_ssim(samples: Tensor, train_images: Tensor | np.ndarray
     neighbours = train_images[picked.numpy()] if isinstance(train_images, np.ndarray) else train_images[picked]
     return index, ms_ssim(samples, _images(neighbours, "train_images").to(samples.device), **ms_ssim_kwargs)
 
-
-# ----- the paper's super-resolution evaluation ----------------------------------------------------------
-def superres_report(model: "SuperResolutionTransformer", images: torch.Tensor, inputs: torch.Tensor,
-                    train_images: torch.Tensor | None, out: Path, num: int, seed: int,
-                    temperatures: Sequence[float] = (0.8, 0.9, 1.0), progress: bool = False) -> dict[str, Any]:
-    """Samples for ``num`` held-out inputs (spread over the split) at each temperature; the paper's metrics.
-
-    Writes ``superres.png`` (rows: input enlarged, a sample per temperature, original; as the paper's
-    table 6) and ``superres.json``. Consistency is the RMS difference, in 0..255 intensity units, between
-    the low-resolution input and the area-downsampled sample; PSNR (dB) and SSIM compare each sample with
-    its original; the nearest-neighbour check finds, for each sample, the training image whose
-    downsampled version is closest to the sample's downsampled version and reports their MS-SSIM.
-    """
-    idx = spread(len(images), num)
-    originals, lows = images[idx], inputs[idx]
-    report: dict[str, Any] = {"num_samples": len(idx), "temperatures": {}}
-    sy, sx = (int(f) for f in model.config.scale)
-    columns = [lows.repeat_interleave(sy, 1).repeat_interleave(sx, 2)]  # inputs enlarged for display
-    for t in temperatures:
-        samples = model.sample(lows, temperature=t, generator=torch.Generator().manual_seed(seed),
-                               progress=progress).cpu()
-        entry = {
-            "consistency_rmse": float(consistency(samples, lows)["rmse"].mean()),
-            "psnr_db": float(psnr(samples, originals).mean()),
-            "ssim": float(ssim(samples, originals).mean()),
-        }
-        if train_images is not None:
-            _, nn_ms_ssim = nearest_neighbour_ms_ssim(samples, train_images, model.config.input_size)
-            entry["nearest_train_ms_ssim"] = float(nn_ms_ssim.mean())
-        report["temperatures"][str(t)] = entry
-        columns.append(samples)
-    columns.append(originals)
-    grid = torch.stack(columns, 1).flatten(0, 1)  # row per input: input, samples..., original
-    report["grid"] = str(save_grid(grid, out / "superres.png", nrow=len(columns), scale=3))
-    (out / "superres.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
-def format_superres_report(report: dict[str, Any]) -> str:
-    lines = [f"super-resolution on {report['num_samples']} held-out images (grid: {report['grid']}):"]
-    for t, e in report["temperatures"].items():
-        nn_text = f", nearest-train MS-SSIM {e['nearest_train_ms_ssim']:.3f}" if "nearest_train_ms_ssim" in e else ""
-        lines.append(f"  T={t}: consistency RMSE {e['consistency_rmse']:.2f}/255, PSNR {e['psnr_db']:.2f} dB, "
-                     f"SSIM {e['ssim']:.3f}{nn_text}")
-    return "\n".join(lines)

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .attention import BlockSelfAttention, CrossAttention, KVCache
+from .checkpoint import PretrainedModel
 from .config import ImageTransformerConfig
 from .distributions import make_distribution
-from .embeddings import ChannelEmbedding, PixelConv, PositionEncoding
+from .embeddings import PositionEncoding
+from .images import check_images
 from .order import Layout, make_layout
 
 
@@ -28,15 +29,16 @@ class FeedForward(nn.Sequential):
         super().__init__(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
 
 
-class DecoderBlock(nn.Module):
+class Block(nn.Module):
     """Post-layer-norm block, equations 1 and 2 of the paper:
     qa = LayerNorm(q + Dropout(Attention(q))),  q' = LayerNorm(qa + Dropout(FFN(qa))).
 
-    With ``cross_attention`` (the super-resolution decoder), attention over the encoder output
-    follows the self-attention, in the same form. With ``cfg.norm == "pre"`` each sub-layer instead reads
-    a normalised copy and adds to an un-normalised residual stream, q' = q + Dropout(F(LayerNorm(q)))
-    (Xiong et al. 2020: stable at higher learning rates without long warm-up); the model then normalises
-    the last block's output before its head.
+    The attention pattern is the layout's: masked in generation order for the decoder, unmasked for the
+    super-resolution encoder. With ``cross_attention`` (the super-resolution decoder), attention over the
+    encoder output follows the self-attention, in the same form. With ``cfg.norm == "pre"`` each sub-layer
+    instead reads a normalised copy and adds to an un-normalised residual stream,
+    q' = q + Dropout(F(LayerNorm(q))) (Xiong et al. 2020: stable at higher learning rates without long
+    warm-up); a stack of such blocks is then normalised once more at its output.
     """
 
     def __init__(self, cfg: ImageTransformerConfig, cross_attention: bool = False):
@@ -72,41 +74,28 @@ class DecoderBlock(nn.Module):
         return self._residual(x, self.norm2, self.ffn)
 
 
-def check_images(images: Tensor, shape: tuple[int, int, int], name: str = "images") -> None:
-    """Raise ValueError unless ``images`` is an integer tensor (B, H, W, C) with values in [0, 255]."""
-    h, w, c = shape
-    if not isinstance(images, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of dtype uint8, got {type(images).__name__}")
-    if images.dtype.is_floating_point or images.dtype.is_complex or images.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integers in [0, 255] (dtype uint8), got dtype {images.dtype}")
-    if images.dim() != 4 or tuple(images.shape[1:]) != (h, w, c):
-        raise ValueError(f"{name} must have shape (B, {h}, {w}, {c}), got {tuple(images.shape)}")
-    if images.dtype != torch.uint8 and images.numel() and (images.min() < 0 or images.max() > 255):
-        raise ValueError(
-            f"{name} values must be in [0, 255], got range [{int(images.min())}, {int(images.max())}]"
-        )
+class ImageTransformer(PretrainedModel):
+    """Autoregressive image model: ``log_prob``, ``sample`` and ``complete`` follow ``generation_order()``.
 
+    Built with ``cross_attention`` it is the super-resolution decoder: every method that runs the network
+    then takes ``context`` (B, m, d), the encoder's output.
+    """
 
-class ImageTransformer(nn.Module):
-    """Autoregressive image model: ``log_prob``, ``sample`` and ``complete`` follow ``generation_order()``."""
+    config_class = ImageTransformerConfig
 
     def __init__(self, config: ImageTransformerConfig, cross_attention: bool = False):
         super().__init__()
         self.config = cfg = config
         self.dist = make_distribution(cfg.distribution, cfg.channels, cfg.num_mixtures)
+        grid = self.dist.grid_shape(cfg.image_size)
         self.layout = make_layout(
-            cfg.attention, cfg.grid_shape, cfg.query_length, cfg.memory_length, cfg.query_shape, cfg.memory_flange
+            cfg.attention, grid, cfg.query_length, cfg.memory_length, cfg.query_shape, cfg.memory_flange
         )
-        n = self.layout.n
-        if cfg.distribution == "categorical":
-            self.values_in = ChannelEmbedding(cfg.channels, cfg.hidden_size)
-            self.register_buffer("channel", torch.arange(n) % cfg.channels, persistent=False)
-        else:
-            self.values_in = PixelConv(cfg.channels, cfg.hidden_size)
-        self.positions = PositionEncoding(cfg.grid_shape, cfg.hidden_size, cfg.position_encoding)
+        self.values_in = self.dist.input_embedding(cfg.hidden_size, self.layout.n)
+        self.positions = PositionEncoding(grid, cfg.hidden_size, cfg.position_encoding)
         self.classes = nn.Embedding(cfg.num_classes, cfg.hidden_size) if cfg.num_classes else None
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(DecoderBlock(cfg, cross_attention) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(Block(cfg, cross_attention) for _ in range(cfg.num_layers))
         self.norm_out = nn.LayerNorm(cfg.hidden_size) if cfg.norm == "pre" else nn.Identity()
         self.head = nn.Linear(cfg.hidden_size, self.dist.num_params)  # shared by all channels
 
@@ -116,11 +105,11 @@ class ImageTransformer(nn.Module):
         h, w = self.config.image_size
         return (h, w, self.config.channels)
 
-    def _to_positions(self, images: Tensor) -> Tensor:
-        """(B, H, W, C) -> (B, n, k) long."""
+    def to_positions(self, images: Tensor) -> Tensor:
+        """(B, H, W, C) -> (B, n, k) long: the values of each position."""
         return images.long().reshape(images.shape[0], self.layout.n, self.dist.values_per_position)
 
-    def _to_images(self, values: Tensor) -> Tensor:
+    def to_images(self, values: Tensor) -> Tensor:
         """(B, n, k) -> (B, H, W, C), same dtype."""
         return values.reshape(values.shape[0], *self.image_shape)
 
@@ -130,32 +119,34 @@ class ImageTransformer(nn.Module):
         order = self.layout.order.cpu()
         return (order[:, None] * k + torch.arange(k)).reshape(-1)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     # ----- checks -------------------------------------------------------------------------------
-    def _check_labels(self, labels: Tensor | None, batch: int) -> Tensor | None:
-        k = self.config.num_classes
-        if not k:
+    def check_labels(self, labels: Tensor | None, batch: int) -> Tensor | None:
+        """The class labels (batch,) long on the model's device, or None for an unconditional model."""
+        num_classes = self.config.num_classes
+        if not num_classes:
             if labels is not None:
                 raise ValueError("labels were given but the model is unconditional (num_classes = 0)")
             return None
         if labels is None:
-            raise ValueError(f"the model is class-conditional ({k} classes): pass labels of shape ({batch},)")
+            raise ValueError(f"the model is class-conditional ({num_classes} classes): pass labels of shape ({batch},)")
         labels = torch.as_tensor(labels, device=self.head.weight.device)
         if labels.dtype.is_floating_point or labels.shape != (batch,):
             raise ValueError(f"labels must be integers of shape ({batch},), got {labels.dtype} {tuple(labels.shape)}")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= k):
-            raise ValueError(f"labels must be in [0, {k}), got range [{int(labels.min())}, {int(labels.max())}]")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"labels must be in [0, {num_classes}), got range [{int(labels.min())}, "
+                             f"{int(labels.max())}]")
         return labels.long()
 
-    # ----- the network --------------------------------------------------------------------------
-    def _value_inputs(self, prev_values: Tensor, src: Tensor) -> Tensor:
-        """Embeddings of the values at grid positions ``src`` (m,): prev_values (B, m, k) long -> (B, m, d)."""
-        if self.config.distribution == "categorical":
-            return self.values_in(prev_values[..., 0], self.channel[src])
-        return self.values_in(prev_values.to(self.head.weight.dtype) / 127.5 - 1.0)
+    def _check_context(self, context: Tensor | None) -> None:
+        if (context is None) != (self.blocks[0].cross is None):
+            raise ValueError("a context (encoder output) is needed exactly when the model has cross-attention")
 
+    def condition_for(self, images: Tensor, labels: Tensor | None) -> Tensor | None:
+        """What ``log_prob(images, ...)`` is conditioned on, from a data set's images and labels: the labels
+        for a class-conditional model, nothing otherwise."""
+        return labels if self.config.num_classes else None
+
+    # ----- the network --------------------------------------------------------------------------
     def _embed(self, values: Tensor, index: Tensor, labels: Tensor | None) -> Tensor:
         """Inputs at grid positions ``index`` (m,): the value generated just before each, + position + class.
 
@@ -165,7 +156,7 @@ class ImageTransformer(nn.Module):
         src = self.layout.prev[index]  # (m,): previous position in generation order, n for the first
         has_prev = (src < n)[None, :, None]
         src = src.clamp(max=n - 1)
-        x = self._value_inputs(values[:, src], src) * has_prev + self.positions(index)
+        x = self.values_in(values[:, src], src) * has_prev + self.positions(index)
         if self.classes is not None:
             x = x + self.classes(labels)[:, None]
         return self.drop(x)
@@ -176,8 +167,7 @@ class ImageTransformer(nn.Module):
 
         With ``caches``, each layer also stores the keys and values of the first ``steps`` generation steps.
         """
-        if (context is None) != (self.blocks[0].cross is None):
-            raise ValueError("a context (encoder output) is needed exactly when the model has cross-attention")
+        self._check_context(context)
         if values.shape[0] == 0:  # an empty batch: nothing to compute (the head reshapes need a size)
             return self.head.weight.new_zeros(0, self.layout.n, self.config.hidden_size)
         x = self._embed(values, torch.arange(self.layout.n, device=values.device), labels)
@@ -185,30 +175,25 @@ class ImageTransformer(nn.Module):
             x = block(x, self.layout, context, caches[i] if caches else None, steps)
         return x
 
-    def _params(self, values: Tensor, labels: Tensor | None, context: Tensor | None = None) -> Tensor:
-        """(B, n, k) values -> (B, n, P) distribution parameters, all positions in parallel.
-
-        ``context`` (B, m, d): encoder output, for models built with ``cross_attention``.
-        """
+    def distribution_params(self, values: Tensor, labels: Tensor | None = None,
+                            context: Tensor | None = None) -> Tensor:
+        """(B, n, k) values -> (B, n, P) distribution parameters, all positions in parallel."""
         return self.head(self.norm_out(self._hidden(values, labels, context)))
 
-    def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(self, images: Tensor, labels: Tensor | None = None, context: Tensor | None = None) -> Tensor:
         """Distribution parameters: logits (B, H, W, C, 256) or mixture parameters (B, H, W, P)."""
         check_images(images, self.image_shape)
-        labels = self._check_labels(labels, images.shape[0])
-        params = self._params(self._to_positions(images), labels)
-        h, w, c = self.image_shape
-        if self.config.distribution == "categorical":
-            return params.reshape(-1, h, w, c, params.shape[-1])
-        return params.reshape(-1, h, w, params.shape[-1])
+        labels = self.check_labels(labels, images.shape[0])
+        params = self.distribution_params(self.to_positions(images), labels, context)
+        return params.reshape(-1, *self.dist.params_shape(self.config.image_size))
 
-    def log_prob(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+    def log_prob(self, images: Tensor, labels: Tensor | None = None, context: Tensor | None = None) -> Tensor:
         """log p(x_t | x_<t) in nats for every sub-pixel: uint8 (B, H, W, C) -> float (B, H, W, C)."""
         check_images(images, self.image_shape)
-        labels = self._check_labels(labels, images.shape[0])
-        values = self._to_positions(images.to(self.head.weight.device))
-        lp = self.dist.log_prob(self._params(values, labels), values)  # (B, n, k)
-        return self._to_images(lp)
+        labels = self.check_labels(labels, images.shape[0])
+        values = self.to_positions(images.to(self.head.weight.device))
+        lp = self.dist.log_prob(self.distribution_params(values, labels, context), values)  # (B, n, k)
+        return self.to_images(lp)
 
     # ----- generation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -220,6 +205,7 @@ class ImageTransformer(nn.Module):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
         progress: bool = False,
+        context: Tensor | None = None,
     ) -> Tensor:
         """Draw ``num_images`` images, uint8 (N, H, W, C). ``labels`` (N,) for class-conditional models.
 
@@ -229,11 +215,11 @@ class ImageTransformer(nn.Module):
         """
         if not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be a positive int, got {num_images!r}")
-        labels = self._check_labels(labels, num_images)
+        labels = self.check_labels(labels, num_images)
         values = torch.zeros(num_images, self.layout.n, self.dist.values_per_position,
                              dtype=torch.long, device=self.head.weight.device)
-        values = self._generate(values, 0, labels, temperature, generator, use_cache, progress)
-        return self._to_images(values).to(torch.uint8)
+        values = self.generate(values, 0, labels, temperature, generator, use_cache, progress, context)
+        return self.to_images(values).to(torch.uint8)
 
     @torch.no_grad()
     def complete(
@@ -248,11 +234,11 @@ class ImageTransformer(nn.Module):
     ) -> Tensor:
         """Keep the top ``num_rows`` rows of each image and sample the rest: uint8 (B, H, W, C)."""
         check_images(images, self.image_shape)
-        labels = self._check_labels(labels, images.shape[0])
+        labels = self.check_labels(labels, images.shape[0])
         known = self.known_prefix(num_rows)
-        values = self._to_positions(images.to(self.head.weight.device)).clone()
-        values = self._generate(values, known, labels, temperature, generator, use_cache, progress)
-        return self._to_images(values).to(torch.uint8)
+        values = self.to_positions(images.to(self.head.weight.device)).clone()
+        values = self.generate(values, known, labels, temperature, generator, use_cache, progress)
+        return self.to_images(values).to(torch.uint8)
 
     def known_prefix(self, num_rows: int) -> int:
         """Number of generation steps covered by the top ``num_rows`` image rows (must be a prefix)."""
@@ -269,15 +255,14 @@ class ImageTransformer(nn.Module):
             f"allowed row counts: {allowed}"
         )
 
-    def _generate(self, values: Tensor, start: int, labels: Tensor | None, temperature: float,
-                  generator: torch.Generator | None, use_cache: bool, progress: bool,
-                  context: Tensor | None = None) -> Tensor:
-        """Fill ``values`` (B, n, k) at generation steps >= ``start``; earlier steps are given.
+    def generate(self, values: Tensor, start: int, labels: Tensor | None = None, temperature: float = 1.0,
+                 generator: torch.Generator | None = None, use_cache: bool = True, progress: bool = False,
+                 context: Tensor | None = None) -> Tensor:
+        """Fill ``values`` (B, n, k) long at generation steps >= ``start``; earlier steps are given.
 
-        ``context`` (B, m, d): encoder output for cross-attention models.
+        The sampler behind ``sample`` and ``complete``, with the same arguments; call without grad.
         """
-        if (context is None) != (self.blocks[0].cross is None):
-            raise ValueError("a context (encoder output) is needed exactly when the model has cross-attention")
+        self._check_context(context)
         was_training = self.training
         self.eval()
         try:
@@ -294,23 +279,24 @@ class ImageTransformer(nn.Module):
                 return drawn
 
             if use_cache:
-                self._steps(values, start, labels, context, draw)
+                self.cached_steps(values, start, labels, context, draw)
             else:
                 for t, pos in enumerate(self.layout.order.tolist()[start:], start):
-                    values[:, pos] = draw(t, self._params(values, labels, context)[:, pos])  # (B, P)
+                    values[:, pos] = draw(t, self.distribution_params(values, labels, context)[:, pos])  # (B, P)
             bar.close()
         finally:
             self.train(was_training)
         return values
 
-    def _steps(self, values: Tensor, start: int, labels: Tensor | None, context: Tensor | None,
-               choose: Callable[[int, Tensor], Tensor]) -> Tensor:
+    def cached_steps(self, values: Tensor, start: int, labels: Tensor | None, context: Tensor | None,
+                     choose: Callable[[int, Tensor], Tensor]) -> Tensor:
         """The cached sampler: for each generation step t >= ``start``, ``values[:, order[t]] = choose(t, params)``.
 
         values (B, n, k) long, filled in place; params (B, P) are the distribution parameters at step t
         given every earlier value. The known steps before ``start`` go through the layers as one parallel
         pass that fills the caches; from there each step runs every layer on one position, reading the
         keys and values that its plan (``Layout.step_plan``) says it sees. Call in eval mode, without grad.
+        The codec drives it too, with a ``choose`` that codes each value.
         """
         n, b = self.layout.n, values.shape[0]
         plan = self.layout.step_plan()
@@ -333,7 +319,7 @@ class ImageTransformer(nn.Module):
         for t in range(start, n):
             x = inputs[t].expand(b, -1)  # (B, d)
             if last is not None:
-                x = x + self._value_inputs(last, prev_src[t : t + 1])[:, 0]
+                x = x + self.values_in(last, prev_src[t : t + 1])[:, 0]
             if classes is not None:
                 x = x + classes
             for block, cache in zip(self.blocks, caches):
@@ -341,18 +327,3 @@ class ImageTransformer(nn.Module):
             last = values[:, order[t], None]  # (B, 1, k), a view: filled just below
             last.copy_(choose(t, self.head(self.norm_out(x)))[:, None])
         return values
-
-    # ----- files ----------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` and ``weights.safetensors`` to ``directory``."""
-        from .checkpoint import save_pretrained
-
-        save_pretrained(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "ImageTransformer":
-        """Load a model written by ``save_pretrained``."""
-        from .checkpoint import load_pretrained
-
-        return load_pretrained(cls, directory, map_location)
-

@@ -14,7 +14,8 @@ A :class:`Layout` holds, for a model's attention type:
 - ``memory_index`` (nb, lk): the positions each block may read (``n`` outside the grid).
 - ``mask``   (nb, lq, lk): True where the query may attend to the memory slot. A query sees a memory
   position exactly when that position is inside the grid and not later than the query in generation
-  order (it sees itself, since its own input is the previous value).
+  order (it sees itself, since its own input is the previous value). Without ``causal`` (the
+  super-resolution encoder, :func:`unmasked`), it sees every memory position inside the grid.
 - ``slot``   (n,): where each position sits in ``query_index.view(-1)``, to scatter results back.
 
 For the cached one-position step, :meth:`Layout.step_plan` restates the same "who sees whom" in
@@ -41,7 +42,8 @@ class Layout(nn.Module):
     mask: Tensor
     slot: Tensor
 
-    def __init__(self, grid: tuple[int, int], order: Tensor, query_index: Tensor, memory_index: Tensor):
+    def __init__(self, grid: tuple[int, int], order: Tensor, query_index: Tensor, memory_index: Tensor,
+                 causal: bool = True):
         super().__init__()
         rows, cols = grid
         n = rows * cols
@@ -56,9 +58,12 @@ class Layout(nn.Module):
         rank_pad = torch.cat([rank, torch.tensor([n + 1])])
         q_rank = rank_pad[query_index]  # (nb, lq)
         m_rank = rank_pad[memory_index]  # (nb, lk)
-        mask = m_rank[:, None, :] <= q_rank[:, :, None]  # (nb, lq, lk)
+        # a causal query sees what is generated no later than itself; any other sees the whole grid
+        limit = q_rank if causal else torch.full_like(q_rank, n)
+        mask = m_rank[:, None, :] <= limit[:, :, None]  # (nb, lq, lk)
         # padded query slots are computed and thrown away; let them see everything so no row is empty
         mask |= (query_index == n)[:, :, None]
+        self.full = bool(mask.all())  # every query sees every memory slot: attention needs no mask
 
         flat = query_index.reshape(-1)
         real = flat < n
@@ -155,6 +160,13 @@ def global_causal(grid: tuple[int, int]) -> Layout:
     """Every position attends to every earlier one (one block holding the whole grid)."""
     rows, cols = grid
     return raster_1d(grid, rows * cols, 0)
+
+
+def unmasked(grid: tuple[int, int]) -> Layout:
+    """Every position attends to every position (one block holding the whole grid, no mask)."""
+    rows, cols = grid
+    everything = torch.arange(rows * cols)
+    return Layout(grid, everything, everything[None], everything[None], causal=False)
 
 
 def block_raster_2d(grid: tuple[int, int], query_shape: tuple[int, int], memory_flange: tuple[int, int]) -> Layout:

@@ -1,5 +1,10 @@
 """The training loop: Adam with the Transformer schedule, evaluation in bits/dim, atomic checkpoints,
-data-parallel training (torchrun / DDP), mixed precision, gradient accumulation and weight averages."""
+data-parallel training (torchrun / DDP), mixed precision, gradient accumulation and weight averages;
+and :class:`TrainingRun`, a whole ``image-transformer train`` from the run directory's state to its last file.
+
+What a model is conditioned on travels as ``condition``: class labels (B,) for a class-conditional model,
+the low-resolution images (B, h, w, C) for super-resolution, None otherwise (``model.condition_for``).
+"""
 
 from __future__ import annotations
 
@@ -14,21 +19,23 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import (
-    CHECKPOINT_NAME, CheckpointError, atomic_write, load_weights, model_record, naming, read_checkpoint,
-    save_checkpoint, stale_temporaries,
+    CHECKPOINT_NAME, CheckpointError, PretrainedModel, atomic_write, build_model, describe_os_error, load_weights,
+    model_from_config, model_record, naming, read_checkpoint, save_checkpoint, save_or_rescue, stale_temporaries,
 )
+from .config import ImageTransformerConfig, option
+from .data import ImageData, load_split
+from .images import plot_curve, save_grid
 from .metrics import bits_per_dim, spread
-from .model import ImageTransformer
+from .superres import SuperResolutionTransformer, format_superres_report, superres_report
 
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("rsqrt", "linear", "cosine")
@@ -37,30 +44,36 @@ LOCK_NAME = "train.lock"
 
 @dataclass
 class TrainConfig:
-    steps: int = 300  # the README's few-minute default; real runs pass --steps
-    batch_size: int = 16  # images per optimizer step, over all processes and accumulation steps
-    lr: float = 2e-3  # peak learning rate, reached at the end of warm-up
-    warmup: int = 100  # linear warm-up steps, then decay with 1 / sqrt(step)
-    clip_grad: float = 1.0  # max gradient norm (0 = off)
-    eval_every: int = 100
-    eval_images: int = 200  # held-out images used by the periodic evaluation
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 0  # also keep the last N checkpoints as checkpoint-STEP.pt (for averaging)
-    max_minutes: float = 0.0  # stop (and checkpoint) after this much training time; 0 = no limit
-    seed: int = 0
-    grad_accum: int = 1  # split each step's batch into this many sequential micro-batches
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast; the likelihood itself stays in fp32)
-    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off), e.g. 0.9995
-    # after warm-up: "rsqrt" (the paper's 1/sqrt(step)), or "linear" / "cosine" decay to 0 at the end of the
-    # run, which is at ``steps`` or at ``max_minutes`` of training, whichever comes first
-    schedule: str = "rsqrt"
+    """How a model is trained. The command line's training flags are made from these fields."""
+
+    steps: int = option(300, "total optimizer steps", minimum=1)  # the README's few-minute default
+    batch_size: int = option(16, "images per step", minimum=1)  # over all processes and accumulation steps
+    lr: float = option(2e-3, "peak learning rate after warm-up")
+    warmup: int = option(100, "linear warm-up steps, then the schedule's decay", minimum=0)
+    clip_grad: float = option(1.0, "max gradient norm, 0 = off")
+    eval_every: int = option(100, "steps between evaluations", minimum=1)
+    eval_images: int = option(200, "test images (spread evenly over the split) for the periodic evaluation",
+                              minimum=0)
+    checkpoint_every: int = option(100, "steps between checkpoints", minimum=1)
+    keep_checkpoints: int = option(0, "also keep the last N checkpoints as checkpoint-STEP.pt, for `average`",
+                                   minimum=0)
+    max_minutes: float = option(0.0, "stop after this many minutes of training, 0 = no limit")
+    seed: int = option(0, "seed for initialisation, data order, dropout and samples")
+    grad_accum: int = option(1, "split each step's batch into K sequential micro-batches (same result, less memory)",
+                             minimum=1)
+    precision: str = option("fp32", "fp32, or bf16 autocast (the likelihood itself stays in fp32)",
+                            choices=PRECISIONS)
+    ema: float = option(0.0, "keep an exponential moving average of the weights with this decay, used for "
+                             "evaluation, samples and model/ (e.g. 0.9995; 0 = off)")
+    schedule: str = option("rsqrt", "after warm-up: rsqrt (the paper's 1/sqrt(step) decay), or linear / cosine decay to 0 "
+                                    "at the end of the run: at --steps or at --max-minutes, whichever comes first",
+                           choices=SCHEDULES)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup < 0 or self.keep_checkpoints < 0:
-            raise ValueError("warmup and keep_checkpoints must be >= 0")
+        for f in dataclasses.fields(self):
+            minimum = f.metadata.get("minimum")
+            if minimum is not None and getattr(self, f.name) < minimum:
+                raise ValueError(f"{f.name} must be >= {minimum}, got {getattr(self, f.name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.precision not in PRECISIONS:
@@ -126,8 +139,8 @@ def batch_indices(step: int, num_items: int, batch_size: int, seed: int) -> Tens
 # ----- processes -------------------------------------------------------------------------------------------
 def world() -> tuple[int, int]:
     """(rank, world size) of this process; (0, 1) without torch.distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
 
@@ -135,11 +148,11 @@ def init_distributed(device: str) -> torch.device:
     """Join the process group torchrun describes (gloo on CPU, NCCL on GPU); returns this process's device."""
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = resolve_device(device)
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.distributed.is_initialized():
         if dev.type == "cuda":
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return dev
 
 
@@ -166,12 +179,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 class NegLogLikelihood(nn.Module):
     """Mean negative log-likelihood in nats per sub-pixel: the module DDP and torch.compile wrap."""
 
-    def __init__(self, model: ImageTransformer):
+    def __init__(self, model: PretrainedModel):
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        return -self.model.log_prob(images, labels).mean()
+    def forward(self, images: Tensor, condition: Tensor | None = None) -> Tensor:
+        return -self.model.log_prob(images, condition).mean()
 
 
 class EMA:
@@ -201,9 +214,10 @@ class EMA:
 
 
 @torch.no_grad()
-def evaluate(model: ImageTransformer, images: Tensor, labels: Tensor | None = None, batch_size: int = 64,
+def evaluate(model: PretrainedModel, images: Tensor, condition: Tensor | None = None, batch_size: int = 64,
              progress: bool = False) -> dict[str, float]:
-    """Mean bits/dim over ``images`` (uint8 (N, H, W, C)), in eval mode; shared out over DDP processes."""
+    """Mean bits/dim over ``images`` (uint8 (N, H, W, C)) given ``condition`` (one per image), in eval mode;
+    shared out over DDP processes."""
     rank, size = world()
     was_training = model.training
     model.eval()
@@ -215,13 +229,13 @@ def evaluate(model: ImageTransformer, images: Tensor, labels: Tensor | None = No
         for start in tqdm(starts, disable=not progress or rank != 0, desc="eval", leave=False):
             idx = mine[start : start + batch_size]
             x = images[idx].to(device)
-            y = labels[idx].to(device) if labels is not None else None
+            y = condition[idx].to(device) if condition is not None else None
             bpd = bits_per_dim(model.log_prob(x, y))
             total += torch.stack([bpd.double().sum(), torch.tensor(float(len(x)), device=device)])
     finally:
         model.train(was_training)
     if size > 1:
-        dist.all_reduce(total)
+        torch.distributed.all_reduce(total)
     return {"bits_per_dim": float(total[0] / total[1].clamp(min=1)), "num_images": int(total[1])}
 
 
@@ -333,15 +347,15 @@ class Trainer:
     executes, not what it computes, so they are arguments rather than part of :class:`TrainConfig`.
     """
 
-    def __init__(self, model: ImageTransformer, cfg: TrainConfig, out: str | Path,
-                 train_images: Tensor, train_labels: Tensor | None,
-                 eval_images: Tensor | None = None, eval_labels: Tensor | None = None,
+    def __init__(self, model: PretrainedModel, cfg: TrainConfig, out: str | Path,
+                 train_images: Tensor, train_condition: Tensor | None,
+                 eval_images: Tensor | None = None, eval_condition: Tensor | None = None,
                  run_info: dict[str, Any] | None = None, progress: bool = True,
                  compile: bool = False, tensorboard: bool = False, clock: Callable[[], float] = time.monotonic):
         self.model, self.cfg, self.out = model, cfg, Path(out)
         self.clock = clock  # seconds; the training clock (a benchmark on a shared CPU may pass CPU time)
-        self.train_images, self.train_labels = train_images, train_labels
-        self.eval_images, self.eval_labels = eval_images, eval_labels
+        self.train_images, self.train_condition = train_images, train_condition
+        self.eval_images, self.eval_condition = eval_images, eval_condition
         self.run_info = run_info or {}
         self.rank, self.world = world()
         self.progress = progress and self.rank == 0
@@ -431,7 +445,7 @@ class Trainer:
                                   f"(checkpoint {theirs['model_type']} vs requested {ours['model_type']}): {diff}")
         load_weights(self.model, state["model"], str(self.checkpoint_path))
         if self.ema is not None and state.get("ema") is not None:
-            self.ema.shadow = {k: v.to(self.device) for k, v in state["ema"].items()}
+            self.ema.shadow = {k: v.to(self.device) for k, v in self.model.upgrade_state_dict(state["ema"]).items()}
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -491,10 +505,10 @@ class Trainer:
         assert self.eval_images is not None
         started = self.clock()
         idx = spread(len(self.eval_images), self.cfg.eval_images)
-        labels = self.eval_labels[idx] if self.eval_labels is not None else None
+        condition = self.eval_condition[idx] if self.eval_condition is not None else None
         averaged = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
         with averaged:
-            result = evaluate(self.model, self.eval_images[idx], labels, batch_size=max(self.cfg.batch_size, 32))
+            result = evaluate(self.model, self.eval_images[idx], condition, batch_size=max(self.cfg.batch_size, 32))
         self._eval_seconds += self.clock() - started
         return result
 
@@ -507,7 +521,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for j, micro in enumerate(idx.chunk(cfg.grad_accum)):
             x = self.train_images[micro].to(self.device)
-            y = self.train_labels[micro].to(self.device) if self.train_labels is not None else None
+            y = self.train_condition[micro].to(self.device) if self.train_condition is not None else None
             last = j == cfg.grad_accum - 1
             sync = self.loss.no_sync() if self.world > 1 and not last and hasattr(self.loss, "no_sync") \
                 else contextlib.nullcontext()
@@ -517,7 +531,7 @@ class Trainer:
                 loss.backward()
             total += loss.detach()
         if self.world > 1:
-            dist.all_reduce(total)
+            torch.distributed.all_reduce(total)
             total /= self.world
         loss_value = float(total)
         if not math.isfinite(loss_value):
@@ -556,8 +570,6 @@ class Trainer:
         bar.close()
         self.minutes_before, self._session_start = self.train_minutes, None
         if self.rank == 0 and stop.signum is None and self.log_path.is_file():
-            from .images import plot_curve
-
             plot_curve(self.log_path, self.out / "curve.png")
         if self.writer is not None:
             self.writer.close()
@@ -586,7 +598,7 @@ class Trainer:
             stopping = stop.signum is not None
             if self.world > 1:  # every process stops at the same step
                 flags = torch.tensor([float(out_of_time), float(stopping)], device=self.device)
-                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
                 out_of_time, stopping = bool(flags[0]), bool(flags[1])
                 if stopping and stop.signum is None:  # another process got the signal
                     stop.signum = signal.SIGTERM
@@ -614,3 +626,151 @@ class Trainer:
         except CheckpointError:
             return "none yet"
 
+
+# ----- a whole run ---------------------------------------------------------------------------------------------
+def sample_labels(model: PretrainedModel, n: int, label: int | None) -> tuple[Tensor | None, int | None]:
+    """Labels for a sample grid: one row per class by default, or all ``label``; and the grid width."""
+    num_classes = model.config.num_classes
+    if not num_classes:
+        if label is not None:
+            raise ValueError("--label given but the model is unconditional")
+        return None, None
+    if label is not None:
+        return torch.full((n,), label, dtype=torch.long), None
+    per_class = max(1, n // num_classes)
+    return torch.arange(num_classes).repeat_interleave(per_class), per_class
+
+
+@dataclass
+class TrainingRun:
+    """One ``image-transformer train``: the run directory's state decides fresh, resume or refuse; then the
+    training, and the run's last files: ``model/``, ``eval.json`` and the samples.
+
+    Under torchrun every process makes and calls one; rank 0 writes the files, holding the run's lock. Everything
+    that can be refused (the checkpoint, the data, the configs, the device) is checked before a process group or
+    a model exists.
+    """
+
+    out: Path
+    model_config: Callable[[ImageData], ImageTransformerConfig]  # a fresh run's architecture, from its data
+    data: str = "mnist-slice"  # KIND:PATH (see data.load_dataset); a resumed run reads its own
+    image_size: tuple[int, int] | None = None  # resize folder/celeba images
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig values given (on resume, over the run's own)
+    resume: bool = False
+    overwrite: bool = False  # start afresh over a checkpoint
+    device: str = "cpu"
+    compile: bool = False
+    tensorboard: bool = False
+    progress: bool = True
+    final_eval: bool = True  # bits/dim on the test split -> eval.json
+    final_eval_images: int = 0  # test images for it (spread over the split), 0 = all
+    num_samples: int = 16  # samples.png (superres: superres.png and superres.json), 0 = none
+
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes the run's files (rank 0)."""
+        return int(os.environ.get("RANK", "0")) == 0
+
+    def __call__(self) -> None:
+        """Train and finish; raises :class:`TrainingStopped` when a signal stopped the training."""
+        self.out = Path(self.out)
+        with run_lock(self.out) if self.writer else contextlib.nullcontext():
+            self._prepare()
+            device = init_distributed(self.device)
+            try:
+                self._train_and_finish(device)
+            finally:
+                if torch.distributed.is_initialized():
+                    torch.distributed.destroy_process_group()
+
+    def _prepare(self) -> None:
+        """Resolve fresh vs resume vs refuse; load the data and the configs, and check they fit."""
+        checkpoint = self.out / CHECKPOINT_NAME
+        if self.resume:
+            state = read_checkpoint(checkpoint)
+            info = state.get("run_info", {})
+            self.data, self.image_size = info.get("data", self.data), info.get("image_size") or self.image_size
+            self.train_config = TrainConfig(**{**state["train_config"], **self.train})
+            self.config = build_model(state, str(checkpoint)).config
+        else:
+            if checkpoint.exists() and not self.overwrite:
+                raise ValueError(f"{checkpoint} exists: pass --resume to continue that run, --overwrite to "
+                                 f"start again, or another --out")
+            self.train_config = TrainConfig(**self.train)
+        self.train_data = load_split(self.data, "train", self.image_size)
+        self.test_data = load_split(self.data, "test", self.image_size)
+        if not self.resume:
+            self.config = self.model_config(self.train_data)
+        model_shape = (*self.config.image_size, self.config.channels)
+        for part in (self.train_data, self.test_data):
+            if tuple(part.image_shape) != model_shape:
+                raise ValueError(f"{part.source}: images are {part.image_shape} but the model expects {model_shape}")
+        resolve_device(self.device)
+
+    def _say(self, *args: Any) -> None:
+        if world()[0] == 0:
+            print(*args)
+
+    def _train_and_finish(self, device: torch.device) -> None:
+        cfg, out = self.train_config, self.out
+        rank, size = world()
+        torch.manual_seed(cfg.seed)
+        model = model_from_config(self.config).to(device)
+        train_x, train_labels = self.train_data.tensors()
+        test_x, test_labels = self.test_data.tensors()
+        train_c, test_c = model.condition_for(train_x, train_labels), model.condition_for(test_x, test_labels)
+        info = {"data": self.data, "image_size": list(self.image_size) if self.image_size else None,
+                "train_source": self.train_data.source, "test_source": self.test_data.source}
+        self._say(f"data: {self.train_data.source}: {len(self.train_data)} train, {len(self.test_data)} test images "
+                  f"of {self.train_data.image_shape}")
+        self._say(f"model: {model.num_parameters():,} parameters, {self.config.attention}, {self.config.distribution}, "
+                  f"d={self.config.hidden_size}, {self.config.num_layers} layers; {size} process(es) on {device}")
+        trainer = Trainer(model, cfg, out, train_x, train_c, test_x, test_c, run_info=info, progress=self.progress,
+                          compile=self.compile, tensorboard=self.tensorboard)
+        if self.resume:
+            trainer.resume()
+            self._say(f"resumed {out / CHECKPOINT_NAME} at step {trainer.step}")
+        try:
+            trainer.train()
+        except OSError as e:
+            saved = trainer._saved_step()
+            kept = (f"the checkpoint of step {saved} is kept: continue with `image-transformer train --out {out} "
+                    f"--resume`" if isinstance(saved, int) else "no checkpoint was written")
+            raise ValueError(f"{describe_os_error(e)}; {kept}") from None
+        # evaluation and samples use the weight average when there is one
+        with trainer.ema.applied(model) if trainer.ema is not None else contextlib.nullcontext():
+            if rank == 0:
+                model.save_pretrained(out / "model")
+            if self.final_eval:
+                self._evaluate(trainer, test_x, test_c)
+            if self.num_samples and rank == 0:
+                self._write_samples(model, test_x, test_c, train_x)
+
+    def _evaluate(self, trainer: Trainer, test_x: Tensor, test_c: Tensor | None) -> None:
+        """Bits/dim on the test split (all processes share the work) -> eval.json."""
+        minutes = trainer.train_minutes  # over all sessions of the run
+        idx = spread(len(test_x), self.final_eval_images)
+        result = evaluate(trainer.model, test_x[idx], test_c[idx] if test_c is not None else None,
+                          progress=self.progress)
+        result.update(step=trainer.step, train_minutes=round(minutes, 2), data=self.test_data.source,
+                      weights="ema" if trainer.ema is not None else "last")
+        if world()[0] == 0:
+            text = json.dumps(result, indent=2) + "\n"
+            save_or_rescue(self.out / "eval.json", lambda p: p.write_text(text))
+        self._say(f"test bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images "
+                  f"(step {trainer.step}, {minutes:.1f} min of training) -> {self.out / 'eval.json'}")
+
+    def _write_samples(self, model: PretrainedModel, test_x: Tensor, test_c: Tensor | None, train_x: Tensor) -> None:
+        """samples.png; for super-resolution, the paper's report on held-out inputs (superres.png, .json)."""
+        seed = self.train_config.seed
+        if isinstance(model, SuperResolutionTransformer):
+            report = superres_report(model, test_x, test_c, train_x, self.out, self.num_samples, seed,
+                                     progress=self.progress)
+            self._say(format_superres_report(report))
+            return
+        labels, nrow = sample_labels(model, self.num_samples, None)
+        n = len(labels) if labels is not None else self.num_samples
+        samples = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(seed),
+                               progress=self.progress)
+        path = save_or_rescue(self.out / "samples.png", lambda p: save_grid(samples, p, nrow=nrow, scale=2))
+        self._say(f"samples: {path}")
