@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from image_transformer import ImageTransformer
 from image_transformer.config import PRESETS, preset
-from image_transformer.train import NegLogLikelihood, Trainer, TrainConfig
+from image_transformer.train import NegLogLikelihood, Trainer, TrainConfig, batch_indices
 
 # (name, preset, overrides, batch): the families the sweep chooses from, at the sizes it trains
 MODELS = [
@@ -89,6 +89,15 @@ def step_flops(trainer: Trainer) -> int:
     return counter.get_total_flops()
 
 
+def feeding_seconds(trainer: Trainer, steps: int = 50) -> float:
+    """Seconds per step that the trainer spends choosing and copying its batch (the data stay in memory)."""
+    t0 = time.perf_counter()
+    for step in range(steps):
+        idx = batch_indices(step, len(trainer.train_images), trainer.cfg.batch_size, trainer.cfg.seed)
+        trainer.train_images[idx].contiguous()
+    return (time.perf_counter() - t0) / steps
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
@@ -140,6 +149,10 @@ def main() -> None:
                     trainer._train_step()
                 times.append((time.perf_counter() - t0) / args.steps)
 
+    print("\ndata feeding (batch indices and the copy of the batch, per step), against the fastest training step of that model:")
+    for label, batch, precision, compiled, trainer, _, times in runs[:: max(1, len(runs) // len(models))]:
+        feed = feeding_seconds(trainer)
+        print(f"  {label:26} {feed * 1e3:8.3f} ms/step = {feed / min(times):.3%} of a step")
     print(f"\nmatmul ceiling ({args.matmul_size}x{args.matmul_size}), GFLOP/s, median [min - max]:")
     for precision, xs in ceiling.items():
         print(f"  {precision}: {med(xs)}")

@@ -109,7 +109,8 @@ class ImageTransformerConfig:
     distribution: str = option("categorical", "categorical (256-way softmax) | dmol (discretized logistic mixture)")
     num_mixtures: int = option(10, "dmol: mixture components")
     num_classes: int = option(0, "> 0: class-conditional")
-    norm: str = option("post", "post: the paper's post-layer-norm blocks | pre: pre-layer-norm (stable at higher lr)")
+    norm: str = option("post", "post: the paper's post-layer-norm blocks | pre: pre-layer-norm (stable at higher lr)",
+                       choices=NORMS)
 
     def __post_init__(self) -> None:
         problems = field_type_problems(self) or self.problems()
