@@ -29,7 +29,7 @@ def test_train_eval_sample_complete_resume(tiny_mnist, tmp_path, capsys):
     assert "test bits/dim" in text
     result = json.loads((out / "eval.json").read_text())
     assert result["num_images"] == 12 and 0 < result["bits_per_dim"] < 9
-    assert (out / "samples.png").is_file() and (out / "model" / "weights.safetensors").is_file()
+    assert (out / "samples.png").is_file() and (out / "model" / "model.safetensors").is_file()
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [2, 3]
 
     assert run("train", *common, "--steps", 5, "--resume") == 0
