@@ -65,7 +65,7 @@ def test_errors_are_clear_and_exit_2(tiny_mnist, tmp_path, capsys):
     assert run("train", "--preset", "nope", "--data", f"mnist:{tiny_mnist}", "--out", tmp_path / "x") == 2
     assert "unknown preset" in capsys.readouterr().err
     assert run("sample", tmp_path / "missing") == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "missing: no such file or folder" in capsys.readouterr().err
     assert not (tmp_path / "x" / "checkpoint.pt").exists()
 
 

@@ -24,6 +24,7 @@ as the Hub's own loaders take it), downloaded into the Hub's cache by ``huggingf
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,9 @@ def resolve(name_or_path: str | Path, *, repo_id: bool = False, **hub: Any) -> P
     if repo_id and _is_repo_id(text):
         return hub_download(text, **hub)
     hint = f" (for a Hub repo, write {HUB_PREFIX}{text})" if _is_repo_id(text) else ""
-    raise UnknownModel(f"{text}: no such file or folder, and not the name of a shipped model{hint}; {names_text()}")
+    if os.sep in text or text.startswith((".", "~")):  # a path, not a name
+        raise UnknownModel(f"{text}: no such file or folder{hint}")
+    raise UnknownModel(f"{text}: no such file or folder, and not the name of a shipped model; {names_text()}")
 
 
 def is_named(name_or_path: str | Path) -> bool:
