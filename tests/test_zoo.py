@@ -356,3 +356,30 @@ def test_complete_and_upscale_take_images_from_a_data_spec(in_zoo, tmp_path, cap
     assert "give image files (--input) or a data set (--data" in capsys.readouterr().err
     assert run("complete", "digits", "--data", "mnist-slice", "--index", 0, "--rows", 3, "-o", out) == 2
     assert "the data is 28x28 but image size 6x6 was requested" in capsys.readouterr().err
+
+
+def test_push_to_hub_uploads_the_saved_folder(monkeypatch):
+    """push_to_hub (the Hub's mixin) uploads what save_pretrained writes; the Hub's client is replaced here, so
+    nothing leaves the machine."""
+    import huggingface_hub.hub_mixin
+
+    uploaded = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            return type("Repo", (), {"repo_id": repo_id})
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            uploaded.update(repo_id=repo_id, files=sorted(p.name for p in Path(folder_path).iterdir()),
+                            config=json.loads((Path(folder_path) / "config.json").read_text()))
+            return "https://huggingface.co/someone/tiny/commit/0"
+
+    monkeypatch.setattr(huggingface_hub.hub_mixin, "HfApi", FakeApi)
+    model = ImageTransformer.from_pretrained(OLD / "pretrained")
+    model.push_to_hub("someone/tiny")
+    assert uploaded["repo_id"] == "someone/tiny"
+    assert uploaded["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert uploaded["config"]["model_type"] == "ImageTransformer"
