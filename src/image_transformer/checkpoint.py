@@ -124,7 +124,7 @@ class PretrainedModel(nn.Module, ModelHubMixin, library_name="image-transformer"
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, map_location: str | torch.device = "cpu", *,
                         revision: str | None = None, cache_dir: str | Path | None = None,
                         local_files_only: bool = False, token: str | bool | None = None,
-                        force_download: bool = False, **kwargs: Any) -> "PretrainedModel":
+                        force_download: bool = False) -> "PretrainedModel":
         """Load a model (in eval mode) from the name of a shipped model (``"mnist"``, see
         ``image-transformer models``), a folder written by ``save_pretrained`` (either layout), or a Hub repo id
         (``"user/name"``, downloaded into the Hub's cache; ``HF_HUB_OFFLINE=1`` or ``local_files_only`` read

@@ -194,27 +194,25 @@ def _trained_on(name: str) -> str:
     return f" (its card: trained on {spec})" if spec else ""
 
 
-def _pick_images(args: argparse.Namespace, model: Any, shape: tuple[int, int, int]
-                 ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
-    """The images a command works on, uint8 (N, H, W, C) of ``shape``: image files (``--input``), or
-    ``--index`` images of a data split (``--data``); their labels when the data has some; whether they came
-    from data at the model's full size."""
+def _pick_images(args: argparse.Namespace, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The images a command works on, uint8 (N, H, W, C) of ``shape``: image files (``--input``), or the
+    ``--index`` images of a data split (``--data``, resized to ``shape`` where the kind allows); and their labels
+    when the data has some."""
     if bool(args.input) == bool(args.data):
         raise ValueError("give image files (--input) or a data set (--data KIND:PATH --index I ...), one of them")
     if args.input:
-        return torch.stack([read_image(p, shape) for p in args.input]), None, False
-    size = parse_size(args.image_size) if args.image_size else tuple(model.image_shape[:2])
+        return torch.stack([read_image(p, shape) for p in args.input]), None
+    size = parse_size(args.image_size) if args.image_size else tuple(shape[:2])
     data = load_split(args.data, args.split, size)
     images, labels = data.tensors()
-    if tuple(images.shape[1:]) != tuple(model.image_shape):
-        raise ValueError(f"{data.source}: images are {tuple(images.shape[1:])}, the model's are "
-                         f"{tuple(model.image_shape)}")
+    if tuple(images.shape[1:]) != tuple(shape):
+        raise ValueError(f"{data.source}: images are {tuple(images.shape[1:])}, the model's are {tuple(shape)}")
     bad = [i for i in args.index if i >= len(images)]
     if bad:
         raise ValueError(f"--index {bad[0]}: the {args.split} split of {data.source} holds {len(images)} images "
                          f"(indices 0..{len(images) - 1})")
     idx = torch.tensor(args.index, dtype=torch.long)
-    return images[idx], labels[idx] if labels is not None else None, True
+    return images[idx], labels[idx] if labels is not None else None
 
 
 def _grid_output(args: argparse.Namespace) -> None:
@@ -251,7 +249,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_complete(args: argparse.Namespace) -> int:
     _grid_output(args)
     model = _load_generator(args.checkpoint)
-    originals, data_labels, _ = _pick_images(args, model, model.image_shape)
+    originals, data_labels = _pick_images(args, model.image_shape)
     model.known_prefix(args.rows)  # fail early with the allowed row counts
     if model.config.num_classes and args.label is None and data_labels is None:
         raise ValueError("the model is class-conditional: pass --label")
@@ -276,22 +274,48 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if not isinstance(model, SuperResolutionTransformer):
         raise ValueError(f"{args.checkpoint}: not a super-resolution model")
     if args.input:
-        lows, originals = _pick_images(args, model, model.input_shape)[0], None
+        lows, originals = _pick_images(args, model.input_shape)[0], None
     else:  # full-size images from a data set, downsampled as in training; the originals end each row
-        originals = _pick_images(args, model, model.image_shape)[0]
+        originals = _pick_images(args, model.image_shape)[0]
         lows = area_downsample(originals, model.config.input_size)
     gen = torch.Generator().manual_seed(args.seed)
     factor = tuple(int(f) for f in model.config.scale)
     rows = []
     for i, low in enumerate(lows):
         samples = model.sample(_repeat(low, args.num), temperature=args.temperature, generator=gen, progress=True)
-        rows.append(torch.cat([enlarge(low, factor)[None], samples, *([originals[i][None]] if originals is not None
-                                                                       else [])]))
+        row = [enlarge(low, factor)[None], samples]
+        if originals is not None:
+            row.append(originals[i][None])
+        rows.append(torch.cat(row))
     width = args.num + (2 if originals is not None else 1)
     path = _write_grid(args, torch.cat(rows), width)
     last = ", original" if originals is not None else ""
     print(f"upscaled (each row: input enlarged, {args.num} samples at temperature {args.temperature}{last}) -> {path}")
     return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """The shipped models, or one model's card."""
+    if args.name:
+        print(zoo.card_text(args.name), end="")
+        return 0
+    rows = zoo.listing()
+    if not rows:
+        print(f"No trained models are installed yet: {zoo.SHIPPED} holds none.\n"
+              f"{zoo.HOW_TO_TRAIN.format(folder=zoo.SHIPPED)}.\nUntil then, train your own: "
+              f"`image-transformer train` (about 4 minutes), then `image-transformer sample runs/mnist-tiny`.")
+        return 0
+    print(f"{'name':16s} {'model':28s} {'data':36s} {'parameters':>11s} {'size':>8s} {'test bits/dim':>22s}")
+    for row in rows:
+        if row["problems"]:
+            print(f"{row['name']:16s} INCOMPLETE: {'; '.join(row['problems'])}")
+            continue
+        bpd = f"{row['test_bits_per_dim']:.4f} ({row['test_images']:,} img)"
+        print(f"{row['name']:16s} {row['model_type']:28s} {str(row['data'])[:36]:36s} {row['parameters']:>11,d} "
+              f"{row['size_bytes'] / 1e6:>6.2f}MB {bpd:>22s}")
+    print("`image-transformer models NAME` prints a model's card; use a name wherever a run folder is accepted, "
+          "e.g. `image-transformer sample NAME -n 16`.")
+    return 1 if any(row["problems"] for row in rows) else 0
 
 
 def _report_coding(size: int, model: ImageTransformer, images: torch.Tensor, labels: torch.Tensor | None) -> str:
@@ -369,30 +393,6 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     print(f"decompressed {len(images)} images in {seconds:.1f} s ({len(images) / seconds:.2f} images/s) -> {folder}")
     print(_report_coding(len(stream), model, images, labels))
     return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    """The shipped models, or one model's card."""
-    if args.name:
-        print(zoo.card_text(args.name), end="")
-        return 0
-    rows = zoo.listing()
-    if not rows:
-        print(f"No trained models are installed yet: {zoo.SHIPPED} holds none.\n"
-              f"{zoo.HOW_TO_TRAIN.format(folder=zoo.SHIPPED)}.\nUntil then, train your own: "
-              f"`image-transformer train` (about 4 minutes), then `image-transformer sample runs/mnist-tiny`.")
-        return 0
-    print(f"{'name':16s} {'model':28s} {'data':36s} {'parameters':>11s} {'size':>8s} {'test bits/dim':>22s}")
-    for row in rows:
-        if row["problems"]:
-            print(f"{row['name']:16s} INCOMPLETE: {'; '.join(row['problems'])}")
-            continue
-        bpd = f"{row['test_bits_per_dim']:.4f} ({row['test_images']:,} img)"
-        print(f"{row['name']:16s} {row['model_type']:28s} {str(row['data'])[:36]:36s} {row['parameters']:>11,d} "
-              f"{row['size_bytes'] / 1e6:>6.2f}MB {bpd:>22s}")
-    print("`image-transformer models NAME` prints a model's card; use a name wherever a run folder is accepted, "
-          "e.g. `image-transformer sample NAME -n 16`.")
-    return 1 if any(row["problems"] for row in rows) else 0
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -557,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("-n", "--num", type=POSITIVE, default=4, help="samples per input")
     u.add_argument("-o", "--output", default="upscaled.png", help="PNG file")
 
+    m = command("models", "list the trained models shipped with the package, or print one's card", cmd_models)
+    m.add_argument("name", nargs="?", help="a shipped model: print its card (README.md)")
+
     cp = command("compress", "store images losslessly, entropy-coded with a model's probabilities", cmd_compress,
                  checkpoint, split, threads)
     cp.add_argument("images", nargs="*", help="image files of the model's size (PNG, JPEG, any Pillow image)")
@@ -576,8 +579,6 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("-o", "--output", required=True, help="pretrained directory to write (config.json + weights)")
 
     command("presets", "list the architecture presets", cmd_presets)
-    m = command("models", "list the trained models shipped with the package, or print one's card", cmd_models)
-    m.add_argument("name", nargs="?", help="a shipped model: print its card (README.md)")
     return p
 
 
