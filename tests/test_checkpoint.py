@@ -44,8 +44,8 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
     with pytest.raises(CheckpointError, match="config.json: not found"):
         ImageTransformer.from_pretrained(tmp_path)
     tiny().save_pretrained(tmp_path / "m")
-    (tmp_path / "m" / "weights.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="weights.safetensors"):
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
         ImageTransformer.from_pretrained(tmp_path / "m")
     (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="c.pt: unreadable"):
@@ -90,7 +90,7 @@ def test_written_files_get_the_umask_mode(tmp_path, umask, mode):
         model.save_pretrained(tmp_path / "model")
     finally:
         os.umask(old)
-    for path in (tmp_path / "checkpoint.pt", tmp_path / "model" / "weights.safetensors",
+    for path in (tmp_path / "checkpoint.pt", tmp_path / "model" / "model.safetensors",
                  tmp_path / "model" / "config.json"):
         assert stat.S_IMODE(path.stat().st_mode) == mode, path
 

@@ -29,7 +29,7 @@ def test_train_eval_sample_complete_resume(tiny_mnist, tmp_path, capsys):
     assert "test bits/dim" in text
     result = json.loads((out / "eval.json").read_text())
     assert result["num_images"] == 12 and 0 < result["bits_per_dim"] < 9
-    assert (out / "samples.png").is_file() and (out / "model" / "weights.safetensors").is_file()
+    assert (out / "samples.png").is_file() and (out / "model" / "model.safetensors").is_file()
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [2, 3]
 
     assert run("train", *common, "--steps", 5, "--resume") == 0
@@ -65,7 +65,7 @@ def test_errors_are_clear_and_exit_2(tiny_mnist, tmp_path, capsys):
     assert run("train", "--preset", "nope", "--data", f"mnist:{tiny_mnist}", "--out", tmp_path / "x") == 2
     assert "unknown preset" in capsys.readouterr().err
     assert run("sample", tmp_path / "missing") == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "missing: no such file or folder" in capsys.readouterr().err
     assert not (tmp_path / "x" / "checkpoint.pt").exists()
 
 

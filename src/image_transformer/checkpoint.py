@@ -1,7 +1,10 @@
 """Files: atomic training checkpoints, pretrained directories, loading either by path, and the models files name.
 
 Every :class:`PretrainedModel` subclass is registered under its class name, the ``model_type`` that files
-record, so this module reads any model without importing the modules that define them.
+record, so this module reads any model without importing the modules that define them. A pretrained directory
+follows the Hugging Face Hub's layout (``config.json`` + ``model.safetensors`` + ``README.md``, through
+``huggingface_hub.ModelHubMixin``); directories written before that (``weights.safetensors``) still load.
+Names of shipped models and Hub repo ids are resolved to directories by :mod:`image_transformer.zoo`.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 import safetensors.torch
+from huggingface_hub import ModelCard, ModelHubMixin
 from safetensors import SafetensorError
 from torch import nn
 
+from .zoo import CHECKPOINT_NAME, CONFIG_NAME, OLD_WEIGHTS_NAME, WEIGHTS_NAME, is_pretrained_dir, resolve
+
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.pt"
 TEMP_SUFFIX = ".tmp"
+PAPER_URL = "https://arxiv.org/abs/1802.05751"
 
 
 class CheckpointError(ValueError):
@@ -81,9 +87,15 @@ def stale_temporaries(folder: str | Path, name: str) -> list[Path]:
 MODEL_TYPES: dict[str, type["PretrainedModel"]] = {}  # model_type (the class name) -> class
 
 
-class PretrainedModel(nn.Module):
+class PretrainedModel(nn.Module, ModelHubMixin, library_name="image-transformer", paper_url=PAPER_URL,
+                      tags=["image-transformer", "autoregressive", "pytorch"]):
     """A model that files know by name: ``config`` (a ``config_class``) rebuilds it, ``save_pretrained`` and
-    ``from_pretrained`` write and read it. Subclasses are registered in :data:`MODEL_TYPES` as they are defined."""
+    ``from_pretrained`` write and read it. Subclasses are registered in :data:`MODEL_TYPES` as they are defined.
+
+    The Hub's conventions come from ``huggingface_hub.ModelHubMixin``: ``save_pretrained(dir)`` writes
+    ``config.json``, ``model.safetensors`` and a ``README.md`` model card (kept if one is there), ``push_to_hub``
+    uploads that folder, and ``from_pretrained`` reads a shipped model's name, a local folder or a Hub repo id.
+    """
 
     config_class: ClassVar[type]
     config: Any
@@ -100,14 +112,46 @@ class PretrainedModel(nn.Module):
         """Weights saved by an earlier version, renamed to this one's parameter names (none to rename here)."""
         return state
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` and ``weights.safetensors`` to ``directory``."""
-        save_pretrained(self, directory)
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The mixin's hook: ``config.json`` + ``model.safetensors`` (``save_pretrained`` adds the card)."""
+        save_pretrained(self, save_directory)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The ``README.md`` that ``save_pretrained`` writes when the folder has none: Hub metadata and how to load."""
+        return ModelCard(default_card(self))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "PretrainedModel":
-        """Load a model written by ``save_pretrained``."""
-        return load_pretrained(cls, directory, map_location)
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, map_location: str | torch.device = "cpu", *,
+                        revision: str | None = None, cache_dir: str | Path | None = None,
+                        local_files_only: bool = False, token: str | bool | None = None,
+                        force_download: bool = False) -> "PretrainedModel":
+        """Load a model (in eval mode) from the name of a shipped model (``"mnist"``, see
+        ``image-transformer models``), a folder written by ``save_pretrained`` (either layout), or a Hub repo id
+        (``"user/name"``, downloaded into the Hub's cache; ``HF_HUB_OFFLINE=1`` or ``local_files_only`` read
+        only the cache). On this class, any model type; on a subclass, that type only."""
+        folder = resolve(pretrained_model_name_or_path, repo_id=True, revision=revision, cache_dir=cache_dir,
+                         local_files_only=local_files_only, token=token, force_download=force_download)
+        return load_pretrained(None if cls is PretrainedModel else cls, folder, map_location)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: str | Path | None = None,
+                         force_download: bool = False, local_files_only: bool = False,
+                         token: str | bool | None = None, map_location: str | torch.device = "cpu",
+                         **kwargs: Any) -> "PretrainedModel":
+        """The mixin's hook, for code that calls it directly: the same as :meth:`from_pretrained`."""
+        return cls.from_pretrained(model_id, map_location, revision=revision, cache_dir=cache_dir,
+                                   local_files_only=local_files_only, token=token, force_download=force_download)
+
+
+def default_card(model: "PretrainedModel") -> str:
+    """A minimal model card: the Hub's metadata header and how to load the folder (shipped models get a full one)."""
+    kind = type(model).__name__
+    pipeline = "image-to-image" if kind == "SuperResolutionTransformer" else "unconditional-image-generation"
+    return (f"---\nlibrary_name: image-transformer\npipeline_tag: {pipeline}\n"
+            f"tags:\n- image-transformer\n- autoregressive\n- pytorch\n---\n\n"
+            f"# {kind}\n\nAn Image Transformer ({PAPER_URL}) with {model.num_parameters():,} parameters, written by "
+            f"`save_pretrained` of the `image-transformer` library. Load it with\n\n```python\n"
+            f"from image_transformer import {kind}\nmodel = {kind}.from_pretrained(\"path/to/this/folder\")\n```\n")
 
 
 def model_record(model: PretrainedModel) -> dict[str, Any]:
@@ -141,6 +185,8 @@ def load_weights(model: PretrainedModel, state: dict[str, torch.Tensor], source:
     mismatches."""
     state = model.upgrade_state_dict(state)
     own = model.state_dict()
+    # weights stored in half precision (shipped models) come back in the model's own precision
+    state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in state.items()}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -158,28 +204,48 @@ def load_weights(model: PretrainedModel, state: dict[str, torch.Tensor], source:
     model.load_state_dict(state)
 
 
-def save_pretrained(model: PretrainedModel, directory: str | Path) -> None:
-    """``config.json`` + ``weights.safetensors``."""
+def save_weights(model: PretrainedModel, path: str | Path, dtype: torch.dtype | None = None) -> None:
+    """The model's weights as a safetensors file (atomically); ``dtype`` stores floating-point ones in, e.g.,
+    half precision (loading restores the model's own)."""
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+             for k, v in model.state_dict().items()}
+    data = safetensors.torch.save(state, metadata={"format": "pt"})  # "pt": what the Hub's loaders look for
+    atomic_write(path, lambda f: f.write(data))
+
+
+def save_pretrained(model: PretrainedModel, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+    """``config.json`` + ``model.safetensors`` (a ``weights.safetensors`` of the old layout is removed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(directory / "weights.safetensors", lambda f: f.write(safetensors.torch.save(state)))
+    save_weights(model, directory / WEIGHTS_NAME, dtype)
+    (directory / OLD_WEIGHTS_NAME).unlink(missing_ok=True)
     text = json.dumps(model_record(model), indent=2) + "\n"
-    atomic_write(directory / "config.json", lambda f: f.write(text.encode()))
+    atomic_write(directory / CONFIG_NAME, lambda f: f.write(text.encode()))
+
+
+def weights_file(directory: str | Path) -> Path:
+    """A pretrained directory's weights: ``model.safetensors``, or ``weights.safetensors`` in a folder written
+    before issue 15."""
+    directory = Path(directory)
+    new, old = directory / WEIGHTS_NAME, directory / OLD_WEIGHTS_NAME
+    return old if old.is_file() and not new.is_file() else new
 
 
 def load_pretrained(cls: type | None, directory: str | Path,
                     map_location: str | torch.device = "cpu") -> PretrainedModel:
     """Load a ``save_pretrained`` directory; ``cls`` (if given) must match the stored model type."""
     directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / "weights.safetensors"
+    config_path, weights_path = directory / CONFIG_NAME, weights_file(directory)
     for p in (config_path, weights_path):
         if not p.is_file():
-            raise CheckpointError(f"{p}: not found (a pretrained directory holds config.json and weights.safetensors)")
+            raise CheckpointError(f"{p}: not found (a pretrained directory holds {CONFIG_NAME} and {WEIGHTS_NAME}, "
+                                  f"or {OLD_WEIGHTS_NAME} when written before version 0.2)")
     try:
         record = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{config_path}: not an image-transformer config (a JSON object is expected)")
     if cls is not None and record.get("model_type") != cls.__name__:
         raise CheckpointError(f"{config_path}: holds a model of type {record.get('model_type')!r}, not {cls.__name__}")
     model = build_model(record, str(config_path))
@@ -188,7 +254,7 @@ def load_pretrained(cls: type | None, directory: str | Path,
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights_path}: unreadable safetensors file ({e})") from None
     load_weights(model, state, str(weights_path))
-    return model.eval()
+    return model.to(map_location).eval()
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -224,18 +290,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: bool = True) -> PretrainedModel:
-    """A model (in eval mode) from a run directory, a training checkpoint file, or a pretrained directory.
+    """A model (in eval mode) from a run directory, a training checkpoint file, a pretrained directory, the name
+    of a shipped model (``image-transformer models``) or ``hf-hub:USER/NAME`` (a Hub repo).
 
     With ``ema`` and a checkpoint that holds an exponential moving average, the averaged weights are used.
     """
-    path = Path(path)
+    path = resolve(path)
     if path.is_dir():
-        if (path / "config.json").is_file():
+        if is_pretrained_dir(path):
             return load_pretrained(None, path, map_location)
         if (path / CHECKPOINT_NAME).is_file():
             path = path / CHECKPOINT_NAME
         else:
-            raise CheckpointError(f"{path}: holds neither {CHECKPOINT_NAME} nor config.json + weights.safetensors")
+            raise CheckpointError(f"{path}: holds neither {CHECKPOINT_NAME} nor {CONFIG_NAME} + {WEIGHTS_NAME}")
     state = read_checkpoint(path)
     model = build_model(state, str(path))
     weights = state["ema"] if ema and state.get("ema") is not None else state["model"]

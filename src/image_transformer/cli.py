@@ -18,14 +18,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import codec
+from . import codec, zoo
 from .checkpoint import (
     CHECKPOINT_NAME, CheckpointError, average_checkpoints, describe_os_error, load_model, read_checkpoint,
     save_or_rescue,
 )
 from .config import PRESETS, ImageTransformerConfig, parse_size
 from .data import DATASET_KINDS, ImageData, load_split
-from .images import enlarge, image_format, read_image, save_grid, save_image
+from .images import area_downsample, enlarge, image_format, read_image, save_grid, save_image
 from .metrics import spread
 from .model import ImageTransformer
 from .superres import SuperResolutionConfig, SuperResolutionTransformer, format_superres_report, superres_report
@@ -33,7 +33,8 @@ from .train import TrainConfig, TrainingRun, TrainingStopped, evaluate, sample_l
 
 DEFAULT_DATA = "mnist-slice"
 DEFAULT_PRESET = "mnist-tiny"
-CHECKPOINT_HELP = "run directory, checkpoint.pt, or save_pretrained directory"
+CHECKPOINT_HELP = ("a shipped model's name (see `image-transformer models`), a run directory, checkpoint.pt, a "
+                   "save_pretrained directory, or hf-hub:USER/NAME (a Hugging Face Hub repo)")
 DATA_FIELDS = ("image_size", "channels", "num_classes")  # model fields the data decides, not a flag
 SIZE_FIELDS = ("image_size", "query_shape", "memory_flange", "input_size")  # given as HxW text
 
@@ -150,18 +151,20 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    base = Path(args.checkpoint)
-    folder = base if base.is_dir() else base.parent
-    out = _check_output(args.output if args.output else folder / f"eval-{args.split}.json")
+    base, named = Path(args.checkpoint), zoo.is_named(args.checkpoint)
+    # results go beside a checkpoint; for a model given by name (whose folder is not ours), here
+    folder = Path(".") if named else base if base.is_dir() else base.parent
+    default = f"eval-{base.name}-{args.split}.json" if named else f"eval-{args.split}.json"
+    out = _check_output(args.output if args.output else folder / default)
     model = load_model(args.checkpoint)
     spec, image_size = args.data, parse_size(args.image_size) if args.image_size else None
     if spec is None:
-        path = Path(args.checkpoint)
-        path = path / CHECKPOINT_NAME if path.is_dir() else path
-        info = read_checkpoint(path).get("run_info", {}) if path.is_file() else {}
+        path = base / CHECKPOINT_NAME if base.is_dir() else base
+        info = read_checkpoint(path).get("run_info", {}) if path.is_file() and not named else {}
         spec, image_size = info.get("data"), image_size or info.get("image_size")
         if spec is None:
-            raise ValueError(f"{args.checkpoint}: no data recorded in the checkpoint; pass --data KIND:PATH")
+            trained_on = _trained_on(args.checkpoint)
+            raise ValueError(f"{args.checkpoint}: no data recorded with the model{trained_on}; pass --data KIND:PATH")
     data = load_split(spec, args.split, tuple(image_size) if image_size else None)
     x, labels = data.tensors()
     idx = spread(len(x), args.limit)
@@ -181,6 +184,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2) + "\n"
     print(f"wrote {save_or_rescue(out, lambda p: p.write_text(text))}")
     return 0
+
+
+def _trained_on(name: str) -> str:
+    """For a shipped model's name, ' (its card: trained on SPEC)'; else ''."""
+    if not zoo.is_named(name) or name not in zoo.shipped_names():
+        return ""
+    spec = zoo.read_card(zoo.shipped_folder(name)).get("data", {}).get("spec")
+    return f" (its card: trained on {spec})" if spec else ""
+
+
+def _pick_images(args: argparse.Namespace, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The images a command works on, uint8 (N, H, W, C) of ``shape``: image files (``--input``), or the
+    ``--index`` images of a data split (``--data``, resized to ``shape`` where the kind allows); and their labels
+    when the data has some."""
+    if bool(args.input) == bool(args.data):
+        raise ValueError("give image files (--input) or a data set (--data KIND:PATH --index I ...), one of them")
+    if args.input:
+        return torch.stack([read_image(p, shape) for p in args.input]), None
+    size = parse_size(args.image_size) if args.image_size else tuple(shape[:2])
+    data = load_split(args.data, args.split, size)
+    images, labels = data.tensors()
+    if tuple(images.shape[1:]) != tuple(shape):
+        raise ValueError(f"{data.source}: images are {tuple(images.shape[1:])}, the model's are {tuple(shape)}")
+    bad = [i for i in args.index if i >= len(images)]
+    if bad:
+        raise ValueError(f"--index {bad[0]}: the {args.split} split of {data.source} holds {len(images)} images "
+                         f"(indices 0..{len(images) - 1})")
+    idx = torch.tensor(args.index, dtype=torch.long)
+    return images[idx], labels[idx] if labels is not None else None
 
 
 def _grid_output(args: argparse.Namespace) -> None:
@@ -217,14 +249,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_complete(args: argparse.Namespace) -> int:
     _grid_output(args)
     model = _load_generator(args.checkpoint)
-    originals = torch.stack([read_image(p, model.image_shape) for p in args.input])
+    originals, data_labels = _pick_images(args, model.image_shape)
     model.known_prefix(args.rows)  # fail early with the allowed row counts
-    if model.config.num_classes and args.label is None:
+    if model.config.num_classes and args.label is None and data_labels is None:
         raise ValueError("the model is class-conditional: pass --label")
-    labels = sample_labels(model, args.num, args.label)[0] if args.label is not None else None
     gen = torch.Generator().manual_seed(args.seed)
     rows = []
-    for original in originals:
+    for i, original in enumerate(originals):
+        label = args.label if args.label is not None or not model.config.num_classes else int(data_labels[i])
+        labels = sample_labels(model, args.num, label)[0] if label is not None else None
         completions = model.complete(_repeat(original, args.num), args.rows, labels=labels,
                                      temperature=args.temperature, generator=gen, progress=True)
         blanked = original.clone()
@@ -240,16 +273,49 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint)
     if not isinstance(model, SuperResolutionTransformer):
         raise ValueError(f"{args.checkpoint}: not a super-resolution model")
-    lows = torch.stack([read_image(p, model.input_shape) for p in args.input])
+    if args.input:
+        lows, originals = _pick_images(args, model.input_shape)[0], None
+    else:  # full-size images from a data set, downsampled as in training; the originals end each row
+        originals = _pick_images(args, model.image_shape)[0]
+        lows = area_downsample(originals, model.config.input_size)
     gen = torch.Generator().manual_seed(args.seed)
     factor = tuple(int(f) for f in model.config.scale)
     rows = []
-    for low in lows:
+    for i, low in enumerate(lows):
         samples = model.sample(_repeat(low, args.num), temperature=args.temperature, generator=gen, progress=True)
-        rows.append(torch.cat([enlarge(low, factor)[None], samples]))
-    path = _write_grid(args, torch.cat(rows), args.num + 1)
-    print(f"upscaled (each row: input enlarged, {args.num} samples at temperature {args.temperature}) -> {path}")
+        row = [enlarge(low, factor)[None], samples]
+        if originals is not None:
+            row.append(originals[i][None])
+        rows.append(torch.cat(row))
+    width = args.num + (2 if originals is not None else 1)
+    path = _write_grid(args, torch.cat(rows), width)
+    last = ", original" if originals is not None else ""
+    print(f"upscaled (each row: input enlarged, {args.num} samples at temperature {args.temperature}{last}) -> {path}")
     return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """The shipped models, or one model's card."""
+    if args.name:
+        print(zoo.card_text(args.name), end="")
+        return 0
+    rows = zoo.listing()
+    if not rows:
+        print(f"No trained models are installed yet: {zoo.SHIPPED} holds none.\n"
+              f"{zoo.HOW_TO_TRAIN.format(folder=zoo.SHIPPED)}.\nUntil then, train your own: "
+              f"`image-transformer train` (about 4 minutes), then `image-transformer sample runs/mnist-tiny`.")
+        return 0
+    print(f"{'name':16s} {'model':28s} {'data':36s} {'parameters':>11s} {'size':>8s} {'test bits/dim':>22s}")
+    for row in rows:
+        if row["problems"]:
+            print(f"{row['name']:16s} INCOMPLETE: {'; '.join(row['problems'])}")
+            continue
+        bpd = f"{row['test_bits_per_dim']:.4f} ({row['test_images']:,} img)"
+        print(f"{row['name']:16s} {row['model_type']:28s} {str(row['data'])[:36]:36s} {row['parameters']:>11,d} "
+              f"{row['size_bytes'] / 1e6:>6.2f}MB {bpd:>22s}")
+    print("`image-transformer models NAME` prints a model's card; use a name wherever a run folder is accepted, "
+          "e.g. `image-transformer sample NAME -n 16`.")
+    return 1 if any(row["problems"] for row in rows) else 0
 
 
 def _report_coding(size: int, model: ImageTransformer, images: torch.Tensor, labels: torch.Tensor | None) -> str:
@@ -469,18 +535,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cache", action="store_true", help="slow reference sampler that recomputes every step")
     s.add_argument("-o", "--output", default="samples.png", help="PNG file")
 
+    def picking(what: str) -> argparse.ArgumentParser:
+        """--input image files, or --data/--index/--split/--image-size: images straight from a data set."""
+        return _parent((("--input",), dict(nargs="+", help=f"image file(s) of the model's {what}")),
+                       (("--data",), dict(help="take the images from a data set instead: KIND:PATH as in train, or "
+                                               "mnist-slice")),
+                       (("--index",), dict(type=NON_NEGATIVE, nargs="+", default=[0],
+                                           help="with --data: which images of the split")),
+                       (("--image-size",), dict(help="with --data: HxW to resize folder/celeba images to "
+                                                     "(default: the model's size)")))
+
     c = command("complete", "keep the top rows of images and sample the rest", cmd_complete, checkpoint,
-                drawing(1.0, 2), label, seed, threads)
-    c.add_argument("--input", nargs="+", required=True, help="PNG image(s) of the model's size")
+                drawing(1.0, 2), label, seed, split, picking("size"), threads)
     c.add_argument("--rows", type=NON_NEGATIVE, required=True, help="number of top rows kept")
     c.add_argument("-n", "--num", type=POSITIVE, default=8, help="completions per input")
     c.add_argument("-o", "--output", default="completions.png", help="PNG file")
 
-    u = command("upscale", "sample high-resolution images from a low-resolution PNG (superres models)",
-                cmd_upscale, checkpoint, drawing(0.9, 3), seed, threads)
-    u.add_argument("--input", nargs="+", required=True, help="PNG image(s) of the model's input size")
+    u = command("upscale", "sample high-resolution images from low-resolution ones (superres models)",
+                cmd_upscale, checkpoint, drawing(0.9, 3), seed, split, picking("input size (low resolution)"),
+                threads)
     u.add_argument("-n", "--num", type=POSITIVE, default=4, help="samples per input")
     u.add_argument("-o", "--output", default="upscaled.png", help="PNG file")
+
+    m = command("models", "list the trained models shipped with the package, or print one's card", cmd_models)
+    m.add_argument("name", nargs="?", help="a shipped model: print its card (README.md)")
 
     cp = command("compress", "store images losslessly, entropy-coded with a model's probabilities", cmd_compress,
                  checkpoint, split, threads)

