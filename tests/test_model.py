@@ -22,7 +22,7 @@ def tiny(attention="local_1d", distribution="categorical", channels=3, size=(5, 
     return ImageTransformer(cfg).double().eval()
 
 
-CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 3]))
+CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 2, 3, 4]))  # grey, grey + alpha, RGB, RGBA
 
 
 @pytest.mark.parametrize("attention,distribution,channels", CASES)
