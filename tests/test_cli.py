@@ -75,7 +75,7 @@ def test_superres_train_eval_upscale(tiny_mnist, tmp_path, capsys):
                "--out", out, "--steps", 2, "--batch-size", 4, "--num-samples", 2, "--final-eval-images", 4,
                "--quiet") == 0
     text = capsys.readouterr().out
-    assert "test bits/dim" in text and "T=0.9: consistency RMSE" in text
+    assert "test bits/dim" in text and "T=0.9: consistency (paper's: L2 to the bicubic downsampling)" in text
     report = json.loads((out / "superres.json").read_text())
     assert set(report["temperatures"]) == {"0.8", "0.9", "1.0"}
     assert 0 <= report["temperatures"]["1.0"]["nearest_train_ms_ssim"] <= 1
@@ -309,6 +309,7 @@ def test_model_and_training_flags_are_made_from_the_config_fields():
             if field.name in leave_out:
                 continue
             action = actions[field.name]
-            assert action.option_strings == ["--" + field.name.replace("_", "-")]
+            flag = "--" + field.name.replace("_", "-")
+            assert action.option_strings == ([flag, "--no-" + flag[2:]] if field.type in (bool, "bool") else [flag])
             assert field.metadata["help"] in action.help and action.default is None
     assert actions["steps"].help.endswith(f"(default {TrainConfig().steps})")

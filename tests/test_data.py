@@ -69,8 +69,9 @@ def test_image_data_basics():
     one = d.subset(-1)
     assert one.images.shape == (1, 2, 3, 3) and one.labels.tolist() == [1]
     assert d.subset(np.array([True, False, False, True])).labels.tolist() == [0, 1]
-    with pytest.raises(DataError):
-        ImageData(images[..., :2], None, None, None, "two channels")
+    assert ImageData(images[..., :2], None, None, None, "grey + alpha").image_shape == (2, 3, 2)
+    with pytest.raises(DataError, match="1 to 4"):
+        ImageData(np.zeros((1, 2, 2, 5), np.uint8), None, None, None, "five channels")
 
 
 # ----- idx / MNIST -----------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def tiny(attention="local_1d", distribution="categorical", channels=3, size=(5, 
     return ImageTransformer(cfg).double().eval()
 
 
-CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 3]))
+CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 2, 3, 4]))  # grey, grey + alpha, RGB, RGBA
 
 
 @pytest.mark.parametrize("attention,distribution,channels", CASES)
@@ -140,7 +140,7 @@ def test_bad_config_raises_value_error():
     with pytest.raises(ValueError, match="multiple of num_heads"):
         ImageTransformerConfig(hidden_size=30, num_heads=4)
     with pytest.raises(ValueError, match="channels"):
-        ImageTransformerConfig(channels=2)
+        ImageTransformerConfig(channels=5)  # 1 to 4 are grey, grey + alpha, RGB, RGBA
 
 
 def test_labels_are_checked():

@@ -226,7 +226,7 @@ def test_superres_report_writes_the_grid_and_the_metrics(tmp_path):
     report = superres_report(model, images, inputs, images, tmp_path, num=3, seed=0)
     assert report["num_samples"] == 3 and set(report["temperatures"]) == {"0.8", "0.9", "1.0"}
     for entry in report["temperatures"].values():
-        assert 0 <= entry["consistency_rmse"] <= 255 and -1 <= entry["ssim"] <= 1
+        assert 0 <= entry["consistency_area_rmse"] <= 255 and entry["consistency_l2_bicubic"] >= 0 and -1 <= entry["ssim"] <= 1
         assert 0 < entry["nearest_train_ms_ssim"] <= 1 and math.isfinite(entry["psnr_db"])
     with Image.open(tmp_path / "superres.png") as grid:  # 3 rows of: input, 3 temperatures, original
         assert grid.size == (3 * (2 + 5 * (6 + 2)), 3 * (2 + 3 * (4 + 2)))

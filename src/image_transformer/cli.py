@@ -23,7 +23,9 @@ from .checkpoint import (
     CHECKPOINT_NAME, CheckpointError, average_checkpoints, describe_os_error, load_model, read_checkpoint,
     save_or_rescue,
 )
-from .config import PRESETS, ImageTransformerConfig, parse_size
+from .config import (
+    PRESETS, RECIPES, SUPERRES_FIELDS, ImageTransformerConfig, is_superres_preset, parse_size, preset,
+)
 from .data import DATASET_KINDS, ImageData, load_split
 from .images import area_downsample, enlarge, image_format, read_image, save_grid, save_image
 from .metrics import spread
@@ -88,11 +90,25 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     return {name: parse_size(v, name) if name in SIZE_FIELDS else v for name, v in values.items()}
 
 
+def _task(args: argparse.Namespace) -> str:
+    """generate or superres: --task, or what the preset is (a super-resolution preset implies superres)."""
+    if is_superres_preset(args.preset):
+        if args.task == "generate":
+            raise ValueError(f"preset {args.preset!r} is a super-resolution model: drop --task generate")
+        return "superres"
+    return args.task or "generate"
+
+
 def _model_config(args: argparse.Namespace, data: ImageData) -> ImageTransformerConfig:
-    """Preset + command-line overrides + the data's image shape; refuses a preset that does not fit the data."""
+    """Preset + command-line overrides + the data's image shape; refuses a preset that does not fit the data.
+
+    A class-conditional preset (``num_classes`` > 0) builds a class-conditional model by itself: it needs labelled
+    data with that many classes.
+    """
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; known presets: {', '.join(sorted(PRESETS))}")
-    values = dict(PRESETS[args.preset])
+    values = {k: v for k, v in PRESETS[args.preset].items() if k not in SUPERRES_FIELDS}
+    encoder_preset = {k: v for k, v in PRESETS[args.preset].items() if k in SUPERRES_FIELDS}
     h, w, c = data.image_shape
     preset_size = tuple(values.get("image_size", (h, w)))
     if preset_size != (h, w) or values.get("channels", c) != c:
@@ -101,16 +117,23 @@ def _model_config(args: argparse.Namespace, data: ImageData) -> ImageTransformer
             f"the data holds {h}x{w}x{c}; pick another preset or pass --image-size to resize folder data"
         )
     values.update(image_size=(h, w), channels=c, **_given(args, MODEL_FLAGS))
+    if values.get("num_classes"):
+        if not data.num_classes:
+            raise ValueError(f"preset {args.preset!r} is class-conditional ({values['num_classes']} classes) but this "
+                             f"data set has no labels; pick an unconditional preset")
+        if data.num_classes != values["num_classes"]:
+            raise ValueError(f"preset {args.preset!r} is class-conditional with {values['num_classes']} classes but "
+                             f"the data has {data.num_classes}; pick another preset or data set")
     if args.class_conditional:
         if not data.num_classes:
             raise ValueError("--class-conditional needs labelled data, but this data set has no labels")
         values["num_classes"] = data.num_classes
-    config = ImageTransformerConfig(**values)
-    if args.task == "superres":
-        encoder = {"encoder_layers": max(1, config.num_layers // 2),
-                   **_given(args, SUPERRES_FLAGS)}
-        config = SuperResolutionConfig(**config.to_dict(), **encoder)
-    return config
+    if _task(args) == "superres":
+        values.pop("num_classes", None)
+        encoder = {"encoder_layers": max(1, values.get("num_layers", ImageTransformerConfig.num_layers) // 2),
+                   **encoder_preset, **_given(args, SUPERRES_FLAGS)}
+        return SuperResolutionConfig(**values, **encoder)
+    return ImageTransformerConfig(**values)
 
 
 def _load_generator(path: str) -> ImageTransformer:
@@ -128,7 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = TrainingRun(
         out=Path(args.out), model_config=lambda data: _model_config(args, data), data=args.data,
         image_size=parse_size(args.image_size) if args.image_size else None,
-        train=_given(args, TRAIN_FLAGS), resume=args.resume, overwrite=args.overwrite,
+        train=_given(args, TRAIN_FLAGS), recipe=RECIPES.get(args.preset, {}), preset=args.preset,
+        resume=args.resume, overwrite=args.overwrite,
         device=args.device, compile=args.compile, tensorboard=args.tensorboard, progress=not args.quiet,
         final_eval=args.final_eval, final_eval_images=args.final_eval_images, num_samples=args.num_samples,
     )
@@ -396,11 +420,19 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    for name, values in sorted(PRESETS.items()):
-        cfg = ImageTransformerConfig(**values)
-        size = f"{cfg.image_size[0]}x{cfg.image_size[1]}x{cfg.channels}" if "image_size" in values else "any size"
-        model_bits = f"{cfg.attention}, {cfg.distribution}, d={cfg.hidden_size}, {cfg.num_layers} layers, {cfg.num_heads} heads"
-        print(f"{name:28s} {size:10s} {model_bits}")
+    """Each preset: its image size, model and, below it, the training recipe `train --preset` starts from."""
+    for name in sorted(PRESETS):
+        values, cfg = PRESETS[name], preset(name)
+        size = (f"{cfg.image_size[0]}x{cfg.image_size[1]}x{cfg.channels}" if "image_size" in values else "any size")
+        kind = (f"super-resolution from {cfg.input_size[0]}x{cfg.input_size[1]}, {cfg.encoder_layers} encoder layers, "
+                if is_superres_preset(name) else "class-conditional, " if cfg.num_classes else "")
+        model_bits = (f"{kind}{cfg.attention}, {cfg.distribution}, d={cfg.hidden_size}, {cfg.num_layers} layers, "
+                      f"{cfg.num_heads} heads")
+        print(f"{name:34s} {size:10s} {model_bits}")
+        recipe = RECIPES.get(name)
+        text = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in recipe.items()) \
+            if recipe else "TrainConfig's defaults"
+        print(f"{'':34s} recipe: {text}")
     return 0
 
 
@@ -494,10 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/mnist-tiny", help="run directory (checkpoint, logs, samples)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--class-conditional", action="store_true", help="condition on the data set's class labels")
-    t.add_argument("--task", choices=["generate", "superres"], default="generate",
-                   help="generate: unconditional or class-conditional images; superres: an encoder-decoder that "
-                        "generates the image given its area-downsampled version")
-    add_config_flags(t.add_argument_group("training (defaults from TrainConfig; on --resume, the run's own values)"),
+    t.add_argument("--task", choices=["generate", "superres"],
+                   help="generate (the default): unconditional or class-conditional images; superres: an "
+                        "encoder-decoder that generates the image given its area-downsampled version (implied by a "
+                        "super-resolution preset)")
+    add_config_flags(t.add_argument_group("training (defaults from TrainConfig, or the preset's recipe where it has "
+                                          "one: see `image-transformer presets`; on --resume, the run's own values)"),
                      TrainConfig, TRAIN_FLAGS, defaults={f: _shown(getattr(TrainConfig(), f)) for f in TRAIN_FLAGS})
     x = t.add_argument_group("execution")
     x.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun each process takes its "
@@ -578,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("checkpoints", nargs="+", help="checkpoint files or run/pretrained directories")
     av.add_argument("-o", "--output", required=True, help="pretrained directory to write (config.json + weights)")
 
-    command("presets", "list the architecture presets", cmd_presets)
+    command("presets", "list the presets: architecture and training recipe", cmd_presets)
     return p
 
 

@@ -15,7 +15,9 @@ POSITION_ENCODINGS = ("sinusoidal", "learned")
 NORMS = ("post", "pre")
 # Fields added after configs were first saved, with the defaults that keep an old model what it was: a saved
 # config without them loads with these, and the codec's fingerprint leaves them out at these values.
-ADDED_FIELDS: dict[str, Any] = {"norm": "post"}
+# pixel_input_relu: models saved before it existed had no ReLU after the mixture's pixel convolution.
+ADDED_FIELDS: dict[str, Any] = {"norm": "post", "pixel_input_relu": False}
+CHANNEL_NAMES = {1: "grey", 2: "grey + alpha", 3: "RGB", 4: "RGBA"}
 
 
 def option(default: Any, help: str, **limits: Any) -> Any:
@@ -54,6 +56,8 @@ def parse_size(value: Any, name: str = "size", positive: bool = False) -> tuple[
 def _has_type(value: Any, hint: Any) -> bool:
     """Whether ``value`` fits a config annotation: int, float (an int will do), str, or a pair of ints
     (one int stands for both)."""
+    if hint is bool:
+        return isinstance(value, bool)
     if hint is int:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if hint is float:
@@ -74,7 +78,7 @@ def field_type_problems(config: Any) -> list[str]:
     Run first in ``__post_init__``, so a config read from JSON with ``"hidden_size": "big"`` is refused by
     name instead of failing later in a comparison.
     """
-    names = {"int": "an int", "float": "a number", "str": "a string"}
+    names = {"int": "an int", "float": "a number", "str": "a string", "bool": "true or false"}
     problems = []
     for name, hint in typing.get_type_hints(type(config)).items():
         value = getattr(config, name)
@@ -93,7 +97,7 @@ class ImageTransformerConfig:
     """
 
     image_size: tuple[int, int] = option((28, 28), "(H, W)")
-    channels: int = option(1, "C: 1 (grey) or 3 (RGB)")
+    channels: int = option(1, "C: 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)")
     hidden_size: int = option(256, "model width d")
     num_layers: int = option(4, "number of decoder layers")
     num_heads: int = option(4, "attention heads")
@@ -111,6 +115,8 @@ class ImageTransformerConfig:
     num_classes: int = option(0, "> 0: class-conditional")
     norm: str = option("post", "post: the paper's post-layer-norm blocks | pre: pre-layer-norm (stable at higher lr)",
                        choices=NORMS)
+    pixel_input_relu: bool = option(True, "dmol: a ReLU after the 1xC strided convolution of the pixel input, as "
+                                          "tensor2tensor has (models saved before this option have none)")
 
     def __post_init__(self) -> None:
         problems = field_type_problems(self) or self.problems()
@@ -125,8 +131,8 @@ class ImageTransformerConfig:
         problems = []
         if min(self.image_size) < 1:
             problems.append(f"image_size must be positive, got {self.image_size}")
-        if self.channels not in (1, 3):
-            problems.append(f"channels must be 1 or 3, got {self.channels}")
+        if self.channels not in CHANNEL_NAMES:
+            problems.append(f"channels must be 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA), got {self.channels}")
         if self.attention not in ATTENTION_TYPES:
             problems.append(f"attention must be one of {ATTENTION_TYPES}, got {self.attention!r}")
         if self.distribution not in DISTRIBUTIONS:
@@ -172,16 +178,83 @@ class ImageTransformerConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
-        return cls(**d)
+        # a config saved before a field existed gets the value that keeps that model what it was
+        return cls(**{**{k: v for k, v in ADDED_FIELDS.items() if k in known}, **d})
+
+
+@dataclass
+class SuperResolutionConfig(ImageTransformerConfig):
+    """Everything that defines a super-resolution encoder-decoder: the decoder's config, and the encoder's.
+
+    ``image_size`` is the high-resolution target (H, W), ``input_size`` the low-resolution input (h, w);
+    both have ``channels`` channels. Every other inherited field configures the decoder exactly as in
+    :class:`ImageTransformerConfig` (``decoder`` gives that config); the encoder has ``encoder_layers`` blocks
+    and shares ``hidden_size``, ``num_heads``, ``ffn_size``, ``dropout``, ``attention_dropout`` and
+    ``position_encoding`` with the decoder. ``num_classes`` must be 0: the low-resolution image is the conditioning.
+    """
+
+    image_size: tuple[int, int] = option((32, 32), "(H, W) of the high-resolution target")
+    channels: int = option(3, "C: 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)")
+    input_size: tuple[int, int] = option((8, 8), "low-resolution input size HxW")
+    encoder_layers: int = option(4, "encoder layers")
+
+    def problems(self) -> list[str]:
+        decoder = super().problems()  # normalises image_size as well
+        self.input_size = parse_size(self.input_size, "input_size")
+        problems = []
+        if min(self.input_size) < 1:
+            problems.append(f"input_size must be positive, got {self.input_size}")
+        elif min(self.image_size) >= 1 and (self.input_size[0] > self.image_size[0]
+                                            or self.input_size[1] > self.image_size[1]):
+            problems.append(f"input_size {self.input_size} must be smaller than or equal to image_size "
+                            f"{self.image_size} in both dimensions")
+        if self.encoder_layers < 1:
+            problems.append(f"encoder_layers must be an int >= 1, got {self.encoder_layers!r}")
+        if self.num_classes != 0:
+            problems.append(f"num_classes is not supported by the super-resolution model (the low-resolution "
+                            f"image is the conditioning): must be 0, got {self.num_classes}")
+        return problems + decoder
+
+    @property
+    def decoder(self) -> ImageTransformerConfig:
+        """The decoder's :class:`ImageTransformerConfig`: this config less the encoder's fields."""
+        return ImageTransformerConfig(**{f.name: getattr(self, f.name)
+                                         for f in dataclasses.fields(ImageTransformerConfig)})
+
+    @property
+    def encoder_grid(self) -> tuple[int, int]:
+        """The encoder's position grid: [h, w*C], one position per input sub-pixel."""
+        h, w = self.input_size
+        return (h, w * self.channels)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Upsampling factor (H / h, W / w)."""
+        return (self.image_size[0] / self.input_size[0], self.image_size[1] / self.input_size[1])
 
 
 # Presets. "paper" marks values from Parmar et al. 2018; "t2t" marks tensor2tensor's published hparams
 # (models/image_transformer.py and image_transformer_2d.py) where the paper is silent. Differences we
-# cannot express are noted (t2t's separate attention key/value widths are not modelled: keys and
+# cannot express are noted (t2t's separate attention key/value widths are not modelled: queries, keys and
 # values here are hidden_size wide). Every paper-sized preset has a "-tiny" twin of the same kind that
-# trains in minutes on 2 CPU cores.
+# trains in minutes on 2 CPU cores. A preset holding ``input_size`` and ``encoder_layers`` is a
+# super-resolution model (SuperResolutionConfig).
 _CIFAR = dict(image_size=(32, 32), channels=3)
 _TINY = dict(hidden_size=128, num_layers=4, num_heads=4, ffn_size=256, dropout=0.1)
+# Table 4 of the paper: models of 8 layers with ffn 1024 (d 512, 4 heads as the CIFAR-10 model, dropout 0.3 as
+# t2t's CIFAR-10 sets), categorical, whose query and memory blocks vary. The sizes below span the range the
+# ablation varies; they are our grid, not a copy of the table's rows.
+_TABLE4 = dict(**_CIFAR, hidden_size=512, num_layers=8, num_heads=4, ffn_size=1024, dropout=0.3)
+_TABLE4_1D = ((64, 64), (128, 128), (256, 256), (256, 512))  # (query_length, memory_length) positions
+_TABLE4_2D = (((4, 16), (4, 16)), ((8, 16), (8, 16)), ((8, 32), (8, 32)), ((16, 32), (16, 32)))  # query, flange
+# Super-resolution 8x8 -> 32x32 (paper section 5.2: CelebA and CIFAR-10), encoder 2x shallower than the decoder:
+# t2t img2img_transformer_b3 ("current best hparams for local 1d": 8 decoder / 4 encoder layers, blocks 128) and
+# img2img_transformer2d_n103 ("best config for img2img": 12 decoder / 6 encoder layers, query 8x32, flange 8x64);
+# t2t's base: d 512, 8 heads, ffn 2048, dropout 0.1.
+_SR = dict(**_CIFAR, input_size=(8, 8), hidden_size=512, num_heads=8, ffn_size=2048, dropout=0.1)
+_SR_1D = dict(**_SR, num_layers=8, encoder_layers=4, attention="local_1d", query_length=128, memory_length=128)
+_SR_2D = dict(**_SR, num_layers=12, encoder_layers=6, attention="local_2d", query_shape=(8, 32),
+              memory_flange=(8, 64))
 PRESETS: dict[str, dict[str, Any]] = {
     # Architecture only (any image size): smoke tests and quick experiments.
     "tiny": dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0, query_length=64, memory_length=64),
@@ -199,52 +272,100 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cifar10-1d-cat": dict(**_CIFAR, hidden_size=512, num_layers=12, num_heads=4, ffn_size=2048, dropout=0.3,
                            attention="local_1d", query_length=256, memory_length=256),
     "cifar10-1d-cat-tiny": dict(**_CIFAR, **_TINY, attention="local_1d", query_length=256, memory_length=256),
-    # CIFAR-10, discretized logistic mixture, 1D local over pixels: t2t imagetransformer_cifar10_base_dmol
-    # (12 layers, d 256, 8 heads, ffn 512, dropout 0.1, learned positions); 10 mixtures (paper).
-    "cifar10-1d-dmol": dict(**_CIFAR, hidden_size=256, num_layers=12, num_heads=8, ffn_size=512, dropout=0.1,
+    # CIFAR-10, discretized logistic mixture, 1D local over pixels: paper's mixture model has 14 layers; t2t
+    # imagetransformer_cifar10_base_dmol for the rest (d 256, 8 heads, ffn 512, dropout 0.1, learned positions);
+    # 10 mixtures (paper). NOT EXPRESSIBLE: the paper's mixture model attends in 512 dimensions (t2t's attention
+    # key/value channels wider than hidden_size); attention here is hidden_size (256) wide.
+    "cifar10-1d-dmol": dict(**_CIFAR, hidden_size=256, num_layers=14, num_heads=8, ffn_size=512, dropout=0.1,
                             attention="local_1d", query_length=256, memory_length=256, distribution="dmol",
                             num_mixtures=10, position_encoding="learned"),
     "cifar10-1d-dmol-tiny": dict(**_CIFAR, **_TINY, attention="local_1d", query_length=128, memory_length=128,
                                  distribution="dmol", num_mixtures=10),
     # CIFAR-10, categorical, 2D local: t2t imagetransformer2d_base_8l_8_32_big (8 layers, d 1024, 16 heads,
-    # ffn 2048, dropout 0.3, query blocks 8x16 of the [32, 96] sub-pixel grid, memory flange 0 up / 32 sideways).
+    # ffn 2048, dropout 0.3, query blocks 8x16 of the [32, 96] sub-pixel grid) with its sideways flange of 32, but
+    # memory extended 8 rows up as section 3.3 has it (t2t's set has 0 rows up: a band of 8 rows would then see
+    # the rows above only through one shifted-in sub-pixel).
     "cifar10-2d-cat": dict(**_CIFAR, hidden_size=1024, num_layers=8, num_heads=16, ffn_size=2048, dropout=0.3,
-                           attention="local_2d", query_shape=(8, 16), memory_flange=(0, 32)),
+                           attention="local_2d", query_shape=(8, 16), memory_flange=(8, 32)),
     "cifar10-2d-cat-tiny": dict(**_CIFAR, **_TINY, attention="local_2d", query_shape=(4, 24), memory_flange=(4, 12)),
-    # Class-conditional CIFAR-10, categorical 1D local: t2t imagetransformer_base_10l_8h_big_cond_dr03_dan
-    # ("best conditional CIFAR-10": 10 layers, d 512, 8 heads, ffn 2048, blocks 256, dropout 0.3).
-    "cifar10-cond-1d-cat": dict(**_CIFAR, hidden_size=512, num_layers=10, num_heads=8, ffn_size=2048,
+    # Class-conditional CIFAR-10, categorical 1D local: paper's class-conditional models have 8 layers
+    # (2.99 bits/dim); t2t imagetransformer_base_10l_8h_big_cond_dr03_dan for the rest (d 512, 8 heads, ffn 2048,
+    # blocks 256, dropout 0.3). num_classes makes it conditional: `train --preset` needs labelled data.
+    "cifar10-cond-1d-cat": dict(**_CIFAR, hidden_size=512, num_layers=8, num_heads=8, ffn_size=2048,
                                 dropout=0.3, attention="local_1d", query_length=256, memory_length=256,
                                 num_classes=10),
     "cifar10-cond-1d-cat-tiny": dict(**_CIFAR, **_TINY, attention="local_1d", query_length=256,
                                      memory_length=256, num_classes=10),
-    # ImageNet 32x32, categorical, 1D local: paper's CIFAR model; dropout 0.1 from t2t
-    # imagetransformer_imagenet32_base ("3.77 bits/dim").
-    "imagenet32-1d-cat": dict(**_CIFAR, hidden_size=512, num_layers=12, num_heads=4, ffn_size=2048, dropout=0.1,
+    # ImageNet 32x32, categorical, 1D local: paper's CIFAR model with the 8 heads of the paper's ImageNet
+    # models; dropout 0.1 from t2t imagetransformer_imagenet32_base ("3.77 bits/dim").
+    "imagenet32-1d-cat": dict(**_CIFAR, hidden_size=512, num_layers=12, num_heads=8, ffn_size=2048, dropout=0.1,
                               attention="local_1d", query_length=256, memory_length=256),
     "imagenet32-1d-cat-tiny": dict(**_CIFAR, **_TINY, attention="local_1d", query_length=256, memory_length=256),
     # ImageNet 64x64, categorical, 1D local: t2t imagetransformer1d_base_8l_64by64 (8 layers, d 512, 8 heads,
-    # ffn 2048, query blocks 512, memory 768, dropout 0.1).
+    # ffn 2048, query blocks 512, dropout 0.1). Memory 512: t2t's causal 1D local attention ignores block_width
+    # (768 in that set) and attends to the block before the query's, i.e. block_length positions.
     "imagenet64-1d-cat": dict(image_size=(64, 64), channels=3, hidden_size=512, num_layers=8, num_heads=8,
-                              ffn_size=2048, dropout=0.1, attention="local_1d", query_length=512, memory_length=768),
+                              ffn_size=2048, dropout=0.1, attention="local_1d", query_length=512, memory_length=512),
     "imagenet64-1d-cat-tiny": dict(image_size=(64, 64), channels=3, **_TINY, attention="local_1d",
                                    query_length=256, memory_length=256),
-    # ImageNet 64x64, categorical, 2D local: t2t image_transformer2d_base blocks (query 8x16, flange 8x16)
-    # with the width of the 64x64 1D model.
+    # ImageNet 64x64, categorical, 2D local: t2t imagetransformer2d_base_8l_8_64_64by64 (8 layers, d 512,
+    # 8 heads, ffn 2048, dropout 0.1, query blocks 8x64, flange 4x32 of the [64, 192] grid). (t2t's
+    # image_transformer2d_base itself has query 16x16 and flange 16x32.)
     "imagenet64-2d-cat": dict(image_size=(64, 64), channels=3, hidden_size=512, num_layers=8, num_heads=8,
-                              ffn_size=2048, dropout=0.1, attention="local_2d", query_shape=(8, 16),
-                              memory_flange=(8, 16)),
+                              ffn_size=2048, dropout=0.1, attention="local_2d", query_shape=(8, 64),
+                              memory_flange=(4, 32)),
     "imagenet64-2d-cat-tiny": dict(image_size=(64, 64), channels=3, **_TINY, attention="local_2d",
                                    query_shape=(4, 24), memory_flange=(4, 12)),
+    # Super-resolution 8x8 -> 32x32 (see _SR above), for CelebA faces and CIFAR-10.
+    "celeba-superres-1d-cat": dict(_SR_1D),
+    "celeba-superres-2d-cat": dict(_SR_2D),
+    "cifar10-superres-1d-cat": dict(_SR_1D),
+    # Table 4's ablation family (see _TABLE4 above).
+    **{f"cifar10-table4-1d-q{q}-m{m}": dict(**_TABLE4, attention="local_1d", query_length=q, memory_length=m)
+       for q, m in _TABLE4_1D},
+    **{f"cifar10-table4-2d-q{q[0]}x{q[1]}-m{f[0]}x{f[1]}": dict(**_TABLE4, attention="local_2d", query_shape=q,
+                                                                 memory_flange=f) for q, f in _TABLE4_2D},
 }
 
-# Training recipes: the TrainConfig settings a preset trains with unless the command line overrides them,
-# each with where its numbers come from.
-RECIPES: dict[str, dict[str, Any]] = {}
+# Training recipes: the TrainConfig settings a preset trains with unless the command line overrides them.
+# Every paper preset has one: Adam with the paper's schedule (rsqrt), warm-up 4,000 steps and no gradient
+# clipping (t2t image_transformer2d_base / imagetransformer_base: learning_rate_warmup_steps 4000,
+# clip_grad_norm 0), and the peak learning rate tensor2tensor's schedule reaches for the family, as issue 14
+# read them: about 3.5e-3 categorical, 1e-3 mixture, 7e-4 class-conditional, 5e-4 2D local. Super-resolution:
+# t2t's img2img sets warm up for 12,000 steps (img2img_transformer_base); its peak lr is taken from the
+# decoder's family. The "-tiny" and MNIST presets have none: they train with TrainConfig's defaults.
+_RECIPE = dict(warmup=4000, clip_grad=0.0, schedule="rsqrt")
+_CATEGORICAL_1D = dict(_RECIPE, lr=3.5e-3)
+_MIXTURE = dict(_RECIPE, lr=1e-3)
+_CONDITIONAL = dict(_RECIPE, lr=7e-4)
+_LOCAL_2D = dict(_RECIPE, lr=5e-4)
+RECIPES: dict[str, dict[str, Any]] = {
+    "cifar10-1d-cat": _CATEGORICAL_1D,
+    "cifar10-1d-dmol": _MIXTURE,
+    "cifar10-2d-cat": _LOCAL_2D,
+    "cifar10-cond-1d-cat": _CONDITIONAL,
+    "imagenet32-1d-cat": _CATEGORICAL_1D,
+    "imagenet64-1d-cat": _CATEGORICAL_1D,
+    "imagenet64-2d-cat": _LOCAL_2D,
+    "celeba-superres-1d-cat": dict(_CATEGORICAL_1D, warmup=12000),
+    "celeba-superres-2d-cat": dict(_LOCAL_2D, warmup=12000),
+    "cifar10-superres-1d-cat": dict(_CATEGORICAL_1D, warmup=12000),
+    **{name: dict(_LOCAL_2D if "-2d-" in name else _CATEGORICAL_1D) for name in PRESETS if "-table4-" in name},
+}
+
+SUPERRES_FIELDS = ("input_size", "encoder_layers")  # a preset holding these is a super-resolution model
+
+
+def is_superres_preset(name: str) -> bool:
+    return any(k in PRESETS.get(name, {}) for k in SUPERRES_FIELDS)
 
 
 def preset(name: str, **overrides: Any) -> ImageTransformerConfig:
-    """Build a config from a named preset, with keyword overrides."""
+    """Build a config from a named preset, with keyword overrides (a SuperResolutionConfig for a
+    super-resolution preset)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
-    return ImageTransformerConfig(**{**PRESETS[name], **overrides})
+    values = {**PRESETS[name], **overrides}
+    if is_superres_preset(name):
+        return SuperResolutionConfig(**values)
+    return ImageTransformerConfig(**values)

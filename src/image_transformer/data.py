@@ -1,6 +1,7 @@
 """Image data sets read from the formats people already have on disk.
 
-Every loader returns an :class:`ImageData` holding ``uint8`` images of shape (N, H, W, C) with C in {1, 3}
+Every loader returns an :class:`ImageData` holding ``uint8`` images of shape (N, H, W, C) with C in {1, 2, 3, 4}
+(grey, grey + alpha, RGB, RGBA)
 and, when the data set has them, ``int64`` class labels. Every problem with the input (missing file, truncated
 or corrupt file, inconsistent shapes) raises :class:`DataError`, whose message names the file or folder.
 
@@ -78,7 +79,7 @@ class DataError(ValueError):
 # ----- the common container ------------------------------------------------------------------------------
 @dataclass
 class ImageData:
-    """Images (uint8, N x H x W x C, C in {1, 3}) with optional int64 class labels."""
+    """Images (uint8, N x H x W x C, C in {1, 2, 3, 4}) with optional int64 class labels."""
 
     images: np.ndarray
     labels: np.ndarray | None
@@ -88,10 +89,10 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, np.ndarray) or self.images.dtype != np.uint8 or self.images.ndim != 4 \
-                or self.images.shape[-1] not in (1, 3):
+                or self.images.shape[-1] not in (1, 2, 3, 4):
             shape = getattr(self.images, "shape", None)
             dtype = getattr(self.images, "dtype", type(self.images).__name__)
-            raise DataError(f"{self.source}: images must be a uint8 array of shape (N, H, W, 1 or 3), "
+            raise DataError(f"{self.source}: images must be a uint8 array of shape (N, H, W, 1 to 4), "
                             f"got {dtype} {shape}")
         if self.labels is not None:
             labels = np.asarray(self.labels)
@@ -449,9 +450,10 @@ def _npz_image_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]
         raise DataError(f"{path}: 'data' rows of {size} values are not 3*H*H (RGB) or H*H (grayscale) pixels")
     if len(shape) == 3:
         return (shape[1], shape[2], 1)
-    if len(shape) == 4 and shape[3] in (1, 3):
+    if len(shape) == 4 and shape[3] in (1, 2, 3, 4):
         return (shape[1], shape[2], shape[3])
-    raise DataError(f"{path}: 'data' has shape {shape}; expected (N, 3*H*W), (N, H, W) or (N, H, W, 1 or 3)")
+    raise DataError(f"{path}: 'data' has shape {shape}; expected (N, 3*H*W), (N, H, W) or (N, H, W, C) with C 1 to 4 "
+                    f"(flat rows are read as RGB or grey only: 2- and 4-channel data must be (N, H, W, C))")
 
 
 def _npz_to_hwc(data: np.ndarray, hwc: tuple[int, int, int], path: Path) -> np.ndarray:
@@ -655,22 +657,46 @@ def _select_split(entries: list[_Entry], split: str | None, where: str) -> tuple
     raise DataError(f"{where}: no {split}/ subfolder (found {', '.join(sorted(tops))})")
 
 
-_GRAY_MODES = ("1", "L", "LA")
+_GRAY_MODES = ("1", "L")
 _WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def _normalise_mode(img: Image.Image) -> Image.Image:
-    """An 'L' (grayscale) or 'RGB' image; 16-bit/float grayscale is scaled from 0..65535 to 0..255."""
+    """An 'L' (grey), 'LA' (grey + alpha), 'RGB' or 'RGBA' image; 16-bit/float grey is scaled from 0..65535 to 0..255;
+    palette images with transparency become RGBA."""
     if img.mode in _GRAY_MODES:
         return img if img.mode == "L" else img.convert("L")
     if img.mode in _WIDE_GRAY_MODES:
         wide = np.asarray(img, dtype=np.float64)
         return Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")
-    if img.mode == "RGB":
+    if img.mode in ("LA", "RGB", "RGBA"):
         return img
-    if img.mode in ("P", "PA") or "transparency" in img.info:
-        img = img.convert("RGBA")
+    if img.mode in ("La", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return img.convert("LA" if img.mode == "La" else "RGBA")
+    if img.mode == "RGBa" or "transparency" in img.info:
+        return img.convert("RGBA")
     return img.convert("RGB")
+
+
+def _common_channels(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stack decoded images (H, W) / (H, W, 2 | 3 | 4) with one channel layout for all, (N, H, W, C).
+
+    Colour if any image has colour (grey is repeated into R, G and B, as PIL's L -> RGB does); an alpha channel
+    if any image has one that is not fully opaque (images without one get 255), so that opaque RGBA files stay
+    RGB, as before 2- and 4-channel images were supported.
+    """
+    shaped = [a[..., None] if a.ndim == 2 else a for a in arrays]
+    colour = any(a.shape[-1] >= 3 for a in shaped)
+    alpha = any(a.shape[-1] in (2, 4) and a[..., -1].min() < 255 for a in shaped)
+    out = []
+    for a in shaped:
+        c = a.shape[-1]
+        base = a[..., :3] if c >= 3 else (np.repeat(a[..., :1], 3, axis=-1) if colour else a[..., :1])
+        if alpha:
+            opacity = a[..., -1:] if c in (2, 4) else np.full(a.shape[:2] + (1,), 255, np.uint8)
+            base = np.concatenate([base, opacity], axis=-1)
+        out.append(base)
+    return np.stack(out)
 
 
 def _decode(source: _Source, entries: list[_Entry], crop: Any, image_size: tuple[int, int] | None,
@@ -678,7 +704,6 @@ def _decode(source: _Source, entries: list[_Entry], crop: Any, image_size: tuple
     """Decode ``entries`` (in their list order) to one uint8 (N, H, W, C) array."""
     out: list[np.ndarray | None] = [None] * len(entries)
     first: tuple[str, tuple[int, int]] | None = None
-    all_gray = True
     reading_order = sorted(range(len(entries)), key=lambda i: entries[i].order)  # sequential in archives
     bar = tqdm(total=len(entries), desc=desc, unit="img",
                disable=None if len(entries) > PROGRESS_THRESHOLD else True)
@@ -716,17 +741,13 @@ def _decode(source: _Source, entries: list[_Entry], crop: Any, image_size: tuple
                         f"{size[0]}x{size[1]} (HxW{', after cropping' if box is not None else ''}); "
                         f"pass image_size=(H, W) (--image-size HxW) to resize them all")
             array = np.asarray(img, dtype=np.uint8)
-            all_gray = all_gray and array.ndim == 2
             out[i] = array
             bar.update(1)
     finally:
         bar.close()
     if not out:
         raise DataError(f"{desc}: no images")
-    if all_gray:
-        return np.stack(out)[..., None]  # type: ignore[arg-type]
-    # mixed: grayscale images become RGB by repeating the channel, exactly as PIL's L -> RGB conversion does
-    return np.stack([np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a for a in out])  # type: ignore
+    return _common_channels(out)  # type: ignore[arg-type]
 
 
 def _image_size(value: Any) -> tuple[int, int] | None:
@@ -747,7 +768,8 @@ def load_image_folder(root: str | os.PathLike, split: str | None = None,
     If the folder (or the archive's single top folder) has ``train/`` and ``test/`` (or ``val/``) subfolders,
     the one named by ``split`` is used; otherwise all images are used whatever ``split`` is.
     One subfolder per class gives labels (classes = sorted subfolder names); a flat folder gives no labels.
-    Images become RGB, or stay grayscale (C=1) if every image is grayscale. ``crop`` = (top, left, height,
+    Images become RGB, or stay grayscale (C=1) if every image is grayscale; with an alpha channel (grey + alpha,
+    C=2, or RGBA, C=4) where any image has one that is not fully opaque. ``crop`` = (top, left, height,
     width) is applied first, then an area-averaging (PIL BOX) resize to ``image_size`` = (H, W). Without
     ``image_size`` all images must have the same size.
     """
@@ -817,6 +839,7 @@ def load_celeba(root: str | os.PathLike, split: str, image_size: int | tuple[int
         images = _decode(source, entries, _celeba_crop, size, source.description)
     finally:
         source.close()
+    images = images[..., :3] if images.shape[-1] == 4 else images[..., :1] if images.shape[-1] == 2 else images
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     return ImageData(images=images, labels=None, num_classes=None, class_names=None,

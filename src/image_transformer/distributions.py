@@ -75,7 +75,8 @@ class Categorical:
         """Parameters per image: logits (H, W, C, 256)."""
         return (*image_size, self.channels, self.num_params)
 
-    def input_embedding(self, dim: int, num_positions: int) -> nn.Module:
+    def input_embedding(self, dim: int, num_positions: int, relu: bool = False) -> nn.Module:
+        """Channel-specific embedding tables (``relu`` concerns the mixture's convolution only)."""
         return SubPixelInput(self.channels, dim, num_positions)
 
     def log_prob(self, logits: Tensor, values: Tensor) -> Tensor:
@@ -132,7 +133,8 @@ class DiscretizedLogisticMixture:
     """PixelCNN++'s discretized mixture of logistics, with linear dependence between channels.
 
     Per mixture component: a logit, C means, C log-scales and C(C-1)/2 coefficients (G on R; B on R
-    and G), so 10 parameters per component for RGB and 3 for grey. Channel c of component i has mean
+    and G; alpha on all three), so 10 parameters per component for RGB, 3 for grey, 6 for grey + alpha and 15
+    for RGBA. Channel c of component i has mean
     ``mean[i, c] + sum_{j<c} tanh(coeff[i, c, j]) * x_j`` with x_j the earlier channels in [-1, 1].
 
     ``log_prob`` returns per channel the exact conditional log p(x_c | x_<c) of the mixture
@@ -163,8 +165,8 @@ class DiscretizedLogisticMixture:
         """Parameters per image: (H, W, P), all channels of a pixel together."""
         return (*image_size, self.num_params)
 
-    def input_embedding(self, dim: int, num_positions: int) -> nn.Module:
-        return PixelInput(self.channels, dim)
+    def input_embedding(self, dim: int, num_positions: int, relu: bool = False) -> nn.Module:
+        return PixelInput(self.channels, dim, relu)
 
     def _unpack(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         m, c = self.num_mixtures, self.channels

@@ -60,11 +60,25 @@ class PixelConv(nn.Module):
 
 
 class PixelInput(PixelConv):
-    """The input of pixel positions (grid [H, W]): the C intensities scaled to [-1, 1], one linear map."""
+    """The input of pixel positions (grid [H, W]): the C intensities scaled to [-1, 1], one linear map, and with
+    ``relu`` a ReLU after it.
+
+    Why the ReLU (config ``pixel_input_relu``, on for new models): the paper only says a 1x3 strided convolution
+    combines the channels; tensor2tensor, which produced the paper's mixture results, follows it with a ReLU. Without
+    it a pixel's input is an affine function of its C intensities (a C-dimensional subspace of the d dimensions,
+    shifted by the position), where the categorical model's embedding tables are free per value; with it the d
+    features are d different hinges of those intensities. Models saved before the option existed load without it
+    (``config.ADDED_FIELDS``), so their likelihoods and codec streams are unchanged.
+    """
+
+    def __init__(self, channels: int, dim: int, relu: bool = False):
+        super().__init__(channels, dim)
+        self.relu = relu
 
     def forward(self, values: Tensor, index: Tensor) -> Tensor:
         """values (B, m, C) long at grid positions ``index`` (m,) -> (B, m, d)."""
-        return super().forward(values.to(self.conv.weight.dtype) / 127.5 - 1.0)
+        out = super().forward(values.to(self.conv.weight.dtype) / 127.5 - 1.0)
+        return F.relu(out) if self.relu else out
 
 
 def sinusoidal_2d(rows: int, cols: int, dim: int) -> Tensor:
@@ -83,7 +97,15 @@ def sinusoidal_2d(rows: int, cols: int, dim: int) -> Tensor:
 
 
 class PositionEncoding(nn.Module):
-    """2D position encodings of the grid, sinusoidal (fixed) or learned (row + column tables)."""
+    """2D position encodings of the grid, sinusoidal (fixed) or learned (row + column tables).
+
+    Sinusoidal: the paper's split, d/2 dimensions for the row and d/2 for the column (and channel). Learned: the
+    sum of a full-width row table and a full-width column table, as tensor2tensor's add_positional_embedding_nd
+    (which produced the paper's learned-position results) does, kept rather than the paper's d/2 + d/2 text
+    because it contains it: a row table zero in its second half plus a column table zero in its first half *is*
+    the split (tested), so the sum can only fit the data as well or better, for (rows + cols) * d/2 more
+    parameters, a few thousand. Saved models keep their tables unchanged.
+    """
 
     def __init__(self, grid: tuple[int, int], dim: int, kind: str = "sinusoidal"):
         super().__init__()

@@ -1,6 +1,7 @@
 """Pixel operations in one place: image checks, area downsampling, reading and writing images, grids, plots.
 
-Images are uint8 tensors (B, H, W, C) (or numpy arrays of that layout), C = 1 (grey) or 3 (RGB).
+Images are uint8 tensors (B, H, W, C) (or numpy arrays of that layout), C = 1 (grey), 2 (grey + alpha), 3 (RGB)
+or 4 (RGBA).
 """
 
 from __future__ import annotations
@@ -70,6 +71,21 @@ def area_downsample_float(images: Tensor, size: tuple[int, int] | int) -> Tensor
     return images.double().reshape(b, h, fh, w, fw, c).mean(dim=(2, 4))
 
 
+def bicubic_downsample_float(images: Tensor, size: tuple[int, int] | int) -> Tensor:
+    """Bicubic downsampling without rounding or clipping: (B, H, W, C) -> float64 (B, h, w, C).
+
+    The anti-aliased bicubic filter (Keys, a = -0.5, widened by the scale factor: PIL's ``Image.BICUBIC`` resize,
+    which it matches to float precision) of ``torch.nn.functional.interpolate(..., antialias=True)``. Any size.
+    """
+    images = as_tensor(images, "images")
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (B, H, W, C), got {tuple(images.shape)}")
+    h, w = parse_size(size, positive=True)
+    x = images.double().permute(0, 3, 1, 2)  # (B, C, H, W)
+    out = torch.nn.functional.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+    return out.permute(0, 2, 3, 1)
+
+
 def area_downsample(images: Tensor, size: tuple[int, int] | int) -> Tensor:
     """Box (area) averaging of 8-bit images: uint8 (B, H, W, C) -> uint8 (B, h, w, C).
 
@@ -92,13 +108,22 @@ def enlarge(images: Tensor, factor: tuple[int, int]) -> Tensor:
     return images.repeat_interleave(fy, -3).repeat_interleave(fx, -2)
 
 
+PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow's mode
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """A uint8 (H, W, C) array as a Pillow image of the mode of its channels."""
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array, PIL_MODES[array.shape[-1]])
+
+
 # ----- files -------------------------------------------------------------------------------------------------
 def read_image(path: str | Path, shape: tuple[int, int, int]) -> Tensor:
-    """One image file as uint8 (H, W, C), converted to grey or RGB as ``shape`` asks; it must have that size."""
+    """One image file as uint8 (H, W, C), converted to grey, grey + alpha, RGB or RGBA as ``shape`` asks; it must
+    have that size."""
     h, w, c = shape
     try:
         img = Image.open(path)
-        img = img.convert("L" if c == 1 else "RGB")
+        img = img.convert(PIL_MODES[c])
     except (OSError, UnidentifiedImageError) as e:
         raise ValueError(f"{path}: cannot read image ({e})") from None
     if img.size != (w, h):
@@ -145,7 +170,7 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | N
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    to_pil(grid).save(path)
     return path
 
 
@@ -155,7 +180,7 @@ def save_image(image: torch.Tensor | np.ndarray, path: str | Path) -> Path:
     if image.ndim != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image (H, W, C), got {image.dtype} {image.shape}")
     path = Path(path)
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path, format=image_format(path))
+    to_pil(image).save(path, format=image_format(path))
     return path
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import parse_size
-from .images import area_downsample_float, as_tensor
+from .images import area_downsample_float, as_tensor, bicubic_downsample_float
 
 __all__ = ["bits_per_dim", "psnr", "ssim", "ms_ssim", "consistency", "nearest_neighbour_ms_ssim", "MS_SSIM_WEIGHTS",
            "spread"]
@@ -167,26 +167,25 @@ def ms_ssim(a: Tensor, b: Tensor, weights: Sequence[float] = MS_SSIM_WEIGHTS, ma
 
 
 def consistency(samples: Tensor, inputs: Tensor) -> dict[str, Tensor]:
-    """How well each sample agrees with its low-resolution input, after area-downsampling the sample.
+    """How well each sample agrees with its low-resolution input, after downsampling the sample to the inputs' size.
 
-    ``samples`` (B, H, W, C) are area-downsampled (box mean, **not** rounded) to the inputs' size (h, w),
-    and compared with ``inputs`` (B, h, w, C); H and W must be multiples of h and w. Intensities are in
-    0..255 units. Returns float64 tensors of shape (B,):
+    ``samples`` (B, H, W, C), ``inputs`` (B, h, w, C), intensities in 0..255 units. Returns float64 tensors (B,):
 
-    - ``"rmse"``: root-mean-square difference over the h*w*C input values, sqrt(mean((down - inputs)^2));
-    - ``"l2"``: the plain Euclidean norm of the difference over the same values, sqrt(sum((down - inputs)^2))
-      = rmse * sqrt(h*w*C).
-
-    Both are 0 when the sample is any upsampling that preserves block means (e.g. nearest-neighbour
-    repetition) of its input.
+    - ``"l2_bicubic"``: **the paper's definition** (Parmar et al. 2018, after Dahl et al. 2017): the L2 distance
+      between the input and a bicubic downsampling of the sample (:func:`~image_transformer.images.bicubic_downsample_float`,
+      unrounded), sqrt(sum((bicubic(sample) - inputs)^2)) over the h*w*C values;
+    - ``"rmse"`` and ``"l2"``: **ours**, with the area (box mean, unrounded) downsampling by which this library makes
+      its inputs: the root-mean-square and the Euclidean norm of the difference (rmse = l2 / sqrt(h*w*C)); 0 for
+      any upsampling that keeps block means, e.g. nearest-neighbour repetition. H and W must be multiples of h and w.
     """
     samples, inputs = _images(samples, "samples"), _images(inputs, "inputs")
     if samples.shape[0] != inputs.shape[0] or samples.shape[3] != inputs.shape[3]:
         raise ValueError(f"samples {tuple(samples.shape)} and inputs {tuple(inputs.shape)} must have the same "
                          f"batch size and channels")
-    down = area_downsample_float(samples, tuple(inputs.shape[1:3]))
-    squared = (down - inputs).pow(2).flatten(1)
-    return {"rmse": squared.mean(1).sqrt(), "l2": squared.sum(1).sqrt()}
+    size = tuple(inputs.shape[1:3])
+    squared = (area_downsample_float(samples, size) - inputs).pow(2).flatten(1)
+    bicubic = (bicubic_downsample_float(samples, size) - inputs).pow(2).flatten(1)
+    return {"rmse": squared.mean(1).sqrt(), "l2": squared.sum(1).sqrt(), "l2_bicubic": bicubic.sum(1).sqrt()}
 
 
 @torch.no_grad()

@@ -91,7 +91,7 @@ class ImageTransformer(PretrainedModel):
         self.layout = make_layout(
             cfg.attention, grid, cfg.query_length, cfg.memory_length, cfg.query_shape, cfg.memory_flange
         )
-        self.values_in = self.dist.input_embedding(cfg.hidden_size, self.layout.n)
+        self.values_in = self.dist.input_embedding(cfg.hidden_size, self.layout.n, relu=cfg.pixel_input_relu)
         self.positions = PositionEncoding(grid, cfg.hidden_size, cfg.position_encoding)
         self.classes = nn.Embedding(cfg.num_classes, cfg.hidden_size) if cfg.num_classes else None
         self.drop = nn.Dropout(cfg.dropout)

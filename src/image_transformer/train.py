@@ -31,7 +31,7 @@ from .checkpoint import (
     CHECKPOINT_NAME, CheckpointError, PretrainedModel, atomic_write, build_model, describe_os_error, load_weights,
     model_from_config, model_record, naming, read_checkpoint, save_checkpoint, save_or_rescue, stale_temporaries,
 )
-from .config import ImageTransformerConfig, option
+from .config import ADDED_FIELDS, ImageTransformerConfig, option
 from .data import ImageData, load_split
 from .images import plot_curve, save_grid
 from .metrics import bits_per_dim, spread
@@ -438,6 +438,8 @@ class Trainer:
         """Continue from ``checkpoint.pt``: weights, EMA, optimizer, schedule, step, RNG, data position."""
         state = read_checkpoint(self.checkpoint_path)
         ours, theirs = model_record(self.model), {k: state.get(k) for k in ("model_type", "config")}
+        # a checkpoint from before a config field existed has that field at the value that kept its model
+        theirs["config"] = {**{k: v for k, v in ADDED_FIELDS.items() if k in ours["config"]}, **(theirs["config"] or {})}
         if theirs["model_type"] != ours["model_type"] or theirs["config"] != ours["config"]:
             mine = ours["config"]
             diff = {k: (theirs["config"].get(k), v) for k, v in mine.items() if theirs["config"].get(k) != v}
@@ -656,6 +658,9 @@ class TrainingRun:
     data: str = "mnist-slice"  # KIND:PATH (see data.load_dataset); a resumed run reads its own
     image_size: tuple[int, int] | None = None  # resize folder/celeba images
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig values given (on resume, over the run's own)
+    # a fresh run's defaults in place of TrainConfig's (a preset's config.RECIPES entry); ``train`` overrides them
+    recipe: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = None  # the preset's name, recorded with the recipe in run.json
     resume: bool = False
     overwrite: bool = False  # start afresh over a checkpoint
     device: str = "cpu"
@@ -691,12 +696,15 @@ class TrainingRun:
             info = state.get("run_info", {})
             self.data, self.image_size = info.get("data", self.data), info.get("image_size") or self.image_size
             self.train_config = TrainConfig(**{**state["train_config"], **self.train})
+            self.recipe_record = info.get("recipe")
             self.config = build_model(state, str(checkpoint)).config
         else:
             if checkpoint.exists() and not self.overwrite:
                 raise ValueError(f"{checkpoint} exists: pass --resume to continue that run, --overwrite to "
                                  f"start again, or another --out")
-            self.train_config = TrainConfig(**self.train)
+            self.train_config = TrainConfig(**{**self.recipe, **self.train})
+            self.recipe_record = {"preset": self.preset, "values": dict(self.recipe),
+                                  "overridden": sorted(k for k in self.recipe if k in self.train)}
         self.train_data = load_split(self.data, "train", self.image_size)
         self.test_data = load_split(self.data, "test", self.image_size)
         if not self.resume:
@@ -720,7 +728,8 @@ class TrainingRun:
         test_x, test_labels = self.test_data.tensors()
         train_c, test_c = model.condition_for(train_x, train_labels), model.condition_for(test_x, test_labels)
         info = {"data": self.data, "image_size": list(self.image_size) if self.image_size else None,
-                "train_source": self.train_data.source, "test_source": self.test_data.source}
+                "train_source": self.train_data.source, "test_source": self.test_data.source,
+                "recipe": self.recipe_record}
         self._say(f"data: {self.train_data.source}: {len(self.train_data)} train, {len(self.test_data)} test images "
                   f"of {self.train_data.image_shape}")
         self._say(f"model: {model.num_parameters():,} parameters, {self.config.attention}, {self.config.distribution}, "
