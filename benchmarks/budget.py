@@ -89,8 +89,9 @@ def run(spec: str, minutes: float, preset_name: str, model_settings: dict[str, A
     if config.num_classes == 0:
         train_y = held_y = None
     recipe = {**RECIPES.get(preset_name, {}), **train_settings}
-    cfg = TrainConfig(**{"steps": 10**9, "max_minutes": minutes, "checkpoint_every": 10**9, "eval_images": 256,
-                         "eval_every": 10**9, **recipe})
+    # the budget's minutes bind (a recipe's own max_minutes and steps give way to them)
+    cfg = TrainConfig(**{"checkpoint_every": 10**9, "eval_images": 256, **recipe, "steps": 10**9,
+                         "max_minutes": minutes, "eval_every": 10**9})
     # the curve: about ``curve_points`` evaluations on 256 held-out images, their time not counted
     cfg.eval_every = max(1, int(minutes * 60 / probe_step_seconds(config, cfg, train_x, train_y) / curve_points))
     torch.manual_seed(cfg.seed)

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from image_transformer.config import RECIPES
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import budget  # noqa: E402  (the benchmark beside this script)
 
@@ -41,7 +43,8 @@ EVAL_LIMIT = {"cifar": 0, "mnist": 2000}
 # name -> (preset, model settings, training settings); one change at a time from "base", which is the
 # issue's starting point (CIFAR: cifar10-1d-dmol-tiny, batch 8, lr 2e-3, warm-up 50; MNIST: the README's
 # mnist-tiny recipe)
-_CIFAR_BASE = ("cifar10-1d-dmol-tiny", {}, dict(batch_size=8, lr=2e-3, warmup=50))
+# (the mixture input without tensor2tensor's ReLU: the model the issue measured, and the sweep's first rows)
+_CIFAR_BASE = ("cifar10-1d-dmol-tiny", dict(pixel_input_relu=False), dict(batch_size=8, lr=2e-3, warmup=50))
 _MNIST_BASE = ("mnist-tiny", {}, dict(batch_size=16, lr=2e-3, warmup=100))
 
 
@@ -66,6 +69,7 @@ CANDIDATES: dict[str, dict[str, tuple[str, dict, dict]]] = {
         "warmup200": _vary(_CIFAR_BASE, train=dict(warmup=200)),
         "pre-norm": _vary(_CIFAR_BASE, model=dict(norm="pre")),
         "bf16": _vary(_CIFAR_BASE, train=dict(precision="bf16")),
+        "cifar10-cpu": ("cifar10-cpu", {}, {}),  # the winners together: the preset and its recipe
     },
     "mnist": {
         "base": _MNIST_BASE,
@@ -74,6 +78,7 @@ CANDIDATES: dict[str, dict[str, tuple[str, dict, dict]]] = {
         "pre-norm-lr4e-3": _vary(_MNIST_BASE, model=dict(norm="pre"), train=dict(lr=4e-3)),
         "batch32": _vary(_MNIST_BASE, train=dict(batch_size=32)),
         "wide-d192": _vary(_MNIST_BASE, model=dict(hidden_size=192, ffn_size=384)),
+        "mnist-cpu": ("mnist-cpu", {}, {}),  # the CIFAR winners applied to MNIST: the preset and its recipe
     },
 }
 
@@ -134,6 +139,7 @@ def main() -> None:
     p.add_argument("data", choices=sorted(DATA))
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--only", nargs="+", help="run only these candidates")
+    p.add_argument("--eval-limit", type=int, help="held-out images to evaluate (0 = all; default: EVAL_LIMIT)")
     p.add_argument("--note", default="", help="a note stored with each result (e.g. 'CPU shared')")
     p.add_argument("--report", action="store_true", help="only rewrite the table and plot")
     p.add_argument("--threads", type=int, default=2)
@@ -156,10 +162,11 @@ def main() -> None:
             continue
         preset, model, train = CANDIDATES[args.data][name]
         result: dict[str, Any] = budget.run(DATA[args.data], args.minutes, preset, model, train,
-                                            eval_limit=EVAL_LIMIT[args.data], progress=False, clock=args.clock,
+                                            eval_limit=EVAL_LIMIT[args.data] if args.eval_limit is None else args.eval_limit, progress=False, clock=args.clock,
                                             curve_points=5)
+        recipe = {k: v for k, v in {**RECIPES.get(preset, {}), **train}.items() if k not in ("steps", "max_minutes")}
         result |= {"name": name, "sweep_data": args.data, "budget_minutes": args.minutes, "model_settings": model,
-                   "train_settings": train, "note": args.note}
+                   "train_settings": recipe, "note": args.note}
         result["data"] = result["data"].replace(str(ROOT / ".."), "..")
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{name}: {result['bits_per_dim']:.4f} bits/dim, {result['steps']} steps, "

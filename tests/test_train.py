@@ -294,3 +294,15 @@ def test_periodic_evaluation_is_not_training_time(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert time.monotonic() - t0 > 1.0  # two evaluations of at least 0.5 s each ...
     assert records[-1]["minutes"] * 60 < 0.9  # ... that the training clock leaves out
+
+
+@pytest.mark.parametrize("name", ["cifar10-cpu", "mnist-cpu"])
+def test_budget_presets_train_for_ten_minutes_and_decay_with_the_clock(name):
+    from image_transformer.config import RECIPES, preset
+    from image_transformer.train import lr_factor
+
+    cfg = TrainConfig(**RECIPES[name])
+    assert cfg.max_minutes == 10.0 and cfg.schedule == "linear"
+    assert lr_factor(cfg.warmup + 1, cfg, minutes=5.0) == pytest.approx(0.5, abs=1e-3)  # the clock binds ...
+    assert lr_factor(cfg.warmup + 1, cfg, minutes=10.0) == 0.0  # ... and the decay ends with it
+    assert preset(name).dropout == 0.0

@@ -595,7 +595,8 @@ class Trainer:
                     "images_per_sec": cfg.batch_size / max(self.clock() - t0, 1e-9),
                     "minutes": self.train_minutes}
             bar.update(1)
-            bar.set_postfix(bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}")
+            clock = {"minutes": f"{self.session_minutes():.1f}/{cfg.max_minutes:g}"} if cfg.max_minutes > 0 else {}
+            bar.set_postfix(bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}", **clock)
             out_of_time = cfg.max_minutes > 0 and self.session_minutes() > cfg.max_minutes
             stopping = stop.signum is not None
             if self.world > 1:  # every process stops at the same step
