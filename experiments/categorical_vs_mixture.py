@@ -29,11 +29,7 @@ def main() -> None:
     out = common.setup(args)
     names = args.only or (["cifar-categorical", "cifar-mixture"] if args.quick else list(CONFIGS))
     if not args.report:
-        for name in names:
-            data, preset, model = CONFIGS[name]
-            r = common.cached(out, EXPERIMENT, name, args.minutes,
-                              lambda: common.train_to_budget(args, data, preset, {"dropout": 0.0, **model}))
-            print(f"{name}: {r['bits_per_dim']:.4f} bits/dim after {r['steps']} steps", flush=True)
+        common.run_configs(args, out, EXPERIMENT, CONFIGS, names)
     common.compare_report(args, out, EXPERIMENT, CONFIGS, "Categorical against mixture of logistics", CLAIM,
                           "categorical_vs_mixture.py")
 

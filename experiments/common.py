@@ -88,6 +88,18 @@ def train_to_budget(args: argparse.Namespace, data: str, preset: str, model: dic
     return result | {"dataset": data, "preset": preset, "model_settings": model, "train_settings": settings}
 
 
+def run_configs(args: argparse.Namespace, out: Path, experiment: str, configs: dict, names: list[str],
+                after_each: Callable[[], None] = lambda: None) -> None:
+    """Train each named (data, preset, model settings) config to the budget without dropout (or reuse its stored
+    result), print its figure, then call ``after_each`` (a report that grows as results come in)."""
+    for name in names:
+        data, preset, model = configs[name]
+        r = cached(out, experiment, name, args.minutes,
+                   lambda: train_to_budget(args, data, preset, {"dropout": 0.0, **model}))
+        print(f"{name}: {r['bits_per_dim']:.4f} bits/dim after {r['steps']} steps", flush=True)
+        after_each()
+
+
 def command(script: str, args: argparse.Namespace) -> str:
     return f"python experiments/{script} --minutes {args.minutes:g} --clock {args.clock} --threads {args.threads}"
 

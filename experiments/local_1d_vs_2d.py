@@ -30,11 +30,7 @@ def main() -> None:
     out = common.setup(args)
     names = args.only or (["cifar-1d", "cifar-2d"] if args.quick else list(CONFIGS))
     if not args.report:
-        for name in names:
-            data, preset, model = CONFIGS[name]
-            r = common.cached(out, EXPERIMENT, name, args.minutes,
-                              lambda: common.train_to_budget(args, data, preset, {"dropout": 0.0, **model}))
-            print(f"{name}: {r['bits_per_dim']:.4f} bits/dim after {r['steps']} steps", flush=True)
+        common.run_configs(args, out, EXPERIMENT, CONFIGS, names)
     common.compare_report(args, out, EXPERIMENT, CONFIGS, "1D against 2D local attention", CLAIM, "local_1d_vs_2d.py")
 
 

@@ -84,12 +84,7 @@ def main() -> None:
     if args.quick and not args.only:
         names = [names[0], "cifar-2d-q2x12-m2x6", "mnist-1d-q28-m28"]
     if not args.report:
-        for name in names:
-            data, preset, model = CONFIGS[name]
-            r = common.cached(out, EXPERIMENT, name, args.minutes,
-                              lambda: common.train_to_budget(args, data, preset, {"dropout": 0.0, **model}))
-            print(f"{name}: {r['bits_per_dim']:.4f} bits/dim after {r['steps']} steps", flush=True)
-            report(args, out)
+        common.run_configs(args, out, EXPERIMENT, CONFIGS, names, lambda: report(args, out))
     report(args, out)
 
 
