@@ -1,0 +1,48 @@
+"""The experiment scripts under experiments/ run end to end: a smoke run (--quick) writes its table and plot."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+SHARED_DATA = ROOT / ".." / "shared" / "data"
+
+
+def run_script(script: str, out: Path, *args: str) -> None:
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--quick", "--threads", "1", "--out", str(out),
+                           *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def table_numbers(path: Path, column: int) -> list[float]:
+    """The numbers in one column of a markdown table's body."""
+    rows = [line for line in path.read_text().splitlines() if line.startswith("| ") and not line.startswith("| data")
+            and not line.startswith("| temperature")]
+    return [float(re.split(r"\s*\|\s*", row.strip("| "))[column]) for row in rows]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cifar10-lossless-subset").is_dir(), reason="needs ../shared/data")
+def test_table4_writes_a_row_per_configuration_and_a_plot(tmp_path):
+    run_script("table4_block_sizes.py", tmp_path, "--only", "cifar-1d-q32-m32", "cifar-2d-q2x12-m2x6")
+    bits = table_numbers(tmp_path / "table4.md", 5)
+    assert len(bits) == 2 and all(0 < b < 9 for b in bits)  # 8 bits/dim is a uniform guess; untrained is near it
+    assert (tmp_path / "table4.png").stat().st_size > 0
+    assert len(list((tmp_path / "RESULTS").glob("table4-*.json"))) == 2
+    # a second run reuses the stored results (an interrupted experiment continues) and rewrites the same table
+    before = (tmp_path / "table4.md").read_text()
+    run_script("table4_block_sizes.py", tmp_path, "--only", "cifar-1d-q32-m32", "cifar-2d-q2x12-m2x6")
+    assert (tmp_path / "table4.md").read_text() == before
+
+
+def test_superres_temperature_scores_each_temperature(tmp_path):
+    run_script("superres_temperature.py", tmp_path)  # --quick: the shipped MNIST slice, 7x7 -> 28x28
+    consistency = table_numbers(tmp_path / "superres_temperature.md", 1)
+    assert len(consistency) == 3 and all(math.isfinite(c) and c >= 0 for c in consistency)
+    assert (tmp_path / "superres_temperature_samples.png").stat().st_size > 0
