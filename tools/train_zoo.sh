@@ -13,8 +13,11 @@
 # minutes. Finished evaluations are not repeated. Each command run is appended to RUNS/NAME.commands, and the
 # card lists exactly those commands.
 #
-# The settings below are placeholders for the winners of the budget sweep (issue 16): change the PRESET, FLAGS,
-# MINUTES of a model here, then delete its run folder (or choose another RUNS) to train it afresh.
+# The settings below are those the shipped models were trained with (their cards list the exact commands): the
+# budget sweep's winners (issue 16: mnist-cpu, cifar10-cpu) grown for an hour or more of training; mnist and
+# celeba-sr were trained side by side, THREADS=1 each. A linear decay ends with each model's MINUTES; a resumed or
+# extended run (MORE_MINUTES) decays again over its new minutes. To train a model afresh with other settings,
+# change its PRESET, FLAGS, MINUTES here, then delete its run folder (or choose another RUNS).
 # Every setting below can also be given in the environment (MNIST_MINUTES=120 tools/train_zoo.sh mnist), and:
 # DATA (the shared data, default ../shared/data), RUNS (default runs/zoo), SCRATCH (where the CIFAR-10 JPEG
 # tarball is extracted, default /tmp/image-transformer-zoo), ZOO (where models are shipped, default the package's
@@ -35,9 +38,9 @@ MORE_MINUTES=${MORE_MINUTES:-0}
 
 # ----- mnist: categorical, the full MNIST training set (60,000), evaluated on all 10,000 test images -----------
 MNIST_DATA=${MNIST_DATA:-"mnist:$DATA/mnist"}
-MNIST_PRESET=${MNIST_PRESET:-mnist-tiny}
-MNIST_MINUTES=${MNIST_MINUTES:-90}
-MNIST_FLAGS=${MNIST_FLAGS:-"--steps 20000 --warmup 200 --lr 2e-3 --batch-size 16 --eval-every 500 --eval-images 500 --num-samples 64"}
+MNIST_PRESET=${MNIST_PRESET:-mnist-cpu}
+MNIST_MINUTES=${MNIST_MINUTES:-115}
+MNIST_FLAGS=${MNIST_FLAGS:-"--hidden-size 192 --ffn-size 768 --steps 1000000 --batch-size 16 --lr 1.5e-3 --warmup 200 --schedule linear --eval-every 500 --eval-images 500 --num-samples 64"}
 MNIST_EVAL_FLAGS=${MNIST_EVAL_FLAGS:-""}
 MNIST_DESCRIPTION=${MNIST_DESCRIPTION:-"MNIST handwritten digits, 28x28 grey: all 60,000 training images; test bits/dim on all 10,000 test images (lossless, the original idx files)"}
 MNIST_NAME=${MNIST_NAME:-"MNIST"}
@@ -56,9 +59,9 @@ CIFAR_LICENCE=${CIFAR_LICENCE:-"CIFAR-10 by Alex Krizhevsky, Vinod Nair and Geof
 
 # ----- celeba-sr: 8x8 -> 32x32 super-resolution on CelebA faces, the last 1,000 held out --------------------------
 CELEBA_DATA=${CELEBA_DATA:-"celeba:$DATA/celeba-10k.tar.gz"}
-CELEBA_PRESET=${CELEBA_PRESET:-cifar10-1d-cat-tiny}
-CELEBA_MINUTES=${CELEBA_MINUTES:-90}
-CELEBA_FLAGS=${CELEBA_FLAGS:-"--task superres --image-size 32 --input-size 8 --steps 20000 --batch-size 8 --lr 2e-3 --warmup 50 --eval-every 500 --eval-images 200 --num-samples 32"}
+CELEBA_PRESET=${CELEBA_PRESET:-cifar10-cpu}
+CELEBA_MINUTES=${CELEBA_MINUTES:-115}
+CELEBA_FLAGS=${CELEBA_FLAGS:-"--task superres --image-size 32 --input-size 8 --encoder-layers 2 --dropout 0.1 --steps 1000000 --batch-size 8 --lr 2e-3 --warmup 100 --schedule linear --eval-every 500 --eval-images 200 --num-samples 32"}
 CELEBA_EVAL_FLAGS=${CELEBA_EVAL_FLAGS:-"--samples 32"}
 CELEBA_DESCRIPTION=${CELEBA_DESCRIPTION:-"CelebA aligned faces (the first 10,000, stored as 89x109 JPEGs), centre-cropped and area-downsampled to 32x32, inputs 8x8: trained on the first 9,000 faces; held-out bits/dim and the paper's consistency figures on the last 1,000"}
 CELEBA_NAME=${CELEBA_NAME:-"CelebA 8x8 -> 32x32"}
