@@ -33,28 +33,38 @@ def superres(seed=0):
                                                             **SMALL)).eval()
 
 
-def slowed(model, seconds):
-    """The model, its sampler waiting ``seconds`` at each generation step (so that a test can watch it)."""
-    sample = model.dist.sample
+def in_step(model):
+    """The model, its sampler made to wait at each generation step t until ``seen(t)`` is called: a test that calls
+    it for each snapshot sees every step, however busy the machine is. Returns (model, seen)."""
+    sample, cond, seen_steps, step = model.dist.sample, threading.Condition(), set(), [0]
 
-    def slow(*args, **kwargs):
-        time.sleep(seconds)
+    def gated(*args, **kwargs):
+        with cond:
+            assert cond.wait_for(lambda: step[0] in seen_steps, timeout=30), f"step {step[0]} never seen"
+        step[0] += 1
         return sample(*args, **kwargs)
 
-    model.dist.sample = slow
-    return model
+    def seen(t):
+        with cond:
+            seen_steps.add(t)
+            cond.notify_all()
+
+    model.dist.sample = gated
+    return model, seen
 
 
 # ----- Sample ---------------------------------------------------------------------------------------------------
 def test_the_grid_grows_in_generation_order_and_ends_as_model_sample():
-    model = slowed(generator(), 0.004)
-    snaps = list(demo.sample_stream(model, 3, temperature=0.9, seed=5, every=0.01))
-    final = model.sample(3, temperature=0.9, generator=torch.Generator().manual_seed(5))
+    model, seen = in_step(generator())
+    snaps = []
+    for snap in demo.sample_stream(model, 3, temperature=0.9, seed=5, every=0.001):
+        snaps.append(snap)
+        seen(snap.done)
+    final = generator().sample(3, temperature=0.9, generator=torch.Generator().manual_seed(5))
     assert snaps[-1].finished and torch.equal(snaps[-1].images, final)
-    assert len(snaps) >= 3  # some while the sampler was under way
     order = model.generation_order()
     dones = [s.done for s in snaps]
-    assert dones == sorted(dones) and 0 < dones[len(dones) // 2] < 16
+    assert dones == sorted(dones) and set(range(17)) <= set(dones)  # every step shown, in order
     for snap in snaps[:-1]:  # drawn sub-pixels are the final ones; the others grey
         flat, want = snap.images.reshape(3, -1), final.reshape(3, -1)
         assert torch.equal(flat[:, order[: snap.done]], want[:, order[: snap.done]])
@@ -75,18 +85,22 @@ def test_a_class_conditional_model_samples_a_row_per_class_or_one_class():
 
 
 def test_sampling_stops_when_asked_and_when_the_page_goes_away():
-    model = slowed(generator(), 0.02)
+    model, seen = in_step(generator())
     stop = threading.Event()
     snaps = []
-    for snap in demo.sample_stream(model, 2, stop=stop, every=0.01):
+    for snap in demo.sample_stream(model, 2, stop=stop, every=0.001):
         snaps.append(snap)
         if snap.done >= 2:
             stop.set()
-    assert snaps[-1].cancelled and not snaps[-1].finished and snaps[-1].done < 16
-    stream = demo.sample_stream(model, 2, every=0.01)
+        seen(snap.done)
+    assert snaps[-1].cancelled and not snaps[-1].finished and snaps[-1].done == 3  # stopped at the next step
+    model = generator()
+    sample = model.dist.sample
+    model.dist.sample = lambda *args, **kwargs: time.sleep(0.5) or sample(*args, **kwargs)  # 8 s a run
+    stream = demo.sample_stream(model, 2, every=0.001)
     next(stream)
     started = time.monotonic()
-    stream.close()  # Gradio closes the generator of a cancelled event: the sampler's thread ends with it
+    stream.close()  # a stream dropped before its end (the page went away) ends the sampler's thread with it
     assert time.monotonic() - started < 5
     assert not any(t.name == "image-transformer-sampling" for t in threading.enumerate())
 
@@ -191,6 +205,7 @@ def test_compress_gives_a_file_that_decodes_identically_and_sizes_beside_it():
     assert torch.equal(codec.decode(result.stream, model)[0], images)  # the file itself, as the CLI decodes it
     names = [name for name, _ in result.sizes]
     assert names[0] == "Image Transformer (this model)" and result.sizes[0][1] == len(result.stream)
+    assert "coded pixels alone" in names[1] and result.sizes[1][1] == len(codec.read_header(result.stream)[1])
     assert "PNG (optimize)" in names and "WebP lossless (method 6)" in names and names[-1].startswith("raw")
     assert ("the files as uploaded", 300) in result.sizes and result.sizes[-1][1] == 32
     table = demo.size_table(result)

@@ -65,14 +65,14 @@ def set_number(page: Any, elem_id: str, value: float) -> None:
     box.blur()
 
 
-def wait_status(page: Any, elem_id: str, text: str, timeout_ms: int = TIMEOUT_MS, refused: bool = True) -> str:
+def wait_status(page: Any, elem_id: str, text: str, timeout_ms: int | None = None, refused: bool = True) -> str:
     """Wait until the text shown in ``elem_id`` holds ``text``; with ``refused``, fail as soon as it says that
     something could not be done."""
     stop = "Cannot do that" if refused else text
     page.wait_for_function(
         "([id, text, stop]) => { const t = document.getElementById(id)?.innerText || '';"
         " return t.includes(text) || t.includes(stop); }",
-        arg=[elem_id, text, stop], timeout=timeout_ms)
+        arg=[elem_id, text, stop], timeout=timeout_ms or TIMEOUT_MS)
     found = page.locator(f"#{elem_id}").inner_text()
     if text not in found:
         raise AssertionError(f"{elem_id}: {found}")
@@ -83,7 +83,7 @@ def image_url(page: Any, elem_id: str) -> str:
     """The address of the image shown in the component ``elem_id``."""
     locator = page.locator(f"#{elem_id} img").first
     locator.wait_for(state="attached", timeout=TIMEOUT_MS)
-    locator.scroll_into_view_if_needed()  # the page's images load lazily
+    locator.evaluate("e => e.scrollIntoView({block: 'center'})")  # the page's images load lazily
     page.wait_for_function("(id) => { const i = document.querySelector('#' + id + ' img');"
                            " return i && i.complete && i.naturalWidth > 0; }", arg=elem_id, timeout=TIMEOUT_MS)
     return locator.get_attribute("src")
@@ -97,6 +97,20 @@ def upload(page: Any, elem_id: str, files: Path | list[Path]) -> None:
     page.locator(f"#{elem_id} input[type=file]").set_input_files(files)
 
 
+def draw_seven(page: Any, elem_id: str) -> None:
+    """Draw a 7 on the sketch pad ``elem_id`` with the mouse: a bar, then a stroke down and to the left."""
+    box = page.locator(f"#{elem_id} canvas").first.bounding_box()
+
+    def at(fx: float, fy: float) -> tuple[float, float]:
+        return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+    for start, end in (((0.3, 0.2), (0.62, 0.2)), ((0.62, 0.2), (0.45, 0.85))):
+        page.mouse.move(*at(*start))
+        page.mouse.down()
+        page.mouse.move(*at(*end), steps=12)
+        page.mouse.up()
+
+
 def shoot(page: Any, folder: Path | None, name: str) -> None:
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -104,12 +118,15 @@ def shoot(page: Any, folder: Path | None, name: str) -> None:
 
 
 def drive(page: Any, url: str, digit: Path, face: Path | None, shots: Path | None, num: int = 2,
-          rows: int | None = None) -> dict[str, dict[str, Any]]:
-    """Every tab once: sample ``num`` images, complete ``digit`` keeping its top ``rows`` rows, upscale ``face``
-    (None: the first held-out face), compress ``digit`` and score it. Returns per tab the seconds from the click
-    to the result, the status text, and the addresses of what was shown or offered for download."""
+          rows: int | None = None, progress_shot: bool = False,
+          compress: list[Path] | None = None) -> dict[str, dict[str, Any]]:
+    """Every tab once: sample ``num`` images, complete ``digit`` keeping its top ``rows`` rows (and a 7 drawn on the
+    sketch pad), upscale ``face`` (None: the first held-out face), compress ``compress`` (None: ``digit``) and score ``digit``. Returns per tab
+    the seconds from the click
+    to the result, the status text, and the addresses of what was shown or offered for download. With
+    ``progress_shot``, also a screenshot of the grid half drawn (``sample-progress.png``)."""
     try:
-        return _drive(page, url, digit, face, shots, num, rows)
+        return _drive(page, url, digit, face, shots, num, rows, progress_shot, compress or [digit])
     except Exception:  # what the page showed when a step failed, to see why
         shoot(page, shots, "failure")
         if shots is not None:
@@ -118,12 +135,15 @@ def drive(page: Any, url: str, digit: Path, face: Path | None, shots: Path | Non
 
 
 def _drive(page: Any, url: str, digit: Path, face: Path | None, shots: Path | None, num: int,
-           rows: int | None) -> dict[str, dict[str, Any]]:
+           rows: int | None, progress_shot: bool, compress: list[Path]) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
+    page.set_default_timeout(TIMEOUT_MS)
 
-    def timed(tab: str, button: str, status: str, text: str) -> dict[str, Any]:
+    def timed(tab: str, button: str, status: str, text: str, meanwhile: Any = None) -> dict[str, Any]:
         started = time.monotonic()
         page.locator(f"#{button}").click()
+        if meanwhile is not None:
+            meanwhile()
         found = wait_status(page, status, text)
         results[tab] = {"seconds": round(time.monotonic() - started, 2), "status": found}
         return results[tab]
@@ -131,7 +151,14 @@ def _drive(page: Any, url: str, digit: Path, face: Path | None, shots: Path | No
     page.goto(url)
     page.get_by_role("tab", name="Sample", exact=True).wait_for(timeout=TIMEOUT_MS)
     set_number(page, "sample-num", num)
-    result = timed("sample", "sample-run", "sample-status", "images in")
+    def half_drawn() -> None:
+        page.wait_for_function("() => (document.getElementById('sample-status')?.innerText || '')"
+                               ".match(/[12]\\d of \\d+ rows complete/)",  # 10 rows or more
+                               timeout=TIMEOUT_MS)
+        image_url(page, "sample-out")
+        shoot(page, shots, "sample-progress")
+
+    result = timed("sample", "sample-run", "sample-status", "images in", half_drawn if progress_shot else None)
     result["image"] = image_url(page, "sample-out")
     shoot(page, shots, "sample")
 
@@ -143,6 +170,12 @@ def _drive(page: Any, url: str, digit: Path, face: Path | None, shots: Path | No
     result = timed("complete", "complete-run", "complete-status", "completions in")
     result["image"] = image_url(page, "complete-out")
     shoot(page, shots, "complete")
+    page.get_by_role("tab", name="Draw", exact=True).click()  # the same from a drawing on the sketch pad
+    page.locator("#complete-pad canvas").first.wait_for()
+    draw_seven(page, "complete-pad")
+    result = timed("complete-drawing", "complete-run", "complete-status", "resized from")
+    result["image"] = image_url(page, "complete-out")
+    shoot(page, shots, "complete-drawing")
 
     open_tab(page, "Upscale")
     if page.locator("#upscale-run").count():  # a page with no super-resolution model says so instead
@@ -158,8 +191,9 @@ def _drive(page: Any, url: str, digit: Path, face: Path | None, shots: Path | No
         shoot(page, shots, "upscale")
 
     open_tab(page, "Compress")
-    upload(page, "compress-files", [digit])
-    wait_status(page, "compress-files", digit.stem)  # uploaded: the file is listed (its extension apart)
+    upload(page, "compress-files", compress)
+    for path in compress:  # uploaded: each file is listed (its extension apart)
+        wait_status(page, "compress-files", path.stem)
     result = timed("compress", "compress-run", "compress-status", "identical")
     result["image"] = image_url(page, "compress-out")
     link = page.locator("#compress-download a").first
@@ -177,16 +211,21 @@ def _drive(page: Any, url: str, digit: Path, face: Path | None, shots: Path | No
 
 
 def main() -> None:
+    global TIMEOUT_MS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", nargs="+", required=True, help="models to serve (as `image-transformer demo` takes)")
     p.add_argument("--digit", type=Path, required=True, help="a PNG for Complete, Compress and Likelihood")
     p.add_argument("--face", type=Path, help="a PNG for Upscale (default: the first held-out face)")
+    p.add_argument("--compress", type=Path, nargs="+", help="PNGs for Compress (default: --digit)")
     p.add_argument("--rows", type=int, help="top rows Complete keeps (default: the page's, half the image)")
     p.add_argument("--num", type=int, default=16, help="images to sample")
     p.add_argument("--out", type=Path, default=Path("docs/demo"), help="folder for the screenshots")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--width", type=int, default=1280, help="browser window width")
+    p.add_argument("--timeout", type=float, default=TIMEOUT_MS / 1000,
+                   help="seconds to wait for any one step (raise it on a machine busy with other work)")
     args = p.parse_args()
+    TIMEOUT_MS = int(args.timeout * 1000)
 
     import tempfile
 
@@ -205,7 +244,8 @@ def main() -> None:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, headless=True)
             page = browser.new_page(viewport={"width": args.width, "height": 900})
-            results = drive(page, url, args.digit, args.face, args.out, num=args.num, rows=args.rows)
+            results = drive(page, url, args.digit, args.face, args.out, num=args.num, rows=args.rows,
+                            progress_shot=True, compress=args.compress)
             browser.close()
     finally:
         app.close()

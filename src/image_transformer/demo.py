@@ -268,9 +268,9 @@ def sample_stream(model: ImageTransformer, num: int, temperature: float = 1.0, s
     finished = threading.Event()
 
     def on_step(values: Tensor, t: int) -> None:
+        live["values"], live["done"] = values, t
         if halt.is_set() or (stop is not None and stop.is_set()):
             raise Cancelled
-        live["values"], live["done"] = values, t
 
     def work() -> None:
         try:
@@ -375,8 +375,9 @@ def upscale(model: SuperResolutionTransformer, low: Tensor, num: int = 1, seed: 
 # ----- Compress -----------------------------------------------------------------------------------------------
 @dataclass
 class CompressResult:
-    """A compressed file and how it compares: ``sizes`` are (codec, bytes of all the images) rows, the model's
-    first and the raw pixels last; ``identical``: the file decodes to exactly the input."""
+    """A compressed file and how it compares: ``sizes`` are (codec, bytes of all the images) rows, the model's file
+    first, then its coded pixels alone (the file less its header), and the raw pixels last; ``identical``: the file
+    decodes to exactly the input."""
 
     stream: bytes
     decoded: Tensor
@@ -402,7 +403,9 @@ def compress(model: ImageTransformer, images: Tensor, labels: Tensor | None = No
     decoded, decoded_labels = codec.decode(stream, model)
     decode_seconds = time.monotonic() - encoded
     identical = torch.equal(decoded, images.cpu()) and (labels is None or torch.equal(decoded_labels, labels.cpu()))
-    sizes = [("Image Transformer (this model)", len(stream))]
+    payload = len(codec.read_header(stream)[1])
+    sizes = [("Image Transformer (this model)", len(stream)),
+             ("… its coded pixels alone, without the file's header", payload)]
     sizes += [(LOSSLESS_FORMATS[f], sum(len(lossless_bytes(image, f)) for image in images))
               for f in lossless_formats()]
     if uploaded_bytes is not None:
@@ -685,7 +688,8 @@ class DemoApp:
                         text = (f"**{n} images in {snap.seconds:.1f} s** ({n / snap.seconds:.2f} images/s), "
                                 f"temperature {temperature:g}, seed {int(seed or 0)}.")
                     else:
-                        text = (f"Sampling `{progress_bar(snap.done / snap.total)}` {rows} of "
+                        doing = "Stopping at the next step..." if stop.is_set() else "Sampling"  # Cancel pressed
+                        text = (f"{doing} `{progress_bar(snap.done / snap.total)}` {rows} of "
                                 f"{model.image_shape[0]} rows complete (step {snap.done:,} of {snap.total:,}), "
                                 f"{snap.seconds:.1f} s.")
                     yield display(snap.images, snap.nrow), text
@@ -714,14 +718,15 @@ class DemoApp:
                 with gr.Tabs():
                     with gr.Tab("Upload", id="complete-upload") as upload_tab:
                         image = self.upload("image to complete", "complete-image")
+                        self.held_out_row(picker, image, "complete")  # here: a held-out image is an upload
                     with gr.Tab("Draw", id="complete-draw") as draw_tab:
                         pad = gr.Sketchpad(value={"background": np.zeros((280, 280, 3), np.uint8), "layers": [],
                                                   "composite": None},
                                            canvas_size=(280, 280), fixed_canvas=True, type="numpy", image_mode="RGBA",
                                            brush=gr.Brush(default_size=22, colors=["#ffffff", "#808080", "#000000"],
                                                           default_color="#ffffff"),
-                                           label="draw (white on black); resized to the model's size")
-                self.held_out_row(picker, image, "complete")
+                                           label="draw (white on black); resized to the model's size",
+                                           elem_id="complete-pad")
                 rows = gr.Slider(0, h, h // 2, step=1, label="top rows to keep", elem_id="complete-rows")
                 label = self.class_picker(names[0])
                 num = gr.Slider(1, 16, 4, step=1, label="completions", elem_id="complete-num")
@@ -769,7 +774,7 @@ class DemoApp:
                 self.stops.finish(key, stop)
 
         run.click(go, [picker, source, image, pad, rows, label, num, temperature, seed, fit], [out, status],
-                          api_name="complete")
+                  api_name="complete")
         cancel.click(self.canceller("complete"), None, status, queue=False, api_name=False)
 
     def upscale_tab(self) -> None:
@@ -867,10 +872,11 @@ class DemoApp:
                            f"{result.dims:,} values equal)" if result.identical else
                            "**Decoded file differs from the input**: this should not happen; please report it")
                 notes = sorted({n for _, ns in prepared for n in ns})
-                size, payload = len(result.stream), len(codec.read_header(result.stream)[1])
+                size, payload = len(result.stream), result.sizes[1][1]
                 text = (f"{verdict}.\n\n**{size:,} bytes**, {result.bits_per_dim(size):.3f} bits/dim: {payload:,} "
                         f"bytes of coded pixels and a {size - payload:,}-byte header (the model's fingerprint, the "
-                        f"names); the model's own -log2 p: {result.model_bits_per_dim:.3f} bits/dim. Encoded in "
+                        f"names: one per file, however many images it holds); the model's own -log2 p: "
+                        f"{result.model_bits_per_dim:.3f} bits/dim. Encoded in "
                         f"{result.encode_seconds:.1f} s, decoded in {result.decode_seconds:.1f} s{_notes(notes)}.\n\n"
                         + size_table(result))
                 shown = display(torch.cat([images, result.decoded]), nrow=len(images))
