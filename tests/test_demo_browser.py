@@ -11,6 +11,7 @@ DEMO_SCREENSHOTS=FOLDER to keep the screenshots.
 import importlib.util
 import io
 import os
+import re
 import tempfile
 import threading
 import time
@@ -175,7 +176,8 @@ def test_sampling_shows_rows_as_they_come_does_not_hold_up_other_tabs_and_cancel
     tool.wait_status(page, "sample-status", "Stopping at the next step")  # the cancel is registered
     served["release"].set()  # without the cancel, the sampler would now finish at once
     status = tool.wait_status(page, "sample-status", "Cancelled after")  # the sampler's own last word
-    assert "at step 25 of 64" in status  # the step after the release: 25 values drawn
+    drawn = int(re.search(r"at step (\d+) of 64", status).group(1))
+    assert 1 <= drawn <= 25  # stopped by the cancel: at the latest, the step after the release (24 held back)
     time.sleep(1)
     assert "images in" not in page.locator("#sample-status").inner_text()  # it stays stopped
 
