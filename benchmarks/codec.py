@@ -19,45 +19,22 @@ For the images of a split (``--limit`` for the first N), in one run:
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import statistics
 import time
 
 import numpy as np
 import torch
-from PIL import Image
 
 from image_transformer import codec
 from image_transformer.checkpoint import load_model
 from image_transformer.data import load_dataset
+from image_transformer.images import LOSSLESS_FORMATS, lossless_bytes, lossless_formats
 from image_transformer.train import evaluate
 
-try:
-    import pillow_jxl  # noqa: F401  (registers JPEG XL with Pillow)
 
-    HAVE_JXL = True
-except ImportError:
-    HAVE_JXL = False
-
-
-def pil(image: np.ndarray) -> Image.Image:
-    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-
-
-def encoded_size(image: Image.Image, fmt: str) -> int:
-    buf = io.BytesIO()
-    if fmt == "PNG":
-        image.save(buf, format="PNG", optimize=True)
-    elif fmt == "WEBP":
-        image.save(buf, format="WEBP", lossless=True, method=6, quality=100)
-    elif fmt == "JXL":
-        image.save(buf, format="JXL", lossless=True, effort=9)
-    data = buf.getvalue()
-    if fmt == "JXL":  # check that the file is lossless here
-        back = np.asarray(Image.open(io.BytesIO(data)))
-        assert np.array_equal(back, np.asarray(image)), "JPEG XL output is not lossless"
-    return len(data)
+def encoded_size(image: np.ndarray, fmt: str) -> int:
+    return len(lossless_bytes(image, fmt))
 
 
 def mosaic(images: np.ndarray) -> np.ndarray:
@@ -137,20 +114,19 @@ def compression_table(model, images: torch.Tensor, labels: torch.Tensor | None, 
           f"{len(stream) - len(payload)}-byte header: {8 * len(stream) / dims:.4f} bits/dim")
 
     arr = images.numpy()
-    formats = ["PNG", "WEBP"] + (["JXL"] if HAVE_JXL else [])
-    print(f"\n{'codec':24s} {'per image':>10s} {'mosaic':>10s}   (bits/dim, same {n} images)")
-    print(f"{'raw':24s} {8.0:10.4f} {8.0:10.4f}")
+    formats = lossless_formats()
+    print(f"\n{'codec':28s} {'per image':>10s} {'mosaic':>10s}   (bits/dim, same {n} images)")
+    print(f"{'raw':28s} {8.0:10.4f} {8.0:10.4f}")
     best = math.inf
-    names = {"PNG": "PNG (optimize)", "WEBP": "WebP lossless (m6)", "JXL": "JPEG XL lossless (e9)"}
     for f in formats:
-        per_image = 8 * sum(encoded_size(pil(a), f) for a in arr) / dims
-        whole = 8 * encoded_size(pil(mosaic(arr)), f) / dims
+        per_image = 8 * sum(encoded_size(a, f) for a in arr) / dims
+        whole = 8 * encoded_size(mosaic(arr), f) / dims
         best = min(best, per_image, whole)
-        print(f"{names[f]:24s} {per_image:10.4f} {whole:10.4f}")
-    if not HAVE_JXL:
+        print(f"{LOSSLESS_FORMATS[f]:28s} {per_image:10.4f} {whole:10.4f}")
+    if "JXL" not in formats:
         print("JPEG XL: not measured (pip install pillow-jxl-plugin)")
     ours = 8 * len(stream) / dims
-    print(f"{'ours (whole file)':24s} {ours:10.4f} {ours:10.4f}")
+    print(f"{'ours (whole file)':28s} {ours:10.4f} {ours:10.4f}")
     print(f"ours vs the best classical result: {100 * (1 - ours / best):.1f}% smaller")
 
 

@@ -93,7 +93,7 @@ def test_superres_train_eval_upscale(tiny_mnist, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "sample", "complete", "upscale", "compress", "decompress",
-                                     "average", "presets"])
+                                     "average", "presets", "demo"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([command, "--help"])
@@ -236,7 +236,7 @@ def test_labels_the_model_cannot_use_are_refused(trained, tmp_path, capsys):
     assert not (tmp_path / "c.png").exists()
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "sample", "complete", "upscale", "average"])
+@pytest.mark.parametrize("command", ["train", "eval", "sample", "complete", "upscale", "average", "demo"])
 def test_help_states_each_default_once(command, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")  # one line per option
     with pytest.raises(SystemExit):

@@ -61,3 +61,54 @@ def test_enlarge_repeats_pixels_for_one_image_or_a_batch():
     big = enlarge(image, (2, 3))
     assert big.shape == (4, 9, 1) and torch.equal(big[::2, ::3], image)
     assert torch.equal(enlarge(image[None].repeat(2, 1, 1, 1), (2, 3))[1], big)
+
+
+def test_fit_image_makes_lossless_changes_itself_and_lossy_ones_only_when_asked():
+    from image_transformer.images import fit_image
+
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., :3] = 70
+    rgba[..., 3] = 255
+    x, notes = fit_image(Image.fromarray(rgba, "RGBA"), (4, 6, 1))
+    assert (x == 70).all() and notes == ["its RGB channels are equal: read as grey",
+                                         "its fully opaque alpha channel dropped"]
+    x, notes = fit_image(Image.fromarray(np.full((4, 6), 9, np.uint8)), (4, 6, 4))
+    assert x.shape == (4, 6, 4) and (x[..., :3] == 9).all() and (x[..., 3] == 255).all()
+    rgba[0, 0, 3] = 0
+    with pytest.raises(ValueError, match="it is RGBA but the model takes RGB images .*transparency flattened onto black"):
+        fit_image(Image.fromarray(rgba, "RGBA"), (4, 6, 3))
+    x, notes = fit_image(Image.fromarray(rgba, "RGBA"), (4, 6, 3), fit=True)
+    assert (x[0, 0] == 0).all() and (x[1, 1] == 70).all() and notes == ["transparency flattened onto black"]
+    with pytest.raises(ValueError, match=r"it is 4x6 but the model takes 2x2\. Tick \"fit to the model\""):
+        fit_image(Image.fromarray(np.zeros((4, 6), np.uint8)), (2, 2, 1))
+    wide = np.zeros((4, 6), np.uint8)
+    wide[:, 1:5] = 200  # the centre 4x4 of a 4x6 image
+    x, notes = fit_image(Image.fromarray(wide), (2, 2, 1), fit=True)
+    assert (x == 200).all() and notes == ["resized from 4x6 to 2x2, centre 4x4 kept (area)"]
+    x, notes = fit_image(Image.fromarray(np.full((2, 2), 50, np.uint8)), (5, 5, 1), fit=True)
+    assert x.shape == (5, 5, 1) and (x == 50).all() and notes == ["resized from 2x2 to 5x5 (bicubic)"]
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_lossless_files_decode_to_the_same_pixels(channels):
+    import io
+
+    from image_transformer.images import lossless_bytes, lossless_formats
+
+    image = torch.randint(0, 256, (5, 7, channels), dtype=torch.uint8)
+    for fmt in lossless_formats():
+        back = np.asarray(Image.open(io.BytesIO(lossless_bytes(image, fmt))))
+        if channels == 1 and back.ndim == 3:  # WebP holds grey as RGB
+            back = back[..., 0]
+        assert np.array_equal(back.reshape(image.shape), image.numpy()), fmt
+    with pytest.raises(ValueError, match="unknown lossless format 'GIF'"):
+        lossless_bytes(image, "GIF")
+
+
+def test_heat_map_draws_values_with_a_colour_bar():
+    from image_transformer.images import heat_map
+
+    picture = heat_map(np.arange(12.0).reshape(3, 4), "bits", title="3.2 bits/dim", size=2.0)
+    assert picture.dtype == np.uint8 and picture.shape == (200, 250, 3) and picture.std() > 0
+    with pytest.raises(ValueError, match=r"needs a \(H, W\) array"):
+        heat_map(np.zeros(3), "bits")

@@ -259,3 +259,32 @@ def test_pre_norm_computes_another_function_than_the_papers_post_norm():
     assert not torch.allclose(post.log_prob(x), pre.log_prob(x))
     with pytest.raises(ValueError, match="norm must be one of"):
         ImageTransformerConfig(norm="sandwich")
+
+
+def test_on_step_sees_the_values_fill_in_generation_order_and_can_stop_the_sampler():
+    model = ImageTransformer(ImageTransformerConfig(image_size=(3, 4), channels=1, hidden_size=8, num_layers=1,
+                                                    num_heads=2, ffn_size=8, attention="local_2d",
+                                                    query_shape=(2, 2), memory_flange=(1, 1)))
+    seen = []
+    final = model.sample(2, generator=torch.Generator().manual_seed(0),
+                         on_step=lambda values, t: seen.append((t, values.clone())))
+    assert [t for t, _ in seen] == list(range(13))  # before each of the 12 steps, and once at the end
+    order = model.layout.order
+    for t, values in seen:
+        assert torch.equal(values[:, order[:t]], model.to_positions(final)[:, order[:t]])
+        assert (values[:, order[t:]] == 0).all()
+
+    class Stop(Exception):
+        pass
+
+    steps = []
+
+    def stop_at_10(values, t):
+        steps.append(t)
+        if t == 10:
+            raise Stop
+
+    with pytest.raises(Stop):
+        model.complete(final, 2, on_step=stop_at_10)
+    assert steps == [8, 9, 10]  # the top 2 rows (8 steps) were given
+    assert model.training  # the sampler's mode restored on the way out

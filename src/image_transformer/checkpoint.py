@@ -289,6 +289,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def run_info(path: str | Path) -> dict[str, Any]:
+    """What a training run recorded about itself in its checkpoint (the data spec it trained on, the image size,
+    ...), for a run folder or a checkpoint file; {} for a model folder or anything else without a checkpoint."""
+    path = Path(path)
+    path = path / CHECKPOINT_NAME if path.is_dir() else path
+    return read_checkpoint(path).get("run_info", {}) if path.is_file() else {}
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: bool = True) -> PretrainedModel:
     """A model (in eval mode) from a run directory, a training checkpoint file, a pretrained directory, the name
     of a shipped model (``image-transformer models``) or ``hf-hub:USER/NAME`` (a Hub repo).

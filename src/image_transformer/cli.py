@@ -18,16 +18,15 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import codec, zoo
+from . import codec, demo, zoo
 from .checkpoint import (
-    CHECKPOINT_NAME, CheckpointError, average_checkpoints, describe_os_error, load_model, read_checkpoint,
-    save_or_rescue,
+    CheckpointError, average_checkpoints, describe_os_error, load_model, run_info, save_or_rescue,
 )
 from .config import (
     PRESETS, RECIPES, SUPERRES_FIELDS, ImageTransformerConfig, is_superres_preset, parse_size, preset,
 )
 from .data import DATASET_KINDS, ImageData, load_split
-from .images import area_downsample, enlarge, image_format, read_image, save_grid, save_image
+from .images import area_downsample, enlarge, image_format, read_image, repeat_image, save_grid, save_image
 from .metrics import spread
 from .model import ImageTransformer
 from .superres import SuperResolutionConfig, SuperResolutionTransformer, format_superres_report, superres_report
@@ -183,8 +182,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint)
     spec, image_size = args.data, parse_size(args.image_size) if args.image_size else None
     if spec is None:
-        path = base / CHECKPOINT_NAME if base.is_dir() else base
-        info = read_checkpoint(path).get("run_info", {}) if path.is_file() and not named else {}
+        info = run_info(base) if not named else {}
         spec, image_size = info.get("data"), image_size or info.get("image_size")
         if spec is None:
             trained_on = _trained_on(args.checkpoint)
@@ -250,11 +248,6 @@ def _write_grid(args: argparse.Namespace, grid: torch.Tensor, nrow: int | None) 
     return save_or_rescue(args.output, lambda p: save_grid(grid, p, nrow=nrow, scale=args.scale))
 
 
-def _repeat(image: torch.Tensor, n: int) -> torch.Tensor:
-    """(H, W, C) -> a batch of ``n`` copies (n, H, W, C)."""
-    return image[None].expand(n, -1, -1, -1).contiguous()
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     _grid_output(args)
     model = _load_generator(args.checkpoint)
@@ -282,7 +275,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     for i, original in enumerate(originals):
         label = args.label if args.label is not None or not model.config.num_classes else int(data_labels[i])
         labels = sample_labels(model, args.num, label)[0] if label is not None else None
-        completions = model.complete(_repeat(original, args.num), args.rows, labels=labels,
+        completions = model.complete(repeat_image(original, args.num), args.rows, labels=labels,
                                      temperature=args.temperature, generator=gen, progress=True)
         blanked = original.clone()
         blanked[args.rows :] = 128
@@ -306,7 +299,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     factor = tuple(int(f) for f in model.config.scale)
     rows = []
     for i, low in enumerate(lows):
-        samples = model.sample(_repeat(low, args.num), temperature=args.temperature, generator=gen, progress=True)
+        samples = model.sample(repeat_image(low, args.num), temperature=args.temperature, generator=gen, progress=True)
         row = [enlarge(low, factor)[None], samples]
         if originals is not None:
             row.append(originals[i][None])
@@ -416,6 +409,13 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         save_image(image, folder / name)
     print(f"decompressed {len(images)} images in {seconds:.1f} s ({len(images) / seconds:.2f} images/s) -> {folder}")
     print(_report_coding(len(stream), model, images, labels))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The web demo: load the models, then serve until interrupted."""
+    _set_threads(args.threads)
+    demo.launch(args.model, host=args.host, port=args.port)
     return 0
 
 
@@ -613,6 +613,14 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("-o", "--output", required=True, help="pretrained directory to write (config.json + weights)")
 
     command("presets", "list the presets: architecture and training recipe", cmd_presets)
+
+    w = command("demo", "a local web page: sample, complete, upscale, compress and score images in the browser "
+                        "(needs the demo extra: pip install -e \".[demo]\")", cmd_demo, threads)
+    w.add_argument("--model", nargs="+", action="extend", default=[],
+                   help=f"the models to serve (several, or the flag again): each {CHECKPOINT_HELP}; "
+                        f"default: every shipped model")
+    w.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 opens the page to the network)")
+    w.add_argument("--port", type=POSITIVE, help="port (default: the first free one from 7860)")
     return p
 
 

@@ -40,7 +40,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .config import parse_size
-from .images import area_downsample, as_tensor, check_images
+from .images import area_downsample, as_tensor, check_images, normalise_mode
 
 __all__ = [
     "DataError",
@@ -657,27 +657,6 @@ def _select_split(entries: list[_Entry], split: str | None, where: str) -> tuple
     raise DataError(f"{where}: no {split}/ subfolder (found {', '.join(sorted(tops))})")
 
 
-_GRAY_MODES = ("1", "L")
-_WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-
-
-def _normalise_mode(img: Image.Image) -> Image.Image:
-    """An 'L' (grey), 'LA' (grey + alpha), 'RGB' or 'RGBA' image; 16-bit/float grey is scaled from 0..65535 to 0..255;
-    palette images with transparency become RGBA."""
-    if img.mode in _GRAY_MODES:
-        return img if img.mode == "L" else img.convert("L")
-    if img.mode in _WIDE_GRAY_MODES:
-        wide = np.asarray(img, dtype=np.float64)
-        return Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")
-    if img.mode in ("LA", "RGB", "RGBA"):
-        return img
-    if img.mode in ("La", "PA") or (img.mode == "P" and "transparency" in img.info):
-        return img.convert("LA" if img.mode == "La" else "RGBA")
-    if img.mode == "RGBa" or "transparency" in img.info:
-        return img.convert("RGBA")
-    return img.convert("RGB")
-
-
 def _common_channels(arrays: list[np.ndarray]) -> np.ndarray:
     """Stack decoded images (H, W) / (H, W, 2 | 3 | 4) with one channel layout for all, (N, H, W, C).
 
@@ -715,7 +694,7 @@ def _decode(source: _Source, entries: list[_Entry], crop: Any, image_size: tuple
             try:
                 with Image.open(io.BytesIO(raw)) as opened:
                     opened.load()
-                    img = _normalise_mode(opened)
+                    img = normalise_mode(opened)
             except UnidentifiedImageError:
                 raise DataError(f"{name}: cannot decode image (not a recognised image format, or corrupt)") from None
             except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files

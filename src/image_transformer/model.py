@@ -24,6 +24,10 @@ from .images import check_images
 from .order import Layout, make_layout
 
 
+# called with (values (B, n, k), t) as the sampler goes: the values of generation steps < t are filled
+StepHook = Callable[[Tensor, int], None]
+
+
 class FeedForward(nn.Sequential):
     def __init__(self, dim: int, hidden: int):
         super().__init__(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
@@ -206,19 +210,21 @@ class ImageTransformer(PretrainedModel):
         use_cache: bool = True,
         progress: bool = False,
         context: Tensor | None = None,
+        on_step: StepHook | None = None,
     ) -> Tensor:
         """Draw ``num_images`` images, uint8 (N, H, W, C). ``labels`` (N,) for class-conditional models.
 
         ``temperature`` divides the categorical logits (see DiscretizedLogisticMixture for the mixture);
         0 is greedy. ``use_cache`` computes every position once per layer; False recomputes the whole
         image at every step (the slow reference; both give identical images for the same generator).
+        ``on_step``: see :meth:`generate` (a live view of the images as they are drawn, or a way to stop).
         """
         if not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be a positive int, got {num_images!r}")
         labels = self.check_labels(labels, num_images)
         values = torch.zeros(num_images, self.layout.n, self.dist.values_per_position,
                              dtype=torch.long, device=self.head.weight.device)
-        values = self.generate(values, 0, labels, temperature, generator, use_cache, progress, context)
+        values = self.generate(values, 0, labels, temperature, generator, use_cache, progress, context, on_step)
         return self.to_images(values).to(torch.uint8)
 
     @torch.no_grad()
@@ -231,13 +237,14 @@ class ImageTransformer(PretrainedModel):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
         progress: bool = False,
+        on_step: StepHook | None = None,
     ) -> Tensor:
         """Keep the top ``num_rows`` rows of each image and sample the rest: uint8 (B, H, W, C)."""
         check_images(images, self.image_shape)
         labels = self.check_labels(labels, images.shape[0])
         known = self.known_prefix(num_rows)
         values = self.to_positions(images.to(self.head.weight.device)).clone()
-        values = self.generate(values, known, labels, temperature, generator, use_cache, progress)
+        values = self.generate(values, known, labels, temperature, generator, use_cache, progress, on_step=on_step)
         return self.to_images(values).to(torch.uint8)
 
     def known_prefix(self, num_rows: int) -> int:
@@ -257,10 +264,12 @@ class ImageTransformer(PretrainedModel):
 
     def generate(self, values: Tensor, start: int, labels: Tensor | None = None, temperature: float = 1.0,
                  generator: torch.Generator | None = None, use_cache: bool = True, progress: bool = False,
-                 context: Tensor | None = None) -> Tensor:
+                 context: Tensor | None = None, on_step: StepHook | None = None) -> Tensor:
         """Fill ``values`` (B, n, k) long at generation steps >= ``start``; earlier steps are given.
 
         The sampler behind ``sample`` and ``complete``, with the same arguments; call without grad.
+        ``on_step(values, t)``, when given, is called before each step t is drawn (the values of steps < t are
+        filled) and once more with t = n at the end: a caller can show the images growing, or raise to stop.
         """
         self._check_context(context)
         was_training = self.training
@@ -271,6 +280,8 @@ class ImageTransformer(PretrainedModel):
             started = time.monotonic()
 
             def draw(t: int, params: Tensor) -> Tensor:
+                if on_step is not None:
+                    on_step(values, t)
                 drawn = self.dist.sample(params, temperature, generator)
                 bar.update(1)
                 if bar.n % 64 == 0 or bar.n == bar.total:  # images/s at the current pace
@@ -283,6 +294,8 @@ class ImageTransformer(PretrainedModel):
             else:
                 for t, pos in enumerate(self.layout.order.tolist()[start:], start):
                     values[:, pos] = draw(t, self.distribution_params(values, labels, context)[:, pos])  # (B, P)
+            if on_step is not None:
+                on_step(values, self.layout.n)
             bar.close()
         finally:
             self.train(was_training)

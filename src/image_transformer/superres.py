@@ -29,7 +29,7 @@ from .config import SuperResolutionConfig
 from .embeddings import PositionEncoding, SubPixelInput
 from .images import area_downsample, check_images, enlarge, save_grid
 from .metrics import consistency, nearest_neighbour_ms_ssim, psnr, spread, ssim
-from .model import Block, ImageTransformer
+from .model import Block, ImageTransformer, StepHook
 from .order import unmasked
 
 __all__ = ["SuperResolutionConfig", "SuperResolutionTransformer", "SuperResolutionEncoder", "superres_report",
@@ -152,13 +152,15 @@ class SuperResolutionTransformer(PretrainedModel):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
         progress: bool = False,
+        on_step: StepHook | None = None,
     ) -> Tensor:
         """One high-resolution sample per low-resolution input: uint8 (B, h, w, C) -> uint8 (B, H, W, C).
 
         The encoder runs once per call; with ``use_cache`` each decoder layer also computes its
         cross-attention keys and values once. ``temperature`` and ``use_cache`` mean what they mean in
         :meth:`ImageTransformer.sample` (cached and uncached sampling give identical images for the same
-        generator). The model is in eval mode while sampling and its mode is restored afterwards.
+        generator), and ``on_step`` is the decoder's (:meth:`ImageTransformer.generate`). The model is in eval
+        mode while sampling and its mode is restored afterwards.
         """
         self._check_inputs(inputs)
         if inputs.shape[0] < 1:
@@ -168,7 +170,7 @@ class SuperResolutionTransformer(PretrainedModel):
         try:
             context = self.encoder(inputs.to(self._device))
             return self.decoder.sample(inputs.shape[0], temperature=temperature, generator=generator,
-                                       use_cache=use_cache, progress=progress, context=context)
+                                       use_cache=use_cache, progress=progress, context=context, on_step=on_step)
         finally:
             self.train(was_training)
 
