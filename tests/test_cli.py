@@ -59,7 +59,7 @@ def test_class_conditional_training_and_sampling(tiny_mnist, tmp_path):
 
 def test_errors_are_clear_and_exit_2(tiny_mnist, tmp_path, capsys):
     assert run("train", "--data", f"mnist:{tiny_mnist}", "--out", tmp_path / "x", "--steps", 1) == 2
-    assert "preset 'mnist-tiny' is for 28x28x1 images but the data holds 6x6x1" in capsys.readouterr().err
+    assert "preset 'mnist-cpu' is for 28x28x1 images but the data holds 6x6x1" in capsys.readouterr().err
     assert run("train", "--data", f"mnist:{tmp_path / 'nowhere'}", "--out", tmp_path / "x") == 2
     assert "nowhere" in capsys.readouterr().err
     assert run("train", "--preset", "nope", "--data", f"mnist:{tiny_mnist}", "--out", tmp_path / "x") == 2
@@ -313,3 +313,12 @@ def test_model_and_training_flags_are_made_from_the_config_fields():
             assert action.option_strings == ([flag, "--no-" + flag[2:]] if field.type in (bool, "bool") else [flag])
             assert field.metadata["help"] in action.help and action.default is None
     assert actions["steps"].help.endswith(f"(default {TrainConfig().steps})")
+
+
+def test_train_writes_into_runs_preset_without_out_and_defaults_to_the_mnist_budget_preset(tiny_mnist, tmp_path,
+                                                                                             monkeypatch):
+    assert cli.DEFAULT_PRESET == "mnist-cpu"  # the README's main job: the sweep's winner for MNIST
+    monkeypatch.chdir(tmp_path)
+    assert run("train", "--data", f"mnist:{tiny_mnist}", "--preset", "tiny", "--steps", 1, "--batch-size", 4,
+               "--num-samples", 0, "--final-eval-images", 4, "--quiet") == 0
+    assert (tmp_path / "runs" / "tiny" / "eval.json").is_file()

@@ -33,7 +33,7 @@ from .superres import SuperResolutionConfig, SuperResolutionTransformer, format_
 from .train import TrainConfig, TrainingRun, TrainingStopped, evaluate, sample_labels
 
 DEFAULT_DATA = "mnist-slice"
-DEFAULT_PRESET = "mnist-tiny"
+DEFAULT_PRESET = "mnist-cpu"  # the budget sweep's winner for MNIST: 10 minutes on 2 CPU cores
 CHECKPOINT_HELP = ("a shipped model's name (see `image-transformer models`), a run directory, checkpoint.pt, a "
                    "save_pretrained directory, or hf-hub:USER/NAME (a Hugging Face Hub repo)")
 DATA_FIELDS = ("image_size", "channels", "num_classes")  # model fields the data decides, not a flag
@@ -148,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train; under torchrun every process runs this and rank 0 writes the files, holding the run's lock."""
     _set_threads(args.threads)
     run = TrainingRun(
-        out=Path(args.out), model_config=lambda data: _model_config(args, data), data=args.data,
+        out=Path(args.out or f"runs/{args.preset}"), model_config=lambda data: _model_config(args, data), data=args.data,
         image_size=parse_size(args.image_size) if args.image_size else None,
         train=_given(args, TRAIN_FLAGS), recipe=RECIPES.get(args.preset, {}), preset=args.preset,
         resume=args.resume, overwrite=args.overwrite,
@@ -320,7 +320,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print(f"No trained models are installed yet: {zoo.SHIPPED} holds none.\n"
               f"{zoo.HOW_TO_TRAIN.format(folder=zoo.SHIPPED)}.\nUntil then, train your own: "
-              f"`image-transformer train` (about 4 minutes), then `image-transformer sample runs/mnist-tiny`.")
+              f"`image-transformer train` (about 11 minutes), then `image-transformer sample runs/{DEFAULT_PRESET}`.")
         return 0
     print(f"{'name':16s} {'model':28s} {'data':36s} {'parameters':>11s} {'size':>8s} {'test bits/dim':>22s}")
     for row in rows:
@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"KIND:PATH with KIND in {', '.join(DATASET_KINDS)}; "
                         "or mnist-slice (6,000 + 1,000 real MNIST images shipped with the package)")
     t.add_argument("--preset", default=DEFAULT_PRESET, help="architecture preset (see `image-transformer presets`)")
-    t.add_argument("--out", default="runs/mnist-tiny", help="run directory (checkpoint, logs, samples)")
+    t.add_argument("--out", help="run directory (checkpoint, logs, samples); default runs/PRESET")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--class-conditional", action="store_true", help="condition on the data set's class labels")
     t.add_argument("--task", choices=["generate", "superres"],
