@@ -527,6 +527,25 @@ def test_mnist_slice():
         assert np.array_equal(real.labels[:n], slice_data.labels)
 
 
+def test_a_shipped_models_slice_is_a_data_spec():
+    """slice:NAME: the test images shipped beside a trained model, as the test split; the real MNIST test images
+    at the indices its card names."""
+    test = D.load_dataset("slice:mnist", "test")
+    assert len(test) == 8 and test.image_shape == (28, 28, 1) and "slice:mnist" in test.source
+    assert len(D.load_dataset("slice:mnist", "train")) == 0
+    with pytest.raises(DataError, match="the train split holds no images"):
+        D.load_split("slice:mnist", "train")
+    with pytest.raises(DataError, match=r"slice:nonesuch: 'nonesuch': not a shipped model.*mnist"):
+        D.load_dataset("slice:nonesuch", "test")
+    with pytest.raises(DataError, match="image size 32x32 was requested"):
+        D.load_dataset("slice:mnist", "test", image_size=(32, 32))
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip("shared MNIST not available")
+    indices = [int(i) for i in test.source.split("test indices [")[1].split("]")[0].split(",")]
+    real = D.load_mnist(SHARED / "mnist", "test")
+    assert np.array_equal(real.images[indices], test.images)
+
+
 def test_real_mnist_test_split():
     if not (SHARED / "mnist").is_dir():
         pytest.skip("shared data not available")

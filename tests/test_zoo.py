@@ -356,6 +356,18 @@ def test_complete_and_upscale_take_images_from_a_data_spec(in_zoo, tmp_path, cap
     assert "give image files (--input) or a data set (--data" in capsys.readouterr().err
     assert run("complete", "digits", "--data", "mnist-slice", "--index", 0, "--rows", 3, "-o", out) == 2
     assert "the data is 28x28 but image size 6x6 was requested" in capsys.readouterr().err
+    # slice:NAME, the test images shipped beside a model: no path to find
+    shipped = zoo.read_slice(in_zoo["zoo"] / "digits-sr")["images"]
+    assert run("upscale", "digits-sr", "--data", "slice:digits-sr", "--index", 1, "-n", 2, "-o", out,
+               "--scale", 1) == 0
+    grid = torch.from_numpy(np.array(Image.open(out)))
+    assert grid.shape[:2] == (6 + 2 * 2, 4 * 6 + 5 * 2)
+    assert torch.equal(grid[2:8, -8:-2].reshape(6, 6, -1)[..., :1], shipped[1])  # the row ends with that original
+    assert run("upscale", "digits-sr", "--data", "slice:digits-sr", "--index", len(shipped), "-o", out) == 2
+    assert f"holds {len(shipped)} images" in capsys.readouterr().err
+    assert run("upscale", "digits-sr", "--data", "slice:nonesuch", "-o", out) == 2
+    err = capsys.readouterr().err
+    assert "slice:nonesuch" in err and "digits" in err and "digits-sr" in err
 
 
 def test_push_to_hub_uploads_the_saved_folder(monkeypatch):

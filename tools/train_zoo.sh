@@ -49,9 +49,9 @@ MNIST_LICENCE=${MNIST_LICENCE:-"MNIST by Yann LeCun, Corinna Cortes and Christop
 # ----- cifar10-jpeg: logistic mixture, the 50,000 training images of the CIFAR-10 JPEG q75 copy --------------------
 CIFAR_TAR=${CIFAR_TAR:-"$DATA/cifar10-jpeg.tar.gz"}
 CIFAR_DATA=${CIFAR_DATA:-"folder:$SCRATCH/cifar10-jpeg"}
-CIFAR_PRESET=${CIFAR_PRESET:-cifar10-1d-dmol-tiny}
-CIFAR_MINUTES=${CIFAR_MINUTES:-90}
-CIFAR_FLAGS=${CIFAR_FLAGS:-"--steps 50000 --batch-size 8 --lr 2e-3 --warmup 50 --eval-every 500 --eval-images 500 --num-samples 64"}
+CIFAR_PRESET=${CIFAR_PRESET:-cifar10-cpu}
+CIFAR_MINUTES=${CIFAR_MINUTES:-100}
+CIFAR_FLAGS=${CIFAR_FLAGS:-"--steps 1000000 --batch-size 8 --lr 2e-3 --warmup 100 --schedule linear --eval-every 500 --eval-images 200 --num-samples 64"}
 CIFAR_EVAL_FLAGS=${CIFAR_EVAL_FLAGS:-""}
 CIFAR_DESCRIPTION=${CIFAR_DESCRIPTION:-"CIFAR-10, JPEG quality 75 copy (lossy, about 7.9/255 RMS error against the originals: bits/dim NOT comparable with published CIFAR-10 figures), 32x32 colour: all 50,000 training images; test bits/dim on all 10,000 test images of the same JPEG copy"}
 CIFAR_NAME=${CIFAR_NAME:-"CIFAR-10 (JPEG q75 copy)"}

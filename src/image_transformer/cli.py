@@ -572,8 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     def picking(what: str) -> argparse.ArgumentParser:
         """--input image files, or --data/--index/--split/--image-size: images straight from a data set."""
         return _parent((("--input",), dict(nargs="+", help=f"image file(s) of the model's {what}")),
-                       (("--data",), dict(help="take the images from a data set instead: KIND:PATH as in train, or "
-                                               "mnist-slice")),
+                       (("--data",), dict(help="take the images from a data set instead: KIND:PATH as in train, "
+                                               "mnist-slice, or slice:NAME (test images shipped with model NAME)")),
                        (("--index",), dict(type=NON_NEGATIVE, nargs="+", default=[0],
                                            help="with --data: which images of the split")),
                        (("--image-size",), dict(help="with --data: HxW to resize folder/celeba images to "

@@ -12,7 +12,8 @@ Supported layouts:
 * downsampled-ImageNet style ``.npz`` files (:func:`load_npz`);
 * folders or tar archives of png/jpg/bmp/webp images, flat or one subfolder per class (:func:`load_image_folder`);
 * aligned CelebA faces, centre-cropped and area-resized (:func:`load_celeba`);
-* ``"KIND:PATH"`` specs and the shipped ``"mnist-slice"`` (:func:`load_dataset`).
+* ``"KIND:PATH"`` specs, the shipped ``"mnist-slice"`` and a shipped model's test images ``"slice:NAME"``
+  (:func:`load_dataset`).
 
 For torch: :func:`to_tensor_dataset`, and super-resolution pairs (:func:`make_pairs`,
 :class:`SuperResolutionPairs`).
@@ -41,6 +42,7 @@ from tqdm import tqdm
 
 from .config import parse_size
 from .images import area_downsample, as_tensor, check_images, normalise_mode
+from .zoo import SLICE_NAME, UnknownModel, read_slice, shipped_folder, shipped_names
 
 __all__ = [
     "DataError",
@@ -837,8 +839,9 @@ def _copy(data: ImageData) -> ImageData:
 
 
 def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = None) -> ImageData:
-    """Load ``spec`` = "KIND:PATH" (KIND in mnist, fashion-mnist, cifar10, cifar100, npz, folder, celeba)
-    or the built-in "mnist-slice" (6000 train / 1000 test MNIST images shipped with the package).
+    """Load ``spec`` = "KIND:PATH" (KIND in mnist, fashion-mnist, cifar10, cifar100, npz, folder, celeba),
+    the built-in "mnist-slice" (6000 train / 1000 test MNIST images shipped with the package), or "slice:NAME"
+    (the few test images shipped beside the trained model NAME; a test split only).
 
     ``image_size`` = (H, W) resizes folder and celeba data; other kinds must already have that size.
     Decoded folder/celeba data is cached in memory per (spec, split, image_size); each call returns a copy.
@@ -851,9 +854,11 @@ def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = Non
         return _check_size(data, size, spec)
     kind, sep, path_text = spec.partition(":")
     kind = kind.strip().lower()
+    if sep and kind == "slice":
+        return _check_size(load_model_slice(path_text.strip(), split), size, spec)
     if not sep or kind not in DATASET_KINDS:
         raise DataError(f"unknown data spec {spec!r}: expected KIND:PATH with KIND one of {', '.join(DATASET_KINDS)}, "
-                        f"or the built-in 'mnist-slice'")
+                        f"the built-in 'mnist-slice', or 'slice:NAME' (a shipped model's test images)")
     if not path_text:
         raise DataError(f"data spec {spec!r} has no path after '{kind}:'")
     path = Path(path_text).expanduser()
@@ -878,6 +883,26 @@ def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = Non
     else:
         data = load_npz(path, split)
     return _check_size(data, size, spec)
+
+
+def load_model_slice(name: str, split: str) -> ImageData:
+    """The test images shipped beside the trained model ``name`` (its card records their bits/dim); the train
+    split is empty. Raises :class:`DataError` naming the shipped models for an unknown name."""
+    split = _check_split(split, f"slice:{name}")
+    try:
+        folder = shipped_folder(name)
+    except UnknownModel as e:
+        raise DataError(f"slice:{name}: {e}") from None
+    if not (folder / SLICE_NAME).is_file():
+        raise DataError(f"slice:{name}: {folder} has no {SLICE_NAME}")
+    part = read_slice(folder)
+    images = part["images"].numpy()
+    labels = part["labels"].numpy() if "labels" in part else None
+    source = (f"slice:{name} ({len(images)} test images shipped with the model {name}, test indices "
+              f"{part['indices'].tolist()}; {split} split)")
+    if split == "train":
+        images, labels = images[:0], None if labels is None else labels[:0]
+    return ImageData(images, labels, None, None, source)
 
 
 def load_split(spec: str, split: str, image_size: tuple[int, int] | None = None) -> ImageData:
