@@ -14,7 +14,8 @@ from image_transformer import train as train_module
 from image_transformer.checkpoint import CheckpointError
 from image_transformer.cli import main
 from image_transformer.train import (
-    RunLocked, StopOnSignal, Trainer, TrainConfig, batch_indices, evaluate, run_lock, transformer_schedule,
+    RunLocked, StopOnSignal, Trainer, TrainConfig, batch_indices, evaluate, progress_bar, run_lock,
+    transformer_schedule,
 )
 
 
@@ -269,6 +270,20 @@ def test_linear_and_cosine_schedules_warm_up_then_decay_to_zero_at_the_last_step
     assert lr_factor(35, TrainConfig(steps=110, warmup=10, schedule="cosine")) == pytest.approx(0.5 + 0.5 ** 1.5)
     with pytest.raises(ValueError, match="schedule must be one of"):
         TrainConfig(schedule="step")
+
+
+def test_a_time_limited_runs_bar_counts_minutes_not_the_steps_it_will_not_reach():
+    bar = progress_bar(TrainConfig(steps=10**6, max_minutes=10.0), step=500, minutes=2.5)
+    try:
+        assert bar.total == 10.0 and bar.n == 2.5 and bar.unit == "min"
+        assert "2.5/10.0 min" in str(bar)
+    finally:
+        bar.close()
+    bar = progress_bar(TrainConfig(steps=300), step=20, minutes=0.0)  # no clock: steps, from where a resume is
+    try:
+        assert bar.total == 300 and bar.n == 20 and bar.unit == "step"
+    finally:
+        bar.close()
 
 
 def test_a_time_limited_schedule_decays_over_the_minutes_too():

@@ -565,8 +565,7 @@ class Trainer:
                      **self.run_info}, indent=2) + "\n")
         model.train()
         self._session_start, self._eval_seconds = self.clock(), 0.0
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
-                   dynamic_ncols=True)
+        bar = progress_bar(cfg, self.step, self.session_minutes(), disable=not self.progress)
         with StopOnSignal(verbose=self.rank == 0) as stop:
             last = self._loop(bar, stop)
         bar.close()
@@ -594,9 +593,12 @@ class Trainer:
             last = {"step": self.step, "train_bits_per_dim": bpd, "lr": lr,
                     "images_per_sec": cfg.batch_size / max(self.clock() - t0, 1e-9),
                     "minutes": self.train_minutes}
-            bar.update(1)
-            clock = {"minutes": f"{self.session_minutes():.1f}/{cfg.max_minutes:g}"} if cfg.max_minutes > 0 else {}
-            bar.set_postfix(bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}", **clock)
+            if cfg.max_minutes > 0:  # the bar counts minutes; the postfix the steps
+                bar.update(min(self.session_minutes(), cfg.max_minutes) - bar.n)
+                bar.set_postfix(step=f"{self.step}/{cfg.steps}", bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}")
+            else:
+                bar.update(1)
+                bar.set_postfix(bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}")
             out_of_time = cfg.max_minutes > 0 and self.session_minutes() > cfg.max_minutes
             stopping = stop.signum is not None
             if self.world > 1:  # every process stops at the same step
@@ -628,6 +630,16 @@ class Trainer:
             return int(read_checkpoint(self.checkpoint_path)["step"])
         except CheckpointError:
             return "none yet"
+
+
+def progress_bar(cfg: TrainConfig, step: int, minutes: float, disable: bool = False) -> Any:
+    """The training bar: steps out of ``steps``; or, with ``max_minutes``, this session's minutes out of it, so that
+    the time left it shows is the time the run will take rather than that of ``steps`` it will never reach."""
+    if cfg.max_minutes > 0:
+        return tqdm(total=cfg.max_minutes, initial=min(minutes, cfg.max_minutes), disable=disable, desc="train",
+                    unit="min", dynamic_ncols=True,
+                    bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}{postfix}]")
+    return tqdm(total=cfg.steps, initial=step, disable=disable, desc="train", unit="step", dynamic_ncols=True)
 
 
 # ----- a whole run ---------------------------------------------------------------------------------------------
