@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import torch
 
+from image_transformer.config import preset as make_config
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import budget  # noqa: E402  (benchmarks/budget.py: train for a budget, evaluate the held-out split)
@@ -60,13 +62,36 @@ def setup(args: argparse.Namespace) -> Path:
     return out
 
 
-def cached(out: Path, experiment: str, name: str, minutes: float, compute: Callable[[], dict[str, Any]]) -> dict:
-    """The stored result of run ``name``, or ``compute()`` stored now (an interrupted experiment continues)."""
+def run_key(dataset: str, preset_name: str, model: dict, train: dict, threads: int, clock: str) -> str:
+    """What decides a budget run's outcome: the data, the preset (its recipe), the model it resolves to, the
+    training settings, threads and clock. Two experiments asking for the same key get the same run."""
+    return json.dumps([dataset, preset_name, make_config(preset_name, **model).to_dict(), train, threads, clock],
+                      sort_keys=True, default=list)
+
+
+def _key_of(result: dict) -> str | None:
+    try:
+        return run_key(result["dataset"], result["preset"], result["model_settings"], result["train_settings"],
+                       result["threads"], result["clock"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def cached(out: Path, experiment: str, name: str, minutes: float, compute: Callable[[], dict[str, Any]],
+           key: str | None = None) -> dict:
+    """The stored result of run ``name``; else that of the same run (same ``key``) made for another experiment,
+    at the same budget; else ``compute()`` stored now (an interrupted experiment continues)."""
     path = out / "RESULTS" / f"{experiment}-{minutes:g}min-{name}.json"
     if path.exists():
         print(f"{name}: done before ({path.name})")
         return json.loads(path.read_text())
-    result = compute() | {"name": name, "budget_minutes": minutes}
+    same = [p for p in sorted((out / "RESULTS").glob(f"*-{minutes:g}min-*.json"))
+            if key is not None and _key_of(json.loads(p.read_text())) == key]
+    if same:
+        print(f"{name}: the same run as {same[0].name}")
+        result = json.loads(same[0].read_text()) | {"name": name, "same_run_as": same[0].name}
+    else:
+        result = compute() | {"name": name, "budget_minutes": minutes}
     path.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -94,8 +119,10 @@ def run_configs(args: argparse.Namespace, out: Path, experiment: str, configs: d
     result), print its figure, then call ``after_each`` (a report that grows as results come in)."""
     for name in names:
         data, preset, model = configs[name]
-        r = cached(out, experiment, name, args.minutes,
-                   lambda: train_to_budget(args, data, preset, {"dropout": 0.0, **model}))
+        model = {"dropout": 0.0, **model}
+        key = run_key(data, preset, model, {**TRAIN[data], **({"eval_images": 16} if args.quick else {})},
+                      args.threads, args.clock)
+        r = cached(out, experiment, name, args.minutes, lambda: train_to_budget(args, data, preset, model), key)
         print(f"{name}: {r['bits_per_dim']:.4f} bits/dim after {r['steps']} steps", flush=True)
         after_each()
 

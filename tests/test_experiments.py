@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -46,3 +47,20 @@ def test_superres_temperature_scores_each_temperature(tmp_path):
     consistency = table_numbers(tmp_path / "superres_temperature.md", 1)
     assert len(consistency) == 3 and all(math.isfinite(c) and c >= 0 for c in consistency)
     assert (tmp_path / "superres_temperature_samples.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cifar10-lossless-subset").is_dir(), reason="needs ../shared/data")
+def test_an_identical_run_is_shared_between_experiments_and_a_different_one_is_not(tmp_path):
+    """local_1d_vs_2d's cifar-1d is cifar10-1d-cat-tiny as it is, the configuration table4 names cifar-1d-q256-m256
+    (the preset's own blocks): the same run, so it is not trained twice. categorical_vs_mixture's cifar-mixture is
+    another model and trains."""
+    run_script("table4_block_sizes.py", tmp_path, "--only", "cifar-1d-q256-m256")
+    first = json.loads((tmp_path / "RESULTS" / "table4-0.04min-cifar-1d-q256-m256.json").read_text())
+    run_script("local_1d_vs_2d.py", tmp_path, "--only", "cifar-1d")
+    shared = json.loads((tmp_path / "RESULTS" / "local_1d_vs_2d-0.04min-cifar-1d.json").read_text())
+    assert shared["same_run_as"] == "table4-0.04min-cifar-1d-q256-m256.json"
+    assert {k: v for k, v in shared.items() if k not in ("name", "same_run_as")} == \
+        {k: v for k, v in first.items() if k != "name"}
+    run_script("categorical_vs_mixture.py", tmp_path, "--only", "cifar-mixture")
+    mixture = json.loads((tmp_path / "RESULTS" / "categorical_vs_mixture-0.04min-cifar-mixture.json").read_text())
+    assert "same_run_as" not in mixture and mixture["model"]["distribution"] == "dmol"
