@@ -158,7 +158,8 @@ def pyplot():
 
 def budget_line(args: argparse.Namespace, results: list[dict]) -> str:
     steps = ", ".join(f"{r['name']} {r['steps']}" for r in results)
-    return (f"Budget: {args.minutes:g} minutes of training per run ({args.clock} clock, {args.threads} threads, the "
+    threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
+    return (f"Budget: {args.minutes:g} minutes of training per run ({args.clock} clock, {threads}, the "
             f"2-core development CPU); steps reached: {steps}. Held-out bits/dim on {EVAL_LIMIT['cifar']} of "
             f"the CIFAR subset's 1,020 held-out images and {EVAL_LIMIT['mnist']} of MNIST's 10,000 test images, spread "
             f"over the split. Small models, short runs: a trend at small scale, "

@@ -42,7 +42,7 @@ def report(args, out):
     if not results:
         return
     rows = []
-    for r in sorted(results, key=lambda r: r["name"]):
+    for r in sorted(results, key=lambda r: (CONFIGS[r["name"]][0], "-2d-" in r["name"], context(CONFIGS[r["name"]][2]))):
         data, preset, model = CONFIGS[r["name"]]
         blocks = ", ".join(f"{k}={v}" for k, v in model.items())
         rows.append([data, "2D" if "-2d-" in r["name"] else "1D", blocks, context(model), r["steps"],
