@@ -14,8 +14,9 @@
 # card lists exactly those commands.
 #
 # The settings below are those the shipped models were trained with (their cards list the exact commands): the
-# budget sweep's winners (issue 16: mnist-cpu, cifar10-cpu) grown for an hour or more of training; mnist and
-# celeba-sr were trained side by side, THREADS=1 each. A linear decay ends with each model's MINUTES; a resumed or
+# budget sweep's winners (issue 16: mnist-cpu, cifar10-cpu) trained for an hour or more (mnist grown to d 192);
+# mnist and celeba-sr were trained side by side, THREADS=1 each; cifar10-jpeg with THREADS=1 beside experiments
+# (issue 14) on the other core. A linear decay ends with each model's MINUTES; a resumed or
 # extended run (MORE_MINUTES) decays again over its new minutes. To train a model afresh with other settings,
 # change its PRESET, FLAGS, MINUTES here, then delete its run folder (or choose another RUNS).
 # Every setting below can also be given in the environment (MNIST_MINUTES=120 tools/train_zoo.sh mnist), and:
