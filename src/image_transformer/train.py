@@ -697,6 +697,8 @@ class TrainingRun:
             device = init_distributed(self.device)
             try:
                 self._train_and_finish(device)
+                if torch.distributed.is_initialized():  # no process tears gloo down while a peer still uses it:
+                    torch.distributed.barrier()  # a rare abort at exit of the process that finished first
             finally:
                 if torch.distributed.is_initialized():
                     torch.distributed.destroy_process_group()
