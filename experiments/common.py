@@ -106,13 +106,15 @@ def stored(out: Path, experiment: str, minutes: float) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((out / "RESULTS").glob(f"{experiment}-{minutes:g}min-*.json"))]
 
 
+def train_settings(args: argparse.Namespace, data: str, train: dict | None = None) -> dict:
+    """The training settings of a run on ``data``: the data set's recipe, ``train`` over it, smaller with --quick."""
+    return {**TRAIN[data], **(train or {}), **({"eval_images": 16} if args.quick else {})}
+
+
 def train_to_budget(args: argparse.Namespace, data: str, preset: str, model: dict, train: dict | None = None) -> dict:
     """One ``budget.run``: train ``preset`` (with ``model`` overrides) for the budget, evaluate the held-out split."""
-    settings = {**TRAIN[data], **(train or {})}
-    eval_limit = EVAL_LIMIT[data]
-    if args.quick:
-        settings |= {"eval_images": 16}
-        eval_limit = 32
+    settings = train_settings(args, data, train)
+    eval_limit = 32 if args.quick else EVAL_LIMIT[data]
     result = budget.run(DATA[data], args.minutes, preset, model, settings, eval_limit=eval_limit,
                         curve_points=2 if args.quick else CURVE_POINTS, progress=False, clock=args.clock)
     result["data"] = result["data"].replace(str(ROOT / ".."), "..")
@@ -126,8 +128,7 @@ def run_configs(args: argparse.Namespace, out: Path, experiment: str, configs: d
     for name in names:
         data, preset, model = configs[name]
         model = {"dropout": 0.0, **model}
-        key = run_key(data, preset, model, {**TRAIN[data], **({"eval_images": 16} if args.quick else {})},
-                      args.threads, args.clock)
+        key = run_key(data, preset, model, train_settings(args, data), args.threads, args.clock)
         r = cached(out, experiment, name, args.minutes, lambda: train_to_budget(args, data, preset, model), key)
         print(f"{name}: {r['bits_per_dim']:.4f} bits/dim after {r['steps']} steps", flush=True)
         after_each()

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from .config import parse_size
 from .images import area_downsample, as_tensor, check_images, normalise_mode
-from .zoo import SLICE_NAME, UnknownModel, read_slice, shipped_folder, shipped_names
+from .zoo import SLICE_NAME, UnknownModel, read_slice, shipped_folder
 
 __all__ = [
     "DataError",
