@@ -69,11 +69,12 @@ def wait_status(page: Any, elem_id: str, text: str, timeout_ms: int | None = Non
     """Wait until the text shown in ``elem_id`` holds ``text``; with ``refused``, fail as soon as it says that
     something could not be done."""
     stop = "Cannot do that" if refused else text
-    page.wait_for_function(
+    # the text that matched, read in the same moment: the status can move on before a second read (a Cancel's
+    # "Stopping..." is soon replaced by the sampler's "Cancelled after ...")
+    found = page.wait_for_function(
         "([id, text, stop]) => { const t = document.getElementById(id)?.innerText || '';"
-        " return t.includes(text) || t.includes(stop); }",
-        arg=[elem_id, text, stop], timeout=timeout_ms or TIMEOUT_MS)
-    found = page.locator(f"#{elem_id}").inner_text()
+        " return (t.includes(text) || t.includes(stop)) ? t : null; }",
+        arg=[elem_id, text, stop], timeout=timeout_ms or TIMEOUT_MS).json_value()
     if text not in found:
         raise AssertionError(f"{elem_id}: {found}")
     return found
