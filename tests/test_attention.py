@@ -37,6 +37,17 @@ def test_block_attention_equals_dense_masked_attention(kind):
     assert torch.allclose(attn(x, layout), dense_reference(attn, x, layout), atol=1e-10)
 
 
+@pytest.mark.parametrize("query_length", [7, 28])
+def test_block_attention_without_a_gather_equals_dense_masked_attention(query_length):
+    """1D blocks that cut the grid exactly (and global) take queries as a view and scatter nothing back."""
+    torch.manual_seed(0)
+    layout = make_layout("local_1d", (4, 7), query_length=query_length, memory_length=7)
+    assert layout.in_place
+    attn = BlockSelfAttention(16, 4).double()
+    x = torch.randn(2, layout.n, 16, dtype=torch.float64)
+    assert torch.allclose(attn(x, layout), dense_reference(attn, x, layout), atol=1e-10)
+
+
 @pytest.mark.parametrize("kind", list(LAYOUTS))
 def test_block_attention_is_causal_in_generation_order(kind):
     torch.manual_seed(0)

@@ -59,6 +59,20 @@ def test_slot_scatters_back_to_every_position_once():
     assert torch.equal(flat[layout.slot], torch.arange(layout.n))
 
 
+def test_gather_tables_point_padding_at_a_real_position_that_no_real_query_sees():
+    for layout in (raster_1d((4, 7), 5, 3), block_raster_2d((5, 7), (2, 3), (1, 2)), raster_1d((4, 6), 6, 6)):
+        n = layout.n
+        for index, gather in ((layout.query_index, layout.query_gather), (layout.memory_index, layout.memory_gather)):
+            pad = index == n
+            assert torch.equal(gather[~pad], index[~pad]) and bool((gather[pad] == 0).all())
+        real_query = (layout.query_index < n)[:, :, None]
+        padded_memory = (layout.memory_index == n)[:, None, :]
+        assert not bool((layout.mask & real_query & padded_memory).any())
+    assert raster_1d((4, 6), 6, 6).in_place and raster_1d((4, 6), 24, 0).in_place
+    assert not raster_1d((4, 7), 5, 3).in_place  # the last block is padded
+    assert not block_raster_2d((4, 8), (2, 4), (1, 1)).in_place  # blocks are rectangles, not runs of the grid
+
+
 def test_local_memory_grows_linearly_with_positions():
     small = raster_1d((16, 16 * 3), 64, 64)
     big = raster_1d((64, 64 * 3), 64, 64)

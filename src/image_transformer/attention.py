@@ -56,24 +56,24 @@ class BlockSelfAttention(nn.Module):
         With ``cache``, the keys and values of the first ``steps`` generation steps are also stored in it
         (a known prefix, computed in one parallel pass before the sampler steps on from there).
         """
-        b = x.shape[0]
+        b, n, d = x.shape
         nb, lq, lk = layout.mask.shape
-        qkv = self.qkv(x)  # (B, n, 3d)
+        # one (3d, d) weight, as saved, used as two products: the backward then never concatenates q's, k's
+        # and v's gradients into one (B, n, 3d) tensor
+        w_q, w_kv = self.qkv.weight.split([d, 2 * d])
+        q, kv = F.linear(x, w_q), F.linear(x, w_kv)  # (B, n, d), (B, n, 2d)
         if cache is not None and steps:
-            cache.fill(qkv.index_select(1, layout.order[:steps]))
-        qkv = F.pad(qkv, (0, 0, 0, 1))  # (B, n + 1, 3d): row n is the empty padding slot
-        q, k, v = qkv.chunk(3, dim=-1)
-        q = to_blocks(q, layout.query_index)  # (B, nb, lq, d)
-        k = to_blocks(k, layout.memory_index)  # (B, nb, lk, d)
-        v = to_blocks(v, layout.memory_index)
+            cache.fill(kv.index_select(1, layout.order[:steps]))
+        q = q.view(b, nb, lq, d) if layout.in_place else to_blocks(q, layout.query_gather)  # (B, nb, lq, d)
+        k, v = to_blocks(kv, layout.memory_gather).chunk(2, dim=-1)  # (B, nb, lk, d) each
         # fold blocks into the batch: the fused CPU/GPU kernels take 4-D inputs
         q, k, v = (split_heads(t, self.heads).flatten(0, 1) for t in (q, k, v))  # (B*nb, h, l, dh)
         mask = None if layout.full else layout.mask[None, :, None].expand(b, nb, 1, lq, lk).flatten(0, 1)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B*nb, h, lq, dh)
-        y = merge_heads(y).reshape(b, nb * lq, -1)  # (B, nb*lq, d)
-        return self.out(y.index_select(1, layout.slot))  # (B, n, d)
+        y = merge_heads(y).reshape(b, nb * lq, d)  # (B, nb*lq, d)
+        return self.out(y if layout.in_place else y.index_select(1, layout.slot))  # (B, n, d)
 
     def step(self, x: Tensor, cache: "KVCache", t: int) -> Tensor:
         """Generation step ``t``. x: (B, d); stores its key and value, attends to all it may see -> (B, d)."""
@@ -134,12 +134,12 @@ class KVCache:
         self.block = -1  # the block whose memory ``window`` holds
         self.context: tuple[Tensor, Tensor] | None = None
 
-    def fill(self, qkv: Tensor) -> None:
-        """Store the first steps from a parallel pass: qkv (B, s, 3d) in generation order."""
-        b, s, _ = qkv.shape
-        q_k_v = qkv.view(b, s, 3, self.k.shape[1], -1).permute(2, 0, 3, 1, 4)  # (3, B, h, s, dh)
-        self.k[:, :, :s] = q_k_v[1]
-        self.v[:, :, :s] = q_k_v[2]
+    def fill(self, kv: Tensor) -> None:
+        """Store the first steps from a parallel pass: kv (B, s, 2d) in generation order."""
+        b, s, _ = kv.shape
+        k_v = kv.view(b, s, 2, self.k.shape[1], -1).permute(2, 0, 3, 1, 4)  # (2, B, h, s, dh)
+        self.k[:, :, :s] = k_v[0]
+        self.v[:, :, :s] = k_v[1]
 
     def write(self, t: int, kv: Tensor) -> None:
         """Store step t's key and value, kv (B, 2, h, dh)."""

@@ -17,6 +17,9 @@ A :class:`Layout` holds, for a model's attention type:
   order (it sees itself, since its own input is the previous value). Without ``causal`` (the
   super-resolution encoder, :func:`unmasked`), it sees every memory position inside the grid.
 - ``slot``   (n,): where each position sits in ``query_index.view(-1)``, to scatter results back.
+- ``query_gather``, ``memory_gather``: ``query_index`` and ``memory_index`` with the padding slot replaced by
+  position 0, for attention's gathers (padded slots are masked or dropped, so their contents never matter);
+  ``in_place``: the query blocks are the grid cut in order (1D local, global), so no gather is needed at all.
 
 For the cached one-position step, :meth:`Layout.step_plan` restates the same "who sees whom" in
 generation steps: with keys stored in generation order, what each step reads is computed once here.
@@ -41,6 +44,8 @@ class Layout(nn.Module):
     memory_index: Tensor
     mask: Tensor
     slot: Tensor
+    query_gather: Tensor
+    memory_gather: Tensor
 
     def __init__(self, grid: tuple[int, int], order: Tensor, query_index: Tensor, memory_index: Tensor,
                  causal: bool = True):
@@ -69,10 +74,18 @@ class Layout(nn.Module):
         real = flat < n
         slot = torch.empty(n, dtype=torch.long)
         slot[flat[real]] = torch.arange(flat.numel())[real]
+        # the query blocks are the grid cut in order, without padding: blocks are a view, nothing to scatter back
+        self.in_place = flat.numel() == n and bool((flat == torch.arange(n)).all())
+        # gather tables for attention, with the padding slot pointed at position 0: what a padded slot holds
+        # never matters (padded memory is masked for every real query, padded queries' outputs are dropped),
+        # so the keys and values need no padding row and no copy to make one
+        query_gather = torch.where(query_index < n, query_index, 0)
+        memory_gather = torch.where(memory_index < n, memory_index, 0)
 
         for name, value in dict(
             order=order, rank=rank, prev=prev, query_index=query_index,
-            memory_index=memory_index, mask=mask, slot=slot,
+            memory_index=memory_index, mask=mask, slot=slot, query_gather=query_gather,
+            memory_gather=memory_gather,
         ).items():
             self.register_buffer(name, value, persistent=False)
 
