@@ -58,10 +58,8 @@ class BlockSelfAttention(nn.Module):
         """
         b, n, d = x.shape
         nb, lq, lk = layout.mask.shape
-        # one (3d, d) weight, as saved, used as two products: the backward then never concatenates q's, k's
-        # and v's gradients into one (B, n, 3d) tensor
-        w_q, w_kv = self.qkv.weight.split([d, 2 * d])
-        q, kv = F.linear(x, w_q), F.linear(x, w_kv)  # (B, n, d), (B, n, 2d)
+        # one product (two would round differently from the step's, and from saved models' reference outputs)
+        q, kv = self.qkv(x).split([d, 2 * d], dim=-1)  # (B, n, d), (B, n, 2d): views
         if cache is not None and steps:
             cache.fill(kv.index_select(1, layout.order[:steps]))
         q = q.view(b, nb, lq, d) if layout.in_place else to_blocks(q, layout.query_gather)  # (B, nb, lq, d)
