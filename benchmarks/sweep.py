@@ -70,6 +70,7 @@ CANDIDATES: dict[str, dict[str, tuple[str, dict, dict]]] = {
         "pre-norm": _vary(_CIFAR_BASE, model=dict(norm="pre")),
         "bf16": _vary(_CIFAR_BASE, train=dict(precision="bf16")),
         "cifar10-cpu": ("cifar10-cpu", {}, {}),  # the winners together: the preset and its recipe
+        "heads4": ("cifar10-cpu", dict(num_heads=4), {}),  # the preset as first made (4 heads of 32, not 2 of 64)
     },
     "mnist": {
         "base": _MNIST_BASE,
@@ -79,6 +80,7 @@ CANDIDATES: dict[str, dict[str, tuple[str, dict, dict]]] = {
         "batch32": _vary(_MNIST_BASE, train=dict(batch_size=32)),
         "wide-d192": _vary(_MNIST_BASE, model=dict(hidden_size=192, ffn_size=384)),
         "mnist-cpu": ("mnist-cpu", {}, {}),  # the CIFAR winners applied to MNIST: the preset and its recipe
+        "blocks112": ("mnist-cpu", dict(query_length=112, memory_length=112), {}),  # the preset as first made
     },
 }
 
