@@ -39,8 +39,8 @@ MODELS = [
     ("cifar10-1d-dmol-tiny", "cifar10-1d-dmol-tiny", {}, 8),
     ("cifar10-2d-cat-tiny", "cifar10-2d-cat-tiny", {}, 8),
     ("mnist-tiny", "mnist-tiny", {}, 16),
-    ("cifar10-cpu (budget winner)", "cifar10-cpu", {}, 8),
-    ("mnist-cpu (budget winner)", "mnist-cpu", {}, 16),
+    ("cifar10-cpu", "cifar10-cpu", {}, 8),
+    ("mnist-cpu", "mnist-cpu", {}, 16),
 ]
 QUICK = [("tiny 8x8x3 1d", "tiny", dict(image_size=(8, 8), channels=3, query_length=32, memory_length=32), 4)]
 
