@@ -8,12 +8,16 @@ A new distribution is one class here and one entry in :data:`DISTRIBUTIONS`.
 
 - ``log_prob(params (..., P), values (..., k) long) -> (..., k)``: log p of each value given the
   earlier ones of its position (nats).
-- ``sample(params (..., P), temperature, generator) -> (..., k)`` long in [0, 256).
+- ``sample(params (..., P), temperature, generator, noise) -> (..., k)`` long in [0, 256).
+- ``draw_noise(params (..., P), generator) -> list of uniforms``: the random numbers one ``sample`` call uses, drawn
+  in the order it draws them; ``sample(..., noise=...)`` takes them instead of drawing (the CUDA-graph sampler
+  draws them ahead, into a buffer the captured step reads).
 - ``value_probs(params (B, P), values (B, k), c) -> (B, 256)`` float64: P(value c = v | values before c)
   for every v, the table an entropy coder codes value c with (its rows sum to one).
 
-Random numbers are drawn in a fixed pattern per call, so two callers that pass the same parameters
-and the same generator state draw the same values.
+Random numbers are drawn in a fixed pattern per call (uniforms in float64 on the generator's device, then cast
+to the parameters' dtype and device), so two callers that pass the same parameters and the same generator state
+draw the same values, whether they draw the noise first or let ``sample`` draw it.
 """
 
 from __future__ import annotations
@@ -41,9 +45,8 @@ def _uniform(shape: torch.Size, like: Tensor, generator: torch.Generator | None)
     return u.to(device=like.device, dtype=like.dtype)
 
 
-def _gumbel_argmax(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
-    """argmax(logits / T + Gumbel noise): a draw from softmax(logits / T); T = 0 is plain argmax."""
-    u = _uniform(logits.shape, logits, generator)
+def _gumbel_argmax(logits: Tensor, temperature: float, u: Tensor) -> Tensor:
+    """argmax(logits / T + Gumbel noise of the uniforms ``u``): a draw from softmax(logits / T); T = 0 is argmax."""
     if temperature == 0:
         return logits.argmax(-1)
     gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
@@ -83,10 +86,17 @@ class Categorical:
         """logits (..., 256), values (..., 1) -> (..., 1)."""
         return F.log_softmax(_full_precision(logits), dim=-1).gather(-1, values.long())
 
-    def sample(self, logits: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """logits (..., 256) -> (..., 1) long."""
+    def draw_noise(self, logits: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """The uniforms of one ``sample`` call: [(..., 256)] in the logits' full-precision dtype and device."""
+        logits = _full_precision(logits)
+        return [_uniform(logits.shape, logits, generator)]
+
+    def sample(self, logits: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
+               noise: list[Tensor] | None = None) -> Tensor:
+        """logits (..., 256) -> (..., 1) long; ``noise`` (from ``draw_noise``) in place of drawing."""
         _check_temperature(temperature)
-        return _gumbel_argmax(_full_precision(logits), temperature, generator)[..., None]
+        (u,) = noise if noise is not None else self.draw_noise(logits, generator)
+        return _gumbel_argmax(_full_precision(logits), temperature, u)[..., None]
 
     def value_probs(self, logits: Tensor, values: Tensor, c: int = 0) -> Tensor:
         """logits (B, 256) -> (B, 256) float64 probabilities of the position's one value."""
@@ -213,14 +223,23 @@ class DiscretizedLogisticMixture:
         lp = self.log_prob(params.double()[:, None, :].expand(b, 256, -1), candidates)[..., c]  # (B, 256)
         return lp.exp()
 
-    def sample(self, params: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """params (..., P) -> (..., C) long: component, then channel by channel."""
+    def draw_noise(self, params: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """The uniforms of one ``sample`` call: [(..., M) for the component, (..., C) for the logistic noise]."""
+        like = _full_precision(params)
+        batch = params.shape[:-1]
+        return [_uniform((*batch, self.num_mixtures), like, generator), _uniform((*batch, self.channels), like, generator)]
+
+    def sample(self, params: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
+               noise: list[Tensor] | None = None) -> Tensor:
+        """params (..., P) -> (..., C) long: component, then channel by channel; ``noise`` (from ``draw_noise``)
+        in place of drawing."""
         _check_temperature(temperature)
+        u_component, u = noise if noise is not None else self.draw_noise(params, generator)
         logits, means, log_scales, coeffs = self._unpack(params)
-        component = _gumbel_argmax(logits, temperature, generator)[..., None, None]  # (..., 1, 1)
+        component = _gumbel_argmax(logits, temperature, u_component)[..., None, None]  # (..., 1, 1)
         pick = lambda t: t.gather(-2, component.expand(*t.shape[:-2], 1, t.shape[-1])).squeeze(-2)  # noqa: E731
         means, log_scales, coeffs = pick(means), pick(log_scales), pick(coeffs)  # (..., C) / (..., coeffs)
-        u = _uniform(means.shape, means, generator).clamp(1e-5, 1.0 - 1e-5)
+        u = u.clamp(1e-5, 1.0 - 1e-5)
         noise = torch.log(u) - torch.log1p(-u)  # standard logistic, (..., C)
         x = torch.zeros_like(means)
         values = torch.zeros(means.shape, dtype=torch.long, device=means.device)
