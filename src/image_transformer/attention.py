@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .order import Layout, StepPlan
+from .static_step import StaticKVCache
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -24,14 +25,17 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.transpose(-3, -2).flatten(-2)
 
 
-def attend_one(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def attend_one(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
     """softmax(q k^T / sqrt(dh)) v for one query per head: q (B, h, 1, dh), k and v (B, h, m, dh) -> (B, h, 1, dh).
 
+    ``mask`` (broadcast to (B, h, 1, m), True = visible): for caches that hold more than the step may see.
     Written as two batched matmuls rather than the fused kernel: the fused CPU kernel splits one query's
     keys over threads, so its sums (and the codec's probabilities) change with the thread count; these
     do not, and at one query they are as fast.
     """
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)  # (B, h, 1, m)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
     return torch.matmul(scores.softmax(-1), v)
 
 
@@ -73,13 +77,16 @@ class BlockSelfAttention(nn.Module):
         y = merge_heads(y).reshape(b, nb * lq, d)  # (B, nb*lq, d)
         return self.out(y if layout.in_place else y.index_select(1, layout.slot))  # (B, n, d)
 
-    def step(self, x: Tensor, cache: "KVCache", t: int) -> Tensor:
-        """Generation step ``t``. x: (B, d); stores its key and value, attends to all it may see -> (B, d)."""
+    def step(self, x: Tensor, cache: KVCache | StaticKVCache, t: int | Tensor) -> Tensor:
+        """Generation step ``t``. x: (B, d); stores its key and value, attends to all it may see -> (B, d).
+
+        ``t`` is an int for the eager :class:`KVCache`, a device tensor for the graph sampler's static cache.
+        """
         b = x.shape[0]
         qkv = self.qkv(x).view(b, 3, self.heads, -1)  # (B, 3, h, dh): the layout of chunk(3) + split_heads
         cache.write(t, qkv[:, 1:])
-        k, v = cache.read(t)  # (B, h, m, dh) each: exactly the visible steps, no mask needed
-        y = attend_one(qkv[:, 0, :, None], k, v)  # (B, h, 1, dh)
+        k, v, mask = cache.read(t)  # (B, h, m, dh) each, and which of the m the step sees (None: all)
+        y = attend_one(qkv[:, 0, :, None], k, v, mask)  # (B, h, 1, dh)
         return self.out(y.reshape(b, -1))
 
 
@@ -161,12 +168,13 @@ class KVCache:
             window[:, :, end : end + t - first] = source[:, :, first:t]
         self.block = b
 
-    def read(self, t: int) -> tuple[Tensor, Tensor]:
-        """What step t sees (after ``write(t)``): keys and values (B, h, m, dh), in generation order."""
+    def read(self, t: int) -> tuple[Tensor, Tensor, None]:
+        """What step t sees (after ``write(t)``): keys and values (B, h, m, dh), in generation order, and no mask
+        (every one of the m is visible)."""
         plan = self.plan
         if self.window is None:
             lo, hi = plan.low[t], t + 1
-            return self.k[:, :, lo:hi], self.v[:, :, lo:hi]
+            return self.k[:, :, lo:hi], self.v[:, :, lo:hi], None
         b = plan.block[t]
         lo, hi = plan.max_earlier - plan.earlier[b].numel(), plan.max_earlier + t - plan.first[b] + 1
-        return self.window[0][:, :, lo:hi], self.window[1][:, :, lo:hi]
+        return self.window[0][:, :, lo:hi], self.window[1][:, :, lo:hi], None

@@ -22,10 +22,7 @@ from .distributions import make_distribution
 from .embeddings import PositionEncoding
 from .images import check_images
 from .order import Layout, make_layout
-
-
-# called with (values (B, n, k), t) as the sampler goes: the values of generation steps < t are filled
-StepHook = Callable[[Tensor, int], None]
+from .static_step import StepHook, sampler_for
 
 
 class FeedForward(nn.Sequential):
@@ -211,20 +208,23 @@ class ImageTransformer(PretrainedModel):
         progress: bool = False,
         context: Tensor | None = None,
         on_step: StepHook | None = None,
+        graphs: bool | None = None,
     ) -> Tensor:
         """Draw ``num_images`` images, uint8 (N, H, W, C). ``labels`` (N,) for class-conditional models.
 
         ``temperature`` divides the categorical logits (see DiscretizedLogisticMixture for the mixture);
         0 is greedy. ``use_cache`` computes every position once per layer; False recomputes the whole
         image at every step (the slow reference; both give identical images for the same generator).
-        ``on_step``: see :meth:`generate` (a live view of the images as they are drawn, or a way to stop).
+        ``on_step`` and ``graphs``: see :meth:`generate` (a live view of the images as they are drawn, or a way
+        to stop; CUDA graphs).
         """
         if not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be a positive int, got {num_images!r}")
         labels = self.check_labels(labels, num_images)
         values = torch.zeros(num_images, self.layout.n, self.dist.values_per_position,
                              dtype=torch.long, device=self.head.weight.device)
-        values = self.generate(values, 0, labels, temperature, generator, use_cache, progress, context, on_step)
+        values = self.generate(values, 0, labels, temperature, generator, use_cache, progress, context, on_step,
+                               graphs)
         return self.to_images(values).to(torch.uint8)
 
     @torch.no_grad()
@@ -238,13 +238,15 @@ class ImageTransformer(PretrainedModel):
         use_cache: bool = True,
         progress: bool = False,
         on_step: StepHook | None = None,
+        graphs: bool | None = None,
     ) -> Tensor:
         """Keep the top ``num_rows`` rows of each image and sample the rest: uint8 (B, H, W, C)."""
         check_images(images, self.image_shape)
         labels = self.check_labels(labels, images.shape[0])
         known = self.known_prefix(num_rows)
         values = self.to_positions(images.to(self.head.weight.device)).clone()
-        values = self.generate(values, known, labels, temperature, generator, use_cache, progress, on_step=on_step)
+        values = self.generate(values, known, labels, temperature, generator, use_cache, progress, on_step=on_step,
+                               graphs=graphs)
         return self.to_images(values).to(torch.uint8)
 
     def known_prefix(self, num_rows: int) -> int:
@@ -264,14 +266,22 @@ class ImageTransformer(PretrainedModel):
 
     def generate(self, values: Tensor, start: int, labels: Tensor | None = None, temperature: float = 1.0,
                  generator: torch.Generator | None = None, use_cache: bool = True, progress: bool = False,
-                 context: Tensor | None = None, on_step: StepHook | None = None) -> Tensor:
+                 context: Tensor | None = None, on_step: StepHook | None = None, graphs: bool | None = None
+                 ) -> Tensor:
         """Fill ``values`` (B, n, k) long at generation steps >= ``start``; earlier steps are given.
 
         The sampler behind ``sample`` and ``complete``, with the same arguments; call without grad.
         ``on_step(values, t)``, when given, is called before each step t is drawn (the values of steps < t are
         filled) and once more with t = n at the end: a caller can show the images growing, or raise to stop.
+        ``graphs``: run the cached step as a CUDA graph (:mod:`~image_transformer.static_step`), which draws the
+        same images; None = where it is the faster path, on CUDA with a 1D local or global layout.
         """
         self._check_context(context)
+        if graphs is None:
+            graphs = use_cache and values.device.type == "cuda" and self.layout.step_plan().contiguous
+        if graphs and (not use_cache or values.device.type != "cuda"):
+            raise ValueError(f"graphs=True needs the cached sampler on a CUDA device (values on {values.device}, "
+                             f"use_cache={use_cache})")
         was_training = self.training
         self.eval()
         try:
@@ -279,17 +289,23 @@ class ImageTransformer(PretrainedModel):
                        dynamic_ncols=True, leave=False)
             started = time.monotonic()
 
-            def draw(t: int, params: Tensor) -> Tensor:
-                if on_step is not None:
-                    on_step(values, t)
-                drawn = self.dist.sample(params, temperature, generator)
+            def tick() -> None:
                 bar.update(1)
                 if bar.n % 64 == 0 or bar.n == bar.total:  # images/s at the current pace
                     rate = values.shape[0] * bar.n / bar.total / max(time.monotonic() - started, 1e-9)
                     bar.set_postfix(images_per_s=f"{rate:.3g}")
+
+            def draw(t: int, params: Tensor) -> Tensor:
+                if on_step is not None:
+                    on_step(values, t)
+                drawn = self.dist.sample(params, temperature, generator)
+                tick()
                 return drawn
 
-            if use_cache:
+            if graphs:
+                sampler = sampler_for(self, values.shape[0], temperature, labels, context, graph=True)
+                sampler.run(values, start, labels, context, generator, on_step, tick)
+            elif use_cache:
                 self.cached_steps(values, start, labels, context, draw)
             else:
                 for t, pos in enumerate(self.layout.order.tolist()[start:], start):

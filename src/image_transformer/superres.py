@@ -153,13 +153,14 @@ class SuperResolutionTransformer(PretrainedModel):
         use_cache: bool = True,
         progress: bool = False,
         on_step: StepHook | None = None,
+        graphs: bool | None = None,
     ) -> Tensor:
         """One high-resolution sample per low-resolution input: uint8 (B, h, w, C) -> uint8 (B, H, W, C).
 
         The encoder runs once per call; with ``use_cache`` each decoder layer also computes its
         cross-attention keys and values once. ``temperature`` and ``use_cache`` mean what they mean in
         :meth:`ImageTransformer.sample` (cached and uncached sampling give identical images for the same
-        generator), and ``on_step`` is the decoder's (:meth:`ImageTransformer.generate`). The model is in eval
+        generator), and ``on_step`` and ``graphs`` are the decoder's (:meth:`ImageTransformer.generate`). The model is in eval
         mode while sampling and its mode is restored afterwards.
         """
         self._check_inputs(inputs)
@@ -170,7 +171,8 @@ class SuperResolutionTransformer(PretrainedModel):
         try:
             context = self.encoder(inputs.to(self._device))
             return self.decoder.sample(inputs.shape[0], temperature=temperature, generator=generator,
-                                       use_cache=use_cache, progress=progress, context=context, on_step=on_step)
+                                       use_cache=use_cache, progress=progress, context=context, on_step=on_step,
+                                       graphs=graphs)
         finally:
             self.train(was_training)
 
