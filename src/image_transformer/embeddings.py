@@ -48,11 +48,12 @@ class PixelConv(nn.Module):
     def forward(self, pixels: Tensor) -> Tensor:
         """pixels: (B, m, C) floats in [-1, 1] -> (B, m, d).
 
-        Under torch.compile it is computed as the linear map it is (the conv's weight (d, 1, 1, C) read as
-        (d, C)): compiled bf16 convolutions gave NaNs here (torch 2.13, CPU). Eager code keeps the
-        convolution, whose sums the codec's streams and the saved models' figures were made with.
+        Under torch.compile and off the CPU it is computed as the linear map it is (the conv's weight (d, 1, 1, C)
+        read as (d, C)): compiled bf16 convolutions gave NaNs here (torch 2.13, CPU), and cuDNN convolutions round
+        their inputs to TF32 by default, which a float32 matmul does not. Eager CPU code keeps the convolution, whose
+        sums the codec's streams and the saved models' figures were made with.
         """
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or pixels.device.type != "cpu":
             return F.linear(pixels, self.conv.weight.flatten(1), self.conv.bias)
         b, m, c = pixels.shape
         out = self.conv(pixels.reshape(b, 1, m, c))  # (B, d, m, 1)
