@@ -322,3 +322,31 @@ def test_train_writes_into_runs_preset_without_out_and_defaults_to_the_mnist_bud
     assert run("train", "--data", f"mnist:{tiny_mnist}", "--preset", "tiny", "--steps", 1, "--batch-size", 4,
                "--num-samples", 0, "--final-eval-images", 4, "--quiet") == 0
     assert (tmp_path / "runs" / "tiny" / "eval.json").is_file()
+
+
+def test_train_init_starts_from_a_models_weights_with_its_architecture(tiny_mnist, tmp_path, capsys):
+    common = ["--data", f"mnist:{tiny_mnist}", "--batch-size", 4, "--num-samples", 0, "--final-eval-images", 4,
+              "--quiet"]
+    assert run("train", *common, "--preset", "tiny", "--hidden-size", 16, "--steps", 3, "--out", tmp_path / "a") == 0
+    base = ImageTransformer.from_pretrained(tmp_path / "a" / "model")
+    # a learning rate too small to move the weights: the run must end where the model it starts from is
+    assert run("train", *common, "--init", tmp_path / "a" / "model", "--steps", 1, "--lr", 1e-12, "--warmup", 0,
+               "--out", tmp_path / "b") == 0
+    assert "starting from the weights of" in capsys.readouterr().out
+    tuned = ImageTransformer.from_pretrained(tmp_path / "b" / "model")
+    assert tuned.config == base.config and tuned.config.hidden_size == 16
+    for (name, a), b in zip(base.state_dict().items(), tuned.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["init"] == str(tmp_path / "a" / "model")
+    # a fresh run of the same settings without --init starts elsewhere
+    assert run("train", *common, "--preset", "tiny", "--hidden-size", 16, "--steps", 1, "--lr", 1e-12, "--warmup", 0,
+               "--seed", 5, "--out", tmp_path / "c") == 0
+    fresh = ImageTransformer.from_pretrained(tmp_path / "c" / "model")
+    assert not torch.allclose(fresh.head.weight, base.head.weight)
+
+
+def test_train_init_refuses_model_flags_and_resume(trained, tmp_path, capsys):
+    assert run("train", "--init", trained, "--hidden-size", 64, "--out", tmp_path / "x") == 2
+    assert "--init takes the architecture" in capsys.readouterr().err
+    assert run("train", "--init", trained, "--resume", "--out", tmp_path / "x") == 2
+    assert "give one" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from .images import area_downsample, enlarge, image_format, read_image, repeat_i
 from .metrics import spread
 from .model import ImageTransformer
 from .superres import SuperResolutionConfig, SuperResolutionTransformer, format_superres_report, superres_report
-from .train import TrainConfig, TrainingRun, TrainingStopped, evaluate, sample_labels
+from .train import TrainConfig, TrainingRun, TrainingStopped, evaluate, resolve_device, sample_labels
 
 DEFAULT_DATA = "mnist-slice"
 DEFAULT_PRESET = "mnist-cpu"  # the budget sweep's winner for MNIST: 10 minutes on 2 CPU cores
@@ -147,12 +147,23 @@ def _load_generator(path: str) -> ImageTransformer:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; under torchrun every process runs this and rank 0 writes the files, holding the run's lock."""
     _set_threads(args.threads)
+    if args.init:
+        given = sorted(_given(args, MODEL_FLAGS + SUPERRES_FLAGS)) + (["--class-conditional"] if args.class_conditional
+                                                                      else [])
+        if given or args.task:
+            raise ValueError(f"--init takes the architecture of {args.init}: drop the model flags {given or ['--task']}")
+        if args.resume:
+            raise ValueError("--init starts a new run from a model's weights; --resume continues a run: give one")
+    elif args.preset is None:
+        args.preset = DEFAULT_PRESET
+    name = args.preset or (Path(args.init).name if args.init else DEFAULT_PRESET)
     run = TrainingRun(
-        out=Path(args.out or f"runs/{args.preset}"), model_config=lambda data: _model_config(args, data), data=args.data,
+        out=Path(args.out or f"runs/{name}"), model_config=lambda data: _model_config(args, data), data=args.data,
         image_size=parse_size(args.image_size) if args.image_size else None,
-        train=_given(args, TRAIN_FLAGS), recipe=RECIPES.get(args.preset, {}), preset=args.preset,
+        train=_given(args, TRAIN_FLAGS), recipe=RECIPES.get(args.preset, {}), preset=args.preset, init=args.init,
         resume=args.resume, overwrite=args.overwrite,
-        device=args.device, compile=args.compile, tensorboard=args.tensorboard, progress=not args.quiet,
+        device=args.device, compile=args.compile, deterministic=args.deterministic, tensorboard=args.tensorboard,
+        progress=not args.quiet,
         final_eval=args.final_eval, final_eval_images=args.final_eval_images, num_samples=args.num_samples,
     )
     try:
@@ -179,7 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     folder = Path(".") if named else base if base.is_dir() else base.parent
     default = f"eval-{base.name}-{args.split}.json" if named else f"eval-{args.split}.json"
     out = _check_output(args.output if args.output else folder / default)
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint).to(resolve_device(args.device))
     spec, image_size = args.data, parse_size(args.image_size) if args.image_size else None
     if spec is None:
         info = run_info(base) if not named else {}
@@ -250,13 +261,13 @@ def _write_grid(args: argparse.Namespace, grid: torch.Tensor, nrow: int | None) 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     _grid_output(args)
-    model = _load_generator(args.checkpoint)
+    model = _load_generator(args.checkpoint).to(resolve_device(args.device))
     labels, nrow = sample_labels(model, args.num, args.label)
     n = len(labels) if labels is not None else args.num
     start = time.monotonic()
     samples = model.sample(n, labels=labels, temperature=args.temperature,
                            generator=torch.Generator().manual_seed(args.seed), use_cache=not args.no_cache,
-                           progress=True)
+                           progress=True).cpu()
     seconds = time.monotonic() - start
     path = _write_grid(args, samples, nrow)
     print(f"{n} samples in {seconds:.1f} s ({n / seconds:.2f} images/s) -> {path}")
@@ -510,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed = _parent((("--seed",), dict(type=int, default=0, help="random seed for sampling")))
     split = _parent((("--split",), dict(default="test", choices=["train", "test"], help="which split of the data")))
     label = _parent((("--label",), dict(type=int, help="class-conditional models: the class to sample")))
+    device = _parent((("--device",), dict(default="cpu", help="cpu, cuda or cuda:N")))
 
     def drawing(temperature: float, scale: int) -> argparse.ArgumentParser:
         """--temperature and --scale, whose defaults differ between the commands that draw a PNG grid."""
@@ -522,7 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=DEFAULT_DATA,
                    help=f"KIND:PATH with KIND in {', '.join(DATASET_KINDS)}; "
                         "or mnist-slice (6,000 + 1,000 real MNIST images shipped with the package)")
-    t.add_argument("--preset", default=DEFAULT_PRESET, help="architecture preset (see `image-transformer presets`)")
+    t.add_argument("--preset", help=f"architecture preset (see `image-transformer presets`; default {DEFAULT_PRESET}); "
+                                    "with --init, only its training recipe")
+    t.add_argument("--init", help=f"start from the weights and architecture of a trained model (fine-tuning), with a "
+                                  f"fresh optimizer and schedule: {CHECKPOINT_HELP}")
     t.add_argument("--out", help="run directory (checkpoint, logs, samples); default runs/PRESET")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--class-conditional", action="store_true", help="condition on the data set's class labels")
@@ -537,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun each process takes its "
                                                    "LOCAL_RANK GPU)")
     x.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    x.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels (slower on a GPU): a run and its resumption give the same weights bit "
+                        "for bit on a GPU too (on the CPU they always do)")
     x.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)")
     x.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a checkpoint")
     add_config_flags(t.add_argument_group("model (override the preset)"), ImageTransformerConfig, MODEL_FLAGS)
@@ -552,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
     e = command("eval", "bits/dim of a checkpoint on a data split", cmd_eval, checkpoint, resize, split, seed,
-                threads)
+                threads, device)
     e.add_argument("--data", help="KIND:PATH (default: the data the checkpoint was trained on)")
     e.add_argument("--limit", type=NON_NEGATIVE, default=0,
                    help="evaluate N images spread evenly over the split (0 = all)")
@@ -563,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", help="JSON file for the result (default: eval-SPLIT.json beside the checkpoint)")
 
     s = command("sample", "draw samples into a PNG grid", cmd_sample, checkpoint, drawing(1.0, 2), label, seed,
-                threads)
+                threads, device)
     s.add_argument("-n", "--num", type=POSITIVE, default=64,
                    help="number of samples (class-conditional: per class n/K)")
     s.add_argument("--no-cache", action="store_true", help="slow reference sampler that recomputes every step")

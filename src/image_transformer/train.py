@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import (
-    CHECKPOINT_NAME, CheckpointError, PretrainedModel, atomic_write, build_model, describe_os_error, load_weights,
-    model_from_config, model_record, naming, read_checkpoint, save_checkpoint, save_or_rescue, stale_temporaries,
+    CHECKPOINT_NAME, CheckpointError, PretrainedModel, atomic_write, build_model, describe_os_error, load_model,
+    load_weights, model_from_config, model_record, naming, read_checkpoint, save_checkpoint, save_or_rescue, stale_temporaries,
 )
 from .config import ADDED_FIELDS, ImageTransformerConfig, option
 from .data import ImageData, load_split
@@ -148,7 +148,9 @@ def init_distributed(device: str) -> torch.device:
     """Join the process group torchrun describes (gloo on CPU, NCCL on GPU); returns this process's device."""
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = resolve_device(device)
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.distributed.is_initialized():
+    # under torchrun even one process joins a group, so that one GPU runs the same (NCCL, DDP) path as many
+    launched = int(os.environ.get("WORLD_SIZE", 1)) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+    if launched and not torch.distributed.is_initialized():
         if dev.type == "cuda":
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
@@ -168,6 +170,14 @@ def resolve_device(device: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
     return dev
+
+
+def make_deterministic() -> None:
+    """The same inputs give the same weights bit for bit: deterministic kernels where torch has them (several CUDA
+    backward passes sum with atomics by default); an op that has none warns. For this process, before CUDA starts."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable sums
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -365,7 +375,7 @@ class Trainer:
                              f"= {self.world} x {cfg.grad_accum}")
         self.device = next(model.parameters()).device
         self.loss = NegLogLikelihood(model)
-        if self.world > 1:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.loss = nn.parallel.DistributedDataParallel(self.loss, device_ids=ids)
         if compile:
@@ -674,10 +684,13 @@ class TrainingRun:
     # a fresh run's defaults in place of TrainConfig's (a preset's config.RECIPES entry); ``train`` overrides them
     recipe: dict[str, Any] = field(default_factory=dict)
     preset: str | None = None  # the preset's name, recorded with the recipe in run.json
+    # a fresh run that starts from a trained model's weights (fine-tuning): its architecture replaces model_config's
+    init: str | None = None
     resume: bool = False
     overwrite: bool = False  # start afresh over a checkpoint
     device: str = "cpu"
     compile: bool = False
+    deterministic: bool = False  # make_deterministic(): bit-exact repeats and resumes on a GPU too
     tensorboard: bool = False
     progress: bool = True
     final_eval: bool = True  # bits/dim on the test split -> eval.json
@@ -694,6 +707,8 @@ class TrainingRun:
         self.out = Path(self.out)
         with run_lock(self.out) if self.writer else contextlib.nullcontext():
             self._prepare()
+            if self.deterministic:
+                make_deterministic()
             device = init_distributed(self.device)
             try:
                 self._train_and_finish(device)
@@ -720,10 +735,11 @@ class TrainingRun:
             self.train_config = TrainConfig(**{**self.recipe, **self.train})
             self.recipe_record = {"preset": self.preset, "values": dict(self.recipe),
                                   "overridden": sorted(k for k in self.recipe if k in self.train)}
+            self.init_model = load_model(self.init) if self.init else None
         self.train_data = load_split(self.data, "train", self.image_size)
         self.test_data = load_split(self.data, "test", self.image_size)
         if not self.resume:
-            self.config = self.model_config(self.train_data)
+            self.config = self.init_model.config if self.init_model is not None else self.model_config(self.train_data)
         model_shape = (*self.config.image_size, self.config.channels)
         for part in (self.train_data, self.test_data):
             if tuple(part.image_shape) != model_shape:
@@ -738,22 +754,28 @@ class TrainingRun:
         cfg, out = self.train_config, self.out
         rank, size = world()
         torch.manual_seed(cfg.seed)
-        model = model_from_config(self.config).to(device)
+        model = model_from_config(self.config)
+        if not self.resume and self.init_model is not None:
+            load_weights(model, self.init_model.state_dict(), str(self.init))
+        model = model.to(device)
         train_x, train_labels = self.train_data.tensors()
         test_x, test_labels = self.test_data.tensors()
         train_c, test_c = model.condition_for(train_x, train_labels), model.condition_for(test_x, test_labels)
         info = {"data": self.data, "image_size": list(self.image_size) if self.image_size else None,
                 "train_source": self.train_data.source, "test_source": self.test_data.source,
-                "recipe": self.recipe_record}
+                "recipe": self.recipe_record, **({"init": str(self.init)} if self.init else {})}
         self._say(f"data: {self.train_data.source}: {len(self.train_data)} train, {len(self.test_data)} test images "
                   f"of {self.train_data.image_shape}")
+        group = f" ({torch.distributed.get_backend()})" if torch.distributed.is_initialized() else ""
         self._say(f"model: {model.num_parameters():,} parameters, {self.config.attention}, {self.config.distribution}, "
-                  f"d={self.config.hidden_size}, {self.config.num_layers} layers; {size} process(es) on {device}")
+                  f"d={self.config.hidden_size}, {self.config.num_layers} layers; {size} process(es){group} on {device}")
         trainer = Trainer(model, cfg, out, train_x, train_c, test_x, test_c, run_info=info, progress=self.progress,
                           compile=self.compile, tensorboard=self.tensorboard)
         if self.resume:
             trainer.resume()
             self._say(f"resumed {out / CHECKPOINT_NAME} at step {trainer.step}")
+        elif self.init:
+            self._say(f"starting from the weights of {self.init}")
         try:
             trainer.train()
         except OSError as e:
