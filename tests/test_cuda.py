@@ -1,0 +1,228 @@
+"""The CUDA path: likelihoods equal the CPU's, the samplers (eager, reference, CUDA graphs) draw the same images,
+bf16 and compiled steps train, and a torchrun run over NCCL resumes bit-exactly after a kill.
+
+Marked ``cuda`` and skipped, saying why, where no GPU is present (CI has none): run them on a GPU machine with
+``python -m pytest -m cuda``.
+"""
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from image_transformer import SuperResolutionConfig, SuperResolutionTransformer, bits_per_dim, load_model
+from image_transformer.static_step import StaticSampler
+from image_transformer.train import Trainer, TrainConfig
+from image_transformer.zoo import read_slice, shipped_folder, shipped_names
+
+from test_model import ATTENTION, tiny
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")]
+CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"]))
+
+
+def bpd(model, images, condition=None):
+    device = model.head.weight.device
+    with torch.no_grad():
+        condition = () if condition is None else (condition.to(device),)
+        return bits_per_dim(model.log_prob(images.to(device), *condition)).double().cpu()
+
+
+def random_images(model, n, seed=0):
+    return torch.randint(0, 256, (n, *model.image_shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+# ----- the likelihood ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("attention,distribution", CASES)
+def test_log_prob_on_cuda_equals_the_cpus(attention, distribution):
+    model = tiny(attention, distribution, 3, size=(8, 8), query_length=16, memory_length=16).float()
+    x = random_images(model, 4)
+    cpu = bpd(model, x)
+    cuda = bpd(model.cuda(), x)
+    assert (cpu - cuda).abs().max() < 1e-4, (cpu, cuda)
+
+
+def test_class_conditional_log_prob_on_cuda_equals_the_cpus():
+    model = tiny("local_1d", "categorical", 3, size=(8, 8), num_classes=4).float()
+    x, labels = random_images(model, 4), torch.tensor([0, 1, 2, 3])
+    cpu = bpd(model, x, labels)
+    assert (cpu - bpd(model.cuda(), x, labels)).abs().max() < 1e-4
+
+
+def superres_model():
+    cfg = SuperResolutionConfig(image_size=(8, 8), input_size=(4, 4), channels=3, hidden_size=32, num_layers=2,
+                                encoder_layers=1, num_heads=2, ffn_size=64, dropout=0.0, query_length=32,
+                                memory_length=32)
+    torch.manual_seed(0)
+    return SuperResolutionTransformer(cfg).eval()
+
+
+def test_super_resolution_log_prob_on_cuda_equals_the_cpus():
+    model = superres_model()
+    x = random_images(model, 4)
+    lows = torch.randint(0, 256, (4, 4, 4, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        cpu = bits_per_dim(model.log_prob(x, lows)).double()
+        model.cuda()
+        cuda = bits_per_dim(model.log_prob(x.cuda(), lows.cuda())).double().cpu()
+    assert (cpu - cuda).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(shipped_names()))
+def test_shipped_models_give_the_cpus_bits_per_dim_on_cuda(name):
+    model = load_model(name).eval()
+    part = read_slice(shipped_folder(name))
+    images = part["images"]
+    condition = model.condition_for(images, part.get("labels"))
+    with torch.no_grad():
+        cpu = bits_per_dim(model.log_prob(images, condition) if condition is not None else model.log_prob(images))
+        model.cuda()
+        condition = condition.cuda() if condition is not None else None
+        cuda = bits_per_dim(model.log_prob(images.cuda(), condition) if condition is not None
+                            else model.log_prob(images.cuda())).cpu()
+    assert (cpu.double() - cuda.double()).abs().max() < 1e-4
+
+
+# ----- sampling ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("attention,distribution", CASES)
+def test_cached_sampler_on_cuda_draws_the_reference_samplers_images(attention, distribution):
+    model = tiny(attention, distribution, 3, size=(4, 5)).float().cuda()
+    a = model.sample(3, generator=torch.Generator().manual_seed(7), graphs=False)
+    b = model.sample(3, generator=torch.Generator().manual_seed(7), use_cache=False)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("attention,distribution", CASES)
+@pytest.mark.parametrize("generator", ["cpu", "cuda"])
+def test_graph_sampler_draws_the_eager_samplers_images(attention, distribution, generator):
+    model = tiny(attention, distribution, 3, size=(6, 5)).float().cuda()
+    for seed in (7, 8):  # the second call replays the graph captured by the first
+        eager = model.sample(4, generator=torch.Generator(generator).manual_seed(seed), graphs=False)
+        graph = model.sample(4, generator=torch.Generator(generator).manual_seed(seed), graphs=True)
+        assert torch.equal(graph, eager), seed
+    assert len(model.__dict__["_static_samplers"]) == 1
+
+
+def test_graph_replay_is_the_static_step_run_eagerly_bit_for_bit():
+    model = tiny("local_1d", "dmol", 3, size=(6, 5)).float().cuda()
+    values = torch.zeros(3, model.layout.n, 3, dtype=torch.long, device="cuda")
+    runs = []
+    for graph in (False, True):
+        sampler = StaticSampler(model, 3, 1.0, False, None, graph=graph)
+        seen = []
+        with torch.no_grad():
+            sampler.run(values.clone(), 0, None, None, torch.Generator("cuda").manual_seed(1),
+                        on_step=lambda v, t: seen.append(v.clone()))
+        runs.append(torch.stack(seen))
+    assert torch.equal(*runs)
+
+
+def test_graph_sampler_is_the_default_on_cuda_for_1d_and_honours_labels_prefixes_and_hooks():
+    model = tiny("local_1d", "categorical", 3, size=(6, 5), num_classes=3).float().cuda()
+    labels = torch.tensor([0, 2, 1])
+    steps = []
+    graph = model.sample(3, labels=labels, generator=torch.Generator().manual_seed(3),
+                         on_step=lambda v, t: steps.append(t))
+    assert steps == list(range(model.layout.n + 1)) and "_static_samplers" in model.__dict__
+    assert torch.equal(graph, model.sample(3, labels=labels, generator=torch.Generator().manual_seed(3), graphs=False))
+    x = random_images(model, 3).cuda()
+    a = model.complete(x, 2, labels=labels, generator=torch.Generator().manual_seed(4))
+    b = model.complete(x, 2, labels=labels, generator=torch.Generator().manual_seed(4), graphs=False)
+    assert torch.equal(a, b) and torch.equal(a[:, :2], x[:, :2])
+
+
+def test_super_resolution_graph_sampler_draws_the_eager_images():
+    model = superres_model().cuda()
+    lows = torch.randint(0, 256, (3, 4, 4, 3), dtype=torch.uint8).cuda()
+    a = model.sample(lows, generator=torch.Generator().manual_seed(2), graphs=True)
+    assert torch.equal(a, model.sample(lows, generator=torch.Generator().manual_seed(2), graphs=False))
+
+
+def test_a_shipped_colour_model_samples_alike_with_and_without_graphs():
+    model = load_model("cifar10-jpeg").cuda()
+    a = model.sample(2, generator=torch.Generator("cuda").manual_seed(0), graphs=True)
+    assert torch.equal(a, model.sample(2, generator=torch.Generator("cuda").manual_seed(0), graphs=False))
+
+
+# ----- training ---------------------------------------------------------------------------------------------
+def learnable(n=64):
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(n, 4, 4, 1, dtype=torch.long)
+    x[:, :, 2:] = 200
+    return (x + torch.randint(0, 40, x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["bf16", "bf16+compile"])
+def test_bf16_and_compiled_steps_on_cuda_lower_the_loss(tmp_path, tiny_model, compile):
+    model = tiny_model().cuda()
+    x = learnable()
+    with torch.no_grad():
+        before = -model.eval().log_prob(x.cuda()).mean().item()
+    trainer = Trainer(model, TrainConfig(steps=40, batch_size=16, lr=5e-3, warmup=5, precision="bf16",
+                                         eval_every=100, checkpoint_every=100), tmp_path, x, None, progress=False,
+                      compile=compile)
+    trainer.train()
+    with torch.no_grad():
+        after = -model.eval().log_prob(x.cuda()).mean().item()
+    assert after < before - 0.5, (before, after)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args, out, **kw):
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1",
+                             "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "image_transformer",
+                             "train", *map(str, args), "--out", str(out)], start_new_session=True, **kw)
+
+
+def kill_every_process_of(out):
+    """SIGKILL every process whose command line names the run folder ``out``."""
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if str(out).encode() in f.read().split(b"\0") and int(pid) != os.getpid():
+                    os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def test_torchrun_over_nccl_is_killed_and_resumes_bit_exactly(tiny_mnist, tmp_path):
+    args = ["--data", f"mnist:{tiny_mnist}", "--preset", "tiny", "--dropout", 0.1, "--steps", 600, "--batch-size", 4,
+            "--checkpoint-every", 7, "--eval-every", 100, "--eval-images", 4, "--num-samples", 0, "--quiet",
+            "--device", "cuda", "--deterministic"]
+    out = tmp_path / "killed"
+    proc = torchrun(args, out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        log = out / "metrics.jsonl"
+        if log.is_file() and log.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    kill_every_process_of(out)  # torchrun and its worker, which runs in a process group of its own
+    proc.wait()
+    killed_at = torch.load(out / "checkpoint.pt", weights_only=False, map_location="cpu")["step"]
+    assert 0 < killed_at < 600
+    for folder, extra in ((out, ["--resume"]), (tmp_path / "straight", [])):
+        done = torchrun(args + extra, folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout, stderr = done.communicate(timeout=300)
+        assert done.returncode == 0, stderr[-3000:]
+        assert "1 process(es) (nccl) on cuda" in stdout
+    a = torch.load(out / "checkpoint.pt", weights_only=False, map_location="cpu")
+    b = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False, map_location="cpu")
+    assert a["step"] == b["step"] == 600
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
