@@ -21,7 +21,7 @@ from image_transformer.order import make_layout
 from image_transformer.train import TrainConfig
 
 PAPER_PRESETS = [name for name in PRESETS if not name.endswith("-tiny") and not name.startswith(("mnist", "tiny"))
-                 and not name.endswith("-cpu")]
+                 and not name.endswith(("-cpu", "-gpu"))]
 
 
 def run(*args):

@@ -332,6 +332,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # dimensions faster, 1,441 steps in 10 minutes against 1,256, and 4.257 bits/dim against 4.421 (same session)
     "cifar10-cpu": dict(**_CIFAR, **{**_TINY, "dropout": 0.0, "num_heads": 2}, attention="local_1d", query_length=128,
                         memory_length=128, distribution="dmol", num_mixtures=10, pixel_input_relu=False),
+    # A colour model for one GPU and minutes, not hours (tools/train_gpu_colour.sh): 8x cifar10-cpu's parameters
+    # (4.2M, so that half-precision weights stay under 10 MB), pre-norm blocks for a higher learning rate without a
+    # long warm-up, blocks of 8 pixel rows, a little dropout for the tens of passes over the data it makes.
+    "cifar10-gpu": dict(**_CIFAR, hidden_size=256, num_layers=8, num_heads=4, ffn_size=512, dropout=0.1,
+                        attention="local_1d", query_length=256, memory_length=256, distribution="dmol",
+                        num_mixtures=10, norm="pre"),
     # mnist-cpu's blocks of 56 (two rows; 112 until 2026-11-24): more steps in the budget, 0.986 bits/dim on all
     # 10,000 MNIST test images in 10 minutes against 1.003 with 112 (the lead came from docs/experiments' Table 4).
     "mnist-cpu": dict(image_size=(28, 28), channels=1, **{**_TINY, "dropout": 0.0}, attention="local_1d",
@@ -367,6 +373,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the issue-16 starting points, which no screened change beat.
     "cifar10-cpu": dict(batch_size=8, lr=2e-3, warmup=50, schedule="linear", max_minutes=10.0, steps=10**6),
     "mnist-cpu": dict(batch_size=16, lr=2e-3, warmup=100, schedule="linear", max_minutes=10.0, steps=10**6),
+    # bf16 on a GPU, a linear decay that ends with its minutes (tools/train_gpu_colour.sh)
+    "cifar10-gpu": dict(batch_size=64, lr=1e-3, warmup=200, schedule="linear", max_minutes=4.0, steps=10**6,
+                        precision="bf16"),
 }
 
 SUPERRES_FIELDS = ("input_size", "encoder_layers")  # a preset holding these is a super-resolution model
