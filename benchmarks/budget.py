@@ -27,10 +27,12 @@ from typing import Any
 import torch
 
 from image_transformer import ImageTransformer
-from image_transformer.config import PRESETS, RECIPES, preset
-from image_transformer.data import load_dataset
+from image_transformer.nn.config import PRESETS, RECIPES, preset
+from image_transformer.files.data import load_dataset
 from image_transformer.metrics import spread
-from image_transformer.train import Trainer, TrainConfig, evaluate
+from image_transformer.tasks import evaluate
+from image_transformer.training.config import TrainConfig
+from image_transformer.training.trainer import Trainer
 
 # "wall": seconds of wall clock (the budget's definition); "cpu": this process's CPU seconds per thread, which
 # a neighbour on a shared CPU disturbs much less (for screening sweeps while other work runs)

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from image_transformer import codec
-from image_transformer.checkpoint import load_model
-from image_transformer.data import load_dataset
-from image_transformer.images import LOSSLESS_FORMATS, lossless_bytes, lossless_formats
-from image_transformer.train import evaluate
+from image_transformer.files.pretrained import load_model
+from image_transformer.files.data import load_dataset
+from image_transformer.files.image_files import LOSSLESS_FORMATS, lossless_bytes, lossless_formats
+from image_transformer.tasks import evaluate
 
 
 def encoded_size(image: np.ndarray, fmt: str) -> int:

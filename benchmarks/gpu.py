@@ -38,8 +38,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from image_transformer import ImageTransformer
-from image_transformer.config import preset
-from image_transformer.train import NegLogLikelihood, Trainer, TrainConfig
+from image_transformer.nn.config import preset
+from image_transformer.training.config import TrainConfig
+from image_transformer.training.trainer import NegLogLikelihood, Trainer
 
 # (preset, training batch): the paper's 1D presets; imagenet64 has 4x the positions of an image, so 1/4 the batch
 PRESETS = [("cifar10-1d-cat", 64), ("cifar10-1d-dmol", 64), ("imagenet64-1d-cat", 16)]
@@ -224,7 +225,7 @@ def bench_sampling(name: str, batch: int, device: torch.device, repeats: int, sk
         row["forward_error"] = failure(e)
     row["positions"] = n
     model.__dict__.pop("_static_samplers", None)
-    del model
+
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row

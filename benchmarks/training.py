@@ -30,8 +30,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from image_transformer import ImageTransformer
-from image_transformer.config import PRESETS, preset
-from image_transformer.train import NegLogLikelihood, Trainer, TrainConfig, batch_indices
+from image_transformer.nn.config import PRESETS, preset
+from image_transformer.training.config import TrainConfig
+from image_transformer.training.trainer import NegLogLikelihood, Trainer, batch_indices
 
 # (name, preset, overrides, batch): the families the sweep chooses from, at the sizes it trains
 MODELS = [

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from image_transformer.config import preset as make_config
+from image_transformer.nn.config import preset as make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -25,14 +25,17 @@ from pathlib import Path
 import torch
 
 import common
-from image_transformer import zoo
-from image_transformer.checkpoint import load_model
-from image_transformer.config import PRESETS, SuperResolutionConfig
-from image_transformer.data import load_split
+from image_transformer.files import folders as zoo
+from image_transformer.files.pretrained import load_model
+from image_transformer.nn.config import PRESETS, SuperResolutionConfig
+from image_transformer.files.data import load_split
 from image_transformer.images import area_downsample
 from image_transformer.metrics import spread
-from image_transformer.superres import SuperResolutionTransformer, superres_report
-from image_transformer.train import Trainer, TrainConfig, evaluate
+from image_transformer.nn.superres import SuperResolutionTransformer
+from image_transformer.tasks import superres_report
+from image_transformer.tasks import evaluate
+from image_transformer.training.config import TrainConfig
+from image_transformer.training.trainer import Trainer
 
 EXPERIMENT = "superres_temperature"
 TEMPERATURES = (0.8, 0.9, 1.0)

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from image_transformer.attention import BlockSelfAttention, KVCache
-from image_transformer.order import make_layout
+from image_transformer.nn.attention import BlockSelfAttention, KVCache
+from image_transformer.nn.order import make_layout
 
 LAYOUTS = {
     "local_1d": dict(query_length=5, memory_length=3),

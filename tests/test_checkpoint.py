@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from image_transformer import ImageTransformer, ImageTransformerConfig
-from image_transformer.checkpoint import (
-    CheckpointError, atomic_write, load_model, model_record, read_checkpoint, save_checkpoint, stale_temporaries,
+from image_transformer.files.checkpoint import (
+    CheckpointError, atomic_write, read_checkpoint, save_checkpoint, stale_temporaries,
 )
+from image_transformer.files.pretrained import load_model, model_record
 
 
 def tiny(**kw):
@@ -119,7 +120,7 @@ def test_stale_temporaries_are_the_ones_a_killed_write_leaves(tmp_path):
 def test_the_registry_loads_each_model_kind(tmp_path):
     """Every registered model kind is rebuilt from its record and read back from a pretrained folder."""
     from image_transformer import SuperResolutionConfig, SuperResolutionTransformer
-    from image_transformer.checkpoint import MODEL_TYPES, build_model, model_from_config
+    from image_transformer.files.pretrained import MODEL_TYPES, build_model, model_from_config
 
     small = dict(channels=1, hidden_size=8, num_layers=1, num_heads=2, ffn_size=8)
     configs = {"ImageTransformer": ImageTransformerConfig(image_size=(3, 3), **small),
@@ -143,7 +144,7 @@ def test_no_module_imports_another_inside_a_function():
 
     import image_transformer
 
-    for path in Path(image_transformer.__file__).parent.glob("*.py"):
+    for path in Path(image_transformer.__file__).parent.rglob("*.py"):
         tree = ast.parse(path.read_text())
         top = set(tree.body)
         for node in ast.walk(tree):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from image_transformer import cli
 from image_transformer.cli import build_parser, main
-from image_transformer.model import ImageTransformer
+from image_transformer.nn.model import ImageTransformer
 
 
 def run(*args):
@@ -298,7 +298,7 @@ def test_model_and_training_flags_are_made_from_the_config_fields():
     import dataclasses
 
     from image_transformer import ImageTransformerConfig, SuperResolutionConfig
-    from image_transformer.train import TrainConfig
+    from image_transformer.training.config import TrainConfig
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     actions = {a.dest: a for a in train._actions}

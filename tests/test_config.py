@@ -4,7 +4,7 @@ import re
 import pytest
 
 from image_transformer import ImageTransformer, ImageTransformerConfig, SuperResolutionConfig
-from image_transformer.checkpoint import CheckpointError
+from image_transformer.files.checkpoint import CheckpointError
 
 
 @pytest.mark.parametrize("field, value, wanted", [
@@ -41,13 +41,13 @@ def test_bad_type_in_config_json_names_the_file_and_field(tmp_path):
 @pytest.mark.parametrize("value, size", [(8, (8, 8)), ((8, 16), (8, 16)), ([2, 3], (2, 3)), ("8x16", (8, 16)),
                                          ("8", (8, 8)), ("3X4", (3, 4))])
 def test_one_size_parser_for_ints_pairs_and_text(value, size):
-    from image_transformer.config import parse_size
+    from image_transformer.images import parse_size
 
     assert parse_size(value) == size
 
 
 def test_the_size_parser_names_what_is_wrong():
-    from image_transformer.config import parse_size
+    from image_transformer.images import parse_size
 
     with pytest.raises(ValueError, match=r"expected ROWSxCOLS such as 8x16 \(or one number for a square\), got 'a'"):
         parse_size("a")

@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from image_transformer import SuperResolutionConfig, SuperResolutionTransformer, bits_per_dim, load_model
-from image_transformer.static_step import StaticSampler
-from image_transformer.train import Trainer, TrainConfig
-from image_transformer.zoo import read_slice, shipped_folder, shipped_names
+from image_transformer.nn.static_step import StaticSampler
+from image_transformer.training.config import TrainConfig
+from image_transformer.training.trainer import Trainer
+from image_transformer.files.folders import read_slice, shipped_folder, shipped_names
 
 from test_model import ATTENTION, tiny
 

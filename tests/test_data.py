@@ -1,4 +1,4 @@
-"""Tests for image_transformer.data: every format written by hand in tmp_path, corrupt inputs, the real data."""
+"""Tests for image_transformer.files.data: every format written by hand in tmp_path, corrupt inputs, the real data."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from image_transformer import data as D
-from image_transformer.data import DataError, ImageData
+from image_transformer.files import data as D
+from image_transformer.files.data import DataError, ImageData
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

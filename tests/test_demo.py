@@ -10,12 +10,14 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from image_transformer import ImageTransformer, ImageTransformerConfig, codec, demo, zoo
-from image_transformer.checkpoint import model_record, save_checkpoint
+from image_transformer import ImageTransformer, ImageTransformerConfig, codec, demo
+from image_transformer.files import folders as zoo
+from image_transformer.files.checkpoint import save_checkpoint
+from image_transformer.files.pretrained import model_record
 from image_transformer.cli import main
 from image_transformer.images import area_downsample
 from image_transformer.metrics import bits_per_dim
-from image_transformer.superres import SuperResolutionConfig, SuperResolutionTransformer
+from image_transformer.nn.superres import SuperResolutionConfig, SuperResolutionTransformer
 
 SMALL = dict(hidden_size=16, num_layers=2, num_heads=2, ffn_size=32, dropout=0.0)
 

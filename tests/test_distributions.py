@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from image_transformer.distributions import (
+from image_transformer.nn.distributions import (
     Categorical, DiscretizedLogisticMixture, discretized_logistic_log_prob, make_distribution,
 )
 
@@ -176,9 +176,9 @@ def test_value_probs_sum_to_one_and_give_the_likelihood(name, channels):
 
 def test_the_distribution_decides_what_a_position_is():
     """Values per position, the grid, the parameters' shape per image and the input embedding, in one place."""
-    from image_transformer.config import ImageTransformerConfig
-    from image_transformer.distributions import DISTRIBUTIONS
-    from image_transformer.embeddings import PixelInput, SubPixelInput
+    from image_transformer.nn.config import ImageTransformerConfig
+    from image_transformer.nn.distributions import DISTRIBUTIONS
+    from image_transformer.nn.embeddings import PixelInput, SubPixelInput
 
     cat, mix = make_distribution("categorical", 3), make_distribution("dmol", 3, num_mixtures=2)
     assert (cat.values_per_position, cat.grid_shape((4, 5)), cat.params_shape((4, 5))) == (1, (4, 15), (4, 5, 3, 256))

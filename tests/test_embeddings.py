@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from image_transformer.embeddings import ChannelEmbedding, PixelConv, PositionEncoding, sinusoidal_2d
+from image_transformer.nn.embeddings import ChannelEmbedding, PixelConv, PositionEncoding, sinusoidal_2d
 
 
 def test_channel_embedding_is_channel_specific_and_scaled():

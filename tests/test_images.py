@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from image_transformer.images import make_grid, plot_curve, save_grid
+from image_transformer.files.image_files import make_grid, plot_curve, save_grid
 
 
 def test_make_grid_places_images_row_by_row():
@@ -42,7 +42,7 @@ def test_plot_curve_writes_a_png(tmp_path):
 
 
 def test_read_image_converts_and_checks_the_size(tmp_path):
-    from image_transformer.images import read_image
+    from image_transformer.files.image_files import read_image
 
     Image.fromarray(np.full((3, 4, 3), 90, np.uint8)).save(tmp_path / "rgb.png")
     grey = read_image(tmp_path / "rgb.png", (3, 4, 1))
@@ -64,7 +64,7 @@ def test_enlarge_repeats_pixels_for_one_image_or_a_batch():
 
 
 def test_fit_image_makes_lossless_changes_itself_and_lossy_ones_only_when_asked():
-    from image_transformer.images import fit_image
+    from image_transformer.files.image_files import fit_image
 
     rgba = np.zeros((4, 6, 4), np.uint8)
     rgba[..., :3] = 70
@@ -93,7 +93,7 @@ def test_fit_image_makes_lossless_changes_itself_and_lossy_ones_only_when_asked(
 def test_lossless_files_decode_to_the_same_pixels(channels):
     import io
 
-    from image_transformer.images import lossless_bytes, lossless_formats
+    from image_transformer.files.image_files import lossless_bytes, lossless_formats
 
     image = torch.randint(0, 256, (5, 7, channels), dtype=torch.uint8)
     for fmt in lossless_formats():
@@ -106,7 +106,7 @@ def test_lossless_files_decode_to_the_same_pixels(channels):
 
 
 def test_heat_map_draws_values_with_a_colour_bar():
-    from image_transformer.images import heat_map
+    from image_transformer.files.image_files import heat_map
 
     picture = heat_map(np.arange(12.0).reshape(3, 4), "bits", title="3.2 bits/dim", size=2.0)
     assert picture.dtype == np.uint8 and picture.shape == (200, 250, 3) and picture.std() > 0

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from image_transformer.order import block_raster_2d, global_causal, make_layout, raster_1d
+from image_transformer.nn.order import block_raster_2d, global_causal, make_layout, raster_1d
 
 
 def visible_sets(layout):
@@ -112,7 +112,7 @@ def test_step_plan_reads_exactly_the_visible_steps(kind, kw):
 
 
 def test_the_unmasked_layout_lets_every_position_see_every_position():
-    from image_transformer.order import unmasked
+    from image_transformer.nn.order import unmasked
 
     layout = unmasked((3, 4))
     assert layout.full and layout.mask.shape == (1, 12, 12) and bool(layout.mask.all())

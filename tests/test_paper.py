@@ -12,13 +12,13 @@ from PIL import Image
 
 from image_transformer import ImageTransformer, ImageTransformerConfig, SuperResolutionConfig
 from image_transformer import cli, codec
-from image_transformer.config import ADDED_FIELDS, PRESETS, RECIPES, is_superres_preset, preset
-from image_transformer.data import ImageData, load_image_folder
-from image_transformer.embeddings import PixelInput, PositionEncoding
+from image_transformer.nn.config import ADDED_FIELDS, PRESETS, RECIPES, is_superres_preset, preset
+from image_transformer.files.data import ImageData, load_image_folder
+from image_transformer.nn.embeddings import PixelInput, PositionEncoding
 from image_transformer.images import area_downsample, bicubic_downsample_float
 from image_transformer.metrics import consistency
-from image_transformer.order import make_layout
-from image_transformer.train import TrainConfig
+from image_transformer.nn.order import make_layout
+from image_transformer.training.config import TrainConfig
 
 PAPER_PRESETS = [name for name in PRESETS if not name.endswith("-tiny") and not name.startswith(("mnist", "tiny"))
                  and not name.endswith(("-cpu", "-gpu"))]
@@ -211,7 +211,7 @@ def test_folders_of_grey_alpha_and_rgba_pngs(tmp_path):
 def test_npz_with_four_channels(tmp_path):
     data = np.random.default_rng(1).integers(0, 256, (4, 3, 3, 4), dtype=np.uint8)
     np.savez(tmp_path / "x.npz", data=data)
-    from image_transformer.data import load_npz
+    from image_transformer.files.data import load_npz
     assert np.array_equal(load_npz(tmp_path / "x.npz", "train").images, data)
 
 
@@ -225,7 +225,7 @@ def test_two_and_four_channel_models_sample_save_and_code(distribution, channels
     model = ImageTransformer(cfg).eval()
     samples = model.sample(2, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (2, 3, 4, channels)
-    from image_transformer.images import save_grid
+    from image_transformer.files.image_files import save_grid
     with Image.open(save_grid(samples, tmp_path / "g.png")) as grid:
         assert grid.mode == {2: "LA", 4: "RGBA"}[channels]
     stream = codec.encode(model, samples)

@@ -11,9 +11,12 @@ import time
 import pytest
 import torch
 
-from image_transformer.checkpoint import CheckpointError, average_checkpoints, load_model
+from image_transformer.files.checkpoint import CheckpointError
+from image_transformer.files.pretrained import average_checkpoints, load_model
 from image_transformer.cli import main
-from image_transformer.train import Trainer, TrainConfig, resolve_device
+from image_transformer.training.config import TrainConfig
+from image_transformer.training.distributed import resolve_device
+from image_transformer.training.trainer import Trainer
 
 
 def run(*args):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from image_transformer import SuperResolutionConfig, SuperResolutionTransformer
-from image_transformer.static_step import StaticSampler, StepIndex, sampler_for
+from image_transformer.nn.static_step import StaticSampler, StepIndex, sampler_for
 
 from test_model import ATTENTION, tiny
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from image_transformer.checkpoint import CheckpointError, build_model, load_model, model_record
-from image_transformer.config import ADDED_FIELDS, ImageTransformerConfig
-from image_transformer.data import SuperResolutionPairs, make_pairs
+from image_transformer.files.checkpoint import CheckpointError
+from image_transformer.files.pretrained import build_model, load_model, model_record
+from image_transformer.nn.config import ADDED_FIELDS, ImageTransformerConfig
+from image_transformer.files.data import SuperResolutionPairs, make_pairs
 from image_transformer.images import area_downsample
-from image_transformer.superres import (
-    SuperResolutionConfig, SuperResolutionTransformer, format_superres_report, superres_report,
-)
+from image_transformer.nn.superres import SuperResolutionConfig, SuperResolutionTransformer
+from image_transformer.tasks import format_superres_report, superres_report
 
 ATTENTION = {
     "local_1d": dict(attention="local_1d", query_length=7, memory_length=5),
@@ -215,7 +215,7 @@ def test_make_pairs_and_dataset():
 
 
 def test_superres_report_writes_the_grid_and_the_metrics(tmp_path):
-    from image_transformer.superres import SuperResolutionConfig, SuperResolutionTransformer
+    from image_transformer.nn.superres import SuperResolutionConfig, SuperResolutionTransformer
 
     torch.manual_seed(0)
     model = SuperResolutionTransformer(SuperResolutionConfig(image_size=(4, 6), input_size=(2, 3), channels=3,
@@ -252,7 +252,8 @@ def test_files_of_the_old_super_resolution_model_still_load():
 
 
 def test_resume_reads_a_training_checkpoint_with_the_old_encoder_names(tmp_path):
-    from image_transformer.train import Trainer, TrainConfig
+    from image_transformer.training.config import TrainConfig
+    from image_transformer.training.trainer import Trainer
 
     def old_names(state):
         return {k.replace(".attn.qkv.", ".qkv.").replace(".attn.out.", ".out.") if k.startswith("encoder.") else k: v
@@ -275,7 +276,7 @@ def test_resume_reads_a_training_checkpoint_with_the_old_encoder_names(tmp_path)
 
 
 def test_encoder_and_decoder_are_stacks_of_the_same_block():
-    from image_transformer.model import Block
+    from image_transformer.nn.model import Block
 
     model = tiny()
     assert all(type(b) is Block and b.cross is None for b in model.encoder.blocks)

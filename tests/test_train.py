@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from image_transformer import ImageTransformer, ImageTransformerConfig
-from image_transformer import train as train_module
-from image_transformer.checkpoint import CheckpointError
+from image_transformer.training import trainer as train_module
+from image_transformer.files.checkpoint import CheckpointError
 from image_transformer.cli import main
-from image_transformer.train import (
-    RunLocked, StopOnSignal, Trainer, TrainConfig, batch_indices, evaluate, progress_bar, run_lock,
-    transformer_schedule,
-)
+from image_transformer.tasks import evaluate
+from image_transformer.training.config import TrainConfig
+from image_transformer.training.guard import RunLocked, StopOnSignal, run_lock
+from image_transformer.training.schedule import transformer_schedule
+from image_transformer.training.trainer import Trainer, batch_indices, progress_bar
 
 
 def test_schedule_warms_up_linearly_then_decays_with_inverse_sqrt():
@@ -198,7 +199,7 @@ def test_a_second_signal_exits_at_once():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)
     assert signal.getsignal(signal.SIGINT) is previous
-    script = ("import os, signal, time\nfrom image_transformer.train import StopOnSignal\n"
+    script = ("import os, signal, time\nfrom image_transformer.training.guard import StopOnSignal\n"
               "with StopOnSignal() as stop:\n"
               "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.05); print('asked', stop.signum, flush=True)\n"
               "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
@@ -258,7 +259,7 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys, tiny_mo
 
 
 def test_linear_and_cosine_schedules_warm_up_then_decay_to_zero_at_the_last_step():
-    from image_transformer.train import lr_factor
+    from image_transformer.training.schedule import lr_factor
 
     for schedule in ("linear", "cosine"):
         cfg = TrainConfig(steps=110, warmup=10, schedule=schedule)
@@ -287,7 +288,7 @@ def test_a_time_limited_runs_bar_counts_minutes_not_the_steps_it_will_not_reach(
 
 
 def test_a_time_limited_schedule_decays_over_the_minutes_too():
-    from image_transformer.train import lr_factor
+    from image_transformer.training.schedule import lr_factor
 
     cfg = TrainConfig(steps=10**6, warmup=10, schedule="linear", max_minutes=10.0)
     assert lr_factor(20, cfg, minutes=2.5) == pytest.approx(0.75)  # time, not steps, is the binding limit
@@ -313,8 +314,8 @@ def test_periodic_evaluation_is_not_training_time(tmp_path):
 
 @pytest.mark.parametrize("name", ["cifar10-cpu", "mnist-cpu"])
 def test_budget_presets_train_for_ten_minutes_and_decay_with_the_clock(name):
-    from image_transformer.config import RECIPES, preset
-    from image_transformer.train import lr_factor
+    from image_transformer.nn.config import RECIPES, preset
+    from image_transformer.training.schedule import lr_factor
 
     cfg = TrainConfig(**RECIPES[name])
     assert cfg.max_minutes == 10.0 and cfg.schedule == "linear"

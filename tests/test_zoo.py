@@ -19,10 +19,11 @@ import safetensors.torch
 import torch
 
 import huggingface_hub.constants
-from image_transformer import ImageTransformer, SuperResolutionTransformer, load_model, zoo
-from image_transformer.checkpoint import PretrainedModel
+from image_transformer import ImageTransformer, SuperResolutionTransformer, load_model
+from image_transformer.files import folders as zoo
+from image_transformer.files.pretrained import PretrainedModel
 from image_transformer.cli import main
-from image_transformer.train import evaluate
+from image_transformer.tasks import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 OLD = Path(__file__).parent / "data" / "pretrained-6222cca"  # written by save_pretrained before issue 15
@@ -127,7 +128,7 @@ def test_a_shipped_model_loads_by_name_offline_and_matches_its_card(in_zoo):
     test_slice = zoo.read_slice(folder)
     assert test_slice["indices"].tolist() == card["slice"]["indices"]
     assert ship_model.slice_bits_per_dim(model, test_slice) == pytest.approx(card["slice"]["bits_per_dim"], abs=1e-5)
-    from image_transformer.data import load_split
+    from image_transformer.files.data import load_split
     x, _ = load_split(f"mnist:{in_zoo['data']}", "test").tensors()
     assert torch.equal(x[test_slice["indices"]], test_slice["images"])
     assert evaluate(model, x)["bits_per_dim"] == pytest.approx(card["test"]["bits_per_dim"], abs=1e-5)

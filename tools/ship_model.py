@@ -28,13 +28,15 @@ import safetensors.torch
 import torch
 import yaml
 
-from image_transformer.checkpoint import PretrainedModel, atomic_write, load_model, save_pretrained
-from image_transformer.data import load_split
-from image_transformer.images import save_grid
+from image_transformer.files.checkpoint import atomic_write
+from image_transformer.files.pretrained import PretrainedModel, load_model, save_pretrained
+from image_transformer.files.data import load_split
+from image_transformer.files.image_files import save_grid
 from image_transformer.metrics import spread
-from image_transformer.superres import SuperResolutionTransformer, superres_report
-from image_transformer.train import evaluate, sample_labels
-from image_transformer.zoo import CARD_NAME, GRID_NAME, NAME_PATTERN, SHIPPED, SLICE_NAME, is_pretrained_dir
+from image_transformer.nn.superres import SuperResolutionTransformer
+from image_transformer.tasks import superres_report
+from image_transformer.tasks import evaluate, sample_labels
+from image_transformer.files.folders import CARD_NAME, GRID_NAME, NAME_PATTERN, SHIPPED, SLICE_NAME, is_pretrained_dir
 
 
 def slice_bits_per_dim(model: PretrainedModel, test_slice: dict[str, torch.Tensor]) -> float:

@@ -18,19 +18,23 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import codec, demo, zoo
-from .checkpoint import (
-    CheckpointError, average_checkpoints, describe_os_error, load_model, run_info, save_or_rescue,
-)
-from .config import (
-    PRESETS, RECIPES, SUPERRES_FIELDS, ImageTransformerConfig, is_superres_preset, parse_size, preset,
-)
-from .data import DATASET_KINDS, ImageData, load_split
-from .images import area_downsample, enlarge, image_format, read_image, repeat_image, save_grid, save_image
+from . import codec, demo
+from .files import folders
+from .files.checkpoint import CheckpointError, describe_os_error, run_info, save_or_rescue
+from .files.data import DATASET_KINDS, ImageData, load_split
+from .files.image_files import image_format, read_image, save_grid, save_image
+from .files.pretrained import average_checkpoints, load_model
+from .images import area_downsample, enlarge, parse_size, repeat_image
 from .metrics import spread
-from .model import ImageTransformer
-from .superres import SuperResolutionConfig, SuperResolutionTransformer, format_superres_report, superres_report
-from .train import TrainConfig, TrainingRun, TrainingStopped, evaluate, resolve_device, sample_labels
+from .nn.config import (
+    PRESETS, RECIPES, SUPERRES_FIELDS, ImageTransformerConfig, SuperResolutionConfig, is_superres_preset, preset,
+)
+from .nn.model import ImageTransformer
+from .nn.superres import SuperResolutionTransformer
+from .tasks import evaluate, format_superres_report, sample_labels, superres_report
+from .training import TrainConfig, TrainingRun
+from .training.distributed import resolve_device
+from .training.guard import TrainingStopped
 
 DEFAULT_DATA = "mnist-slice"
 DEFAULT_PRESET = "mnist-cpu"  # the budget sweep's winner for MNIST: 10 minutes on 2 CPU cores
@@ -185,7 +189,7 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    base, named = Path(args.checkpoint), zoo.is_named(args.checkpoint)
+    base, named = Path(args.checkpoint), folders.is_named(args.checkpoint)
     # results go beside a checkpoint; for a model given by name (whose folder is not ours), here
     folder = Path(".") if named else base if base.is_dir() else base.parent
     default = f"eval-{base.name}-{args.split}.json" if named else f"eval-{args.split}.json"
@@ -221,9 +225,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _trained_on(name: str) -> str:
     """For a shipped model's name, ' (its card: trained on SPEC)'; else ''."""
-    if not zoo.is_named(name) or name not in zoo.shipped_names():
+    if not folders.is_named(name) or name not in folders.shipped_names():
         return ""
-    spec = zoo.read_card(zoo.shipped_folder(name)).get("data", {}).get("spec")
+    spec = folders.read_card(folders.shipped_folder(name)).get("data", {}).get("spec")
     return f" (its card: trained on {spec})" if spec else ""
 
 
@@ -325,12 +329,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     """The shipped models, or one model's card."""
     if args.name:
-        print(zoo.card_text(args.name), end="")
+        print(folders.card_text(args.name), end="")
         return 0
-    rows = zoo.listing()
+    rows = folders.listing()
     if not rows:
-        print(f"No trained models are installed yet: {zoo.SHIPPED} holds none.\n"
-              f"{zoo.HOW_TO_TRAIN.format(folder=zoo.SHIPPED)}.\nUntil then, train your own: "
+        print(f"No trained models are installed yet: {folders.SHIPPED} holds none.\n"
+              f"{folders.HOW_TO_TRAIN.format(folder=folders.SHIPPED)}.\nUntil then, train your own: "
               f"`image-transformer train` (about 11 minutes), then `image-transformer sample runs/{DEFAULT_PRESET}`.")
         return 0
     print(f"{'name':16s} {'model':28s} {'data':36s} {'parameters':>11s} {'size':>8s} {'test bits/dim':>22s}")

@@ -33,9 +33,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .config import ADDED_FIELDS
 from .images import check_images
-from .model import ImageTransformer
+from .nn.config import ADDED_FIELDS
+from .nn.model import ImageTransformer
 
 __all__ = ["encode", "decode", "read_header", "fingerprint", "Header", "CodecError", "FORMAT_VERSION"]
 

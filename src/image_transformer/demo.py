@@ -30,17 +30,17 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from . import codec, zoo
-from .checkpoint import CheckpointError, PretrainedModel, load_model, run_info
-from .data import load_split
-from .images import (
-    CHANNEL_NAMES, LOSSLESS_FORMATS, area_downsample, enlarge, fit_image, heat_map, lossless_bytes,
-    lossless_formats, make_grid, repeat_image,
-)
+from . import codec
+from .files import folders
+from .files.checkpoint import CheckpointError, run_info
+from .files.data import load_split
+from .files.image_files import LOSSLESS_FORMATS, fit_image, heat_map, lossless_bytes, lossless_formats, make_grid
+from .files.pretrained import PretrainedModel, load_model
+from .images import CHANNEL_NAMES, area_downsample, enlarge, repeat_image
 from .metrics import bits_per_dim, spread
-from .model import ImageTransformer, StepHook
-from .superres import SuperResolutionTransformer
-from .train import evaluate, sample_labels
+from .nn.model import ImageTransformer, StepHook
+from .nn.superres import SuperResolutionTransformer
+from .tasks import evaluate, sample_labels
 
 __all__ = ["DemoModel", "load_models", "cannot", "prepare", "held_out_images", "sample_stream", "Snapshot",
            "complete", "upscale", "UpscaleResult", "compress", "CompressResult", "likelihood", "build_app", "launch",
@@ -94,9 +94,9 @@ def describe(model: PretrainedModel) -> str:
 
 def load_models(sources: Sequence[str]) -> list[DemoModel]:
     """The models named by ``sources`` (run folders, checkpoints, model folders, shipped names, ``hf-hub:USER/NAME``,
-    as :func:`~image_transformer.checkpoint.load_model` takes them); with none, every complete shipped model."""
+    as :func:`~image_transformer.files.pretrained.load_model` takes them); with none, every complete shipped model."""
     if not sources:
-        sources = [row["name"] for row in zoo.listing() if not row["problems"]]
+        sources = [row["name"] for row in folders.listing() if not row["problems"]]
     models, seen = [], set()
     for source in sources:
         if source in seen:
@@ -135,17 +135,17 @@ def held_out_images(source: str | Path, model: PretrainedModel,
     a shipped (or shipped-style) model folder's test slice, or the test split of the data a training run recorded
     (found from the current folder, as the run's command line gave it). A ValueError saying why when there are
     none."""
-    path = zoo.resolve(source)
+    path = folders.resolve(source)
     folder = path if path.is_dir() else path.parent
-    if (folder / zoo.SLICE_NAME).is_file():
-        held = zoo.read_slice(folder)
+    if (folder / folders.SLICE_NAME).is_file():
+        held = folders.read_slice(folder)
         idx = spread(len(held["images"]), limit)
         labels = held.get("labels")
         return held["images"][idx], labels[idx] if labels is not None else None, f"the test slice in {folder}"
     info = run_info(path) or run_info(folder.parent)  # a run folder or its checkpoint; a run's model/ folder
     spec = info.get("data")
     if not spec:
-        raise ValueError(f"{source}: no held-out images: neither a test slice ({zoo.SLICE_NAME}) nor a training run's "
+        raise ValueError(f"{source}: no held-out images: neither a test slice ({folders.SLICE_NAME}) nor a training run's "
                          f"record of its data; upload an image instead")
     size = info.get("image_size")
     try:

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import parse_size
-from .images import area_downsample_float, as_tensor, bicubic_downsample_float
+from .images import area_downsample_float, as_tensor, bicubic_downsample_float, parse_size
 
 __all__ = ["bits_per_dim", "psnr", "ssim", "ms_ssim", "consistency", "nearest_neighbour_ms_ssim", "MS_SSIM_WEIGHTS",
            "spread"]

@@ -8,6 +8,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from ..images import CHANNEL_NAMES, parse_size
 from .distributions import DISTRIBUTIONS, make_distribution
 
 ATTENTION_TYPES = ("local_1d", "local_2d", "global")
@@ -17,7 +18,6 @@ NORMS = ("post", "pre")
 # config without them loads with these, and the codec's fingerprint leaves them out at these values.
 # pixel_input_relu: models saved before it existed had no ReLU after the mixture's pixel convolution.
 ADDED_FIELDS: dict[str, Any] = {"norm": "post", "pixel_input_relu": False}
-CHANNEL_NAMES = {1: "grey", 2: "grey + alpha", 3: "RGB", 4: "RGBA"}
 
 
 def option(default: Any, help: str, **limits: Any) -> Any:
@@ -26,31 +26,6 @@ def option(default: Any, help: str, **limits: Any) -> Any:
     The command line builds its flags from these, so a field's default and help live only here.
     """
     return dataclasses.field(default=default, metadata={"help": help, **limits})
-
-
-def parse_size(value: Any, name: str = "size", positive: bool = False) -> tuple[int, int]:
-    """(H, W) from an int (a square), a pair of ints, or text "HxW" ("8" is 8x8).
-
-    Raises a ValueError naming ``name``; with ``positive``, sizes below 1 are refused too.
-    """
-    if isinstance(value, str):
-        try:
-            parts = [int(p) for p in value.lower().split("x")]
-        except ValueError:
-            parts = []
-        if len(parts) not in (1, 2):
-            raise ValueError(f"expected ROWSxCOLS such as 8x16 (or one number for a square), got {value!r}")
-        value = (parts[0], parts[-1])
-    if isinstance(value, numbers.Integral):
-        value = (value, value)
-    try:
-        h, w = value
-        h, w = int(h), int(w)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    if positive and (h < 1 or w < 1):
-        raise ValueError(f"{name} must be positive, got {h}x{w}")
-    return (h, w)
 
 
 def _has_type(value: Any, hint: Any) -> bool:

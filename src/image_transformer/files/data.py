@@ -40,9 +40,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from .config import parse_size
-from .images import area_downsample, as_tensor, check_images, normalise_mode
-from .zoo import SLICE_NAME, UnknownModel, read_slice, shipped_folder
+from ..images import area_downsample, as_tensor, check_images, parse_size
+from .folders import SLICE_NAME, UnknownModel, read_slice, shipped_folder
+from .image_files import normalise_mode
 
 __all__ = [
     "DataError",
@@ -63,7 +63,7 @@ __all__ = [
 
 DATASET_KINDS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "npz", "folder", "celeba")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-SLICE_DIR = Path(__file__).resolve().parent / "datasets" / "mnist-slice"
+SLICE_DIR = Path(__file__).resolve().parents[1] / "datasets" / "mnist-slice"
 
 MNIST_CLASSES = [str(i) for i in range(10)]
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

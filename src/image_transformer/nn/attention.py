@@ -1,6 +1,6 @@
 """Multi-head attention over query blocks and their memory blocks.
 
-The blocks and the mask come from :mod:`image_transformer.order`; this module only gathers them and
+The blocks and the mask come from :mod:`image_transformer.nn.order`; this module only gathers them and
 runs ``F.scaled_dot_product_attention`` once, batched over all blocks. Memory and time are
 O(n * memory block), never O(n^2) (except for the global layout, which is one block by design).
 """

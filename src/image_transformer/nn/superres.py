@@ -2,38 +2,33 @@
 
 Section 4 of Parmar et al. (2018): the encoder reads the low-resolution input (e.g. 8x8) with channel-specific
 embeddings of its sub-pixels, 2D position encodings and unmasked self-attention; the decoder is the
-autoregressive :class:`~image_transformer.model.ImageTransformer` over the high-resolution target (e.g. 32x32),
+autoregressive :class:`~image_transformer.nn.model.ImageTransformer` over the high-resolution target (e.g. 32x32),
 with cross-attention from every decoder block to the encoder output. Both are stacks of the same
-:class:`~image_transformer.model.Block`; only their layouts differ (unmasked vs generation order).
+:class:`~image_transformer.nn.model.Block`; only their layouts differ (unmasked vs generation order).
 
 Data flow: inputs (B, h, w, C) uint8 -> sub-pixel values on the grid [h, w*C] -> (B, h*w*C, d) -> encoder
 blocks -> context (B, m, d); images (B, H, W, C) uint8 -> decoder (self-attention in generation order,
 cross-attention to the context) -> distribution parameters -> log p or samples.
 
 The inputs are the area-downsampled targets (:func:`~image_transformer.images.area_downsample`);
-:func:`superres_report` samples held-out inputs and scores the samples as the paper does.
+:func:`image_transformer.tasks.superres_report` samples held-out inputs and scores the samples as the paper does.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
-from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import PretrainedModel
+from ..files.pretrained import PretrainedModel
+from ..images import area_downsample, check_images
 from .config import SuperResolutionConfig
 from .embeddings import PositionEncoding, SubPixelInput
-from .images import area_downsample, check_images, enlarge, save_grid
-from .metrics import consistency, nearest_neighbour_ms_ssim, psnr, spread, ssim
 from .model import Block, ImageTransformer, StepHook
 from .order import unmasked
 
-__all__ = ["SuperResolutionConfig", "SuperResolutionTransformer", "SuperResolutionEncoder", "superres_report",
-           "format_superres_report"]
+__all__ = ["SuperResolutionConfig", "SuperResolutionTransformer", "SuperResolutionEncoder"]
 
 
 # ----- the network -----------------------------------------------------------------------------------------
@@ -175,54 +170,3 @@ class SuperResolutionTransformer(PretrainedModel):
                                        graphs=graphs)
         finally:
             self.train(was_training)
-
-
-# ----- the paper's super-resolution evaluation ----------------------------------------------------------
-def superres_report(model: SuperResolutionTransformer, images: Tensor, inputs: Tensor,
-                    train_images: Tensor | None, out: Path, num: int, seed: int,
-                    temperatures: Sequence[float] = (0.8, 0.9, 1.0), progress: bool = False) -> dict[str, Any]:
-    """Samples for ``num`` held-out inputs (spread over the split) at each temperature; the paper's metrics.
-
-    Writes ``superres.png`` (rows: input enlarged, a sample per temperature, original; as the paper's
-    table 6) and ``superres.json``. Consistency, in 0..255 intensity units: ``consistency_l2_bicubic`` is the
-    paper's, the L2 distance between the low-resolution input and the bicubic-downsampled sample;
-    ``consistency_area_rmse`` is ours, the RMS difference to the area-downsampled sample (the downsampling that
-    made the inputs); PSNR (dB) and SSIM compare each sample with
-    its original; the nearest-neighbour check finds, for each sample, the training image whose
-    downsampled version is closest to the sample's downsampled version and reports their MS-SSIM.
-    """
-    idx = spread(len(images), num)
-    originals, lows = images[idx], inputs[idx]
-    report: dict[str, Any] = {"num_samples": len(idx), "temperatures": {}}
-    columns = [enlarge(lows, tuple(int(f) for f in model.config.scale))]  # inputs enlarged for display
-    for t in temperatures:
-        samples = model.sample(lows, temperature=t, generator=torch.Generator().manual_seed(seed),
-                               progress=progress).cpu()
-        agreement = consistency(samples, lows)
-        entry = {
-            # the paper's consistency, and ours beside it (see metrics.consistency)
-            "consistency_l2_bicubic": float(agreement["l2_bicubic"].mean()),
-            "consistency_area_rmse": float(agreement["rmse"].mean()),
-            "psnr_db": float(psnr(samples, originals).mean()),
-            "ssim": float(ssim(samples, originals).mean()),
-        }
-        if train_images is not None:
-            _, nn_ms_ssim = nearest_neighbour_ms_ssim(samples, train_images, model.config.input_size)
-            entry["nearest_train_ms_ssim"] = float(nn_ms_ssim.mean())
-        report["temperatures"][str(t)] = entry
-        columns.append(samples)
-    columns.append(originals)
-    grid = torch.stack(columns, 1).flatten(0, 1)  # row per input: input, samples..., original
-    report["grid"] = str(save_grid(grid, out / "superres.png", nrow=len(columns), scale=3))
-    (out / "superres.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
-def format_superres_report(report: dict[str, Any]) -> str:
-    lines = [f"super-resolution on {report['num_samples']} held-out images (grid: {report['grid']}):"]
-    for t, e in report["temperatures"].items():
-        nn_text = f", nearest-train MS-SSIM {e['nearest_train_ms_ssim']:.3f}" if "nearest_train_ms_ssim" in e else ""
-        lines.append(f"  T={t}: consistency (paper's: L2 to the bicubic downsampling) {e['consistency_l2_bicubic']:.1f}, "
-                     f"(ours: area RMSE) {e['consistency_area_rmse']:.2f}/255, PSNR {e['psnr_db']:.2f} dB, "
-                     f"SSIM {e['ssim']:.3f}{nn_text}")
-    return "\n".join(lines)

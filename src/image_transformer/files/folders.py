@@ -36,13 +36,13 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 
-# the files of a model folder (this module is below checkpoint.py, which reads and writes them)
+# the files of a model folder (this module is below checkpoint.py and pretrained.py, which read and write them)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"  # the Hub's name for a model's weights (huggingface_hub's SAFETENSORS_SINGLE_FILE)
 OLD_WEIGHTS_NAME = "weights.safetensors"  # what save_pretrained wrote before issue 15; still read
 CARD_NAME = "README.md"
 CHECKPOINT_NAME = "checkpoint.pt"  # a training run's
-SHIPPED = Path(__file__).resolve().parent / "pretrained"  # tests point this at a temporary folder
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained"  # tests point this at a temporary folder
 HUB_PREFIX = "hf-hub:"  # the prefix timm uses for a Hub repo where a path or a name is also accepted
 SLICE_NAME = "test_slice.safetensors"
 GRID_NAME = "samples.png"

@@ -16,11 +16,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .attention import BlockSelfAttention, CrossAttention, KVCache
-from .checkpoint import PretrainedModel
+from ..files.pretrained import PretrainedModel
+from ..images import check_images
 from .config import ImageTransformerConfig
 from .distributions import make_distribution
 from .embeddings import PositionEncoding
-from .images import check_images
 from .order import Layout, make_layout
 from .static_step import StepHook, sampler_for
 
@@ -273,7 +273,7 @@ class ImageTransformer(PretrainedModel):
         The sampler behind ``sample`` and ``complete``, with the same arguments; call without grad.
         ``on_step(values, t)``, when given, is called before each step t is drawn (the values of steps < t are
         filled) and once more with t = n at the end: a caller can show the images growing, or raise to stop.
-        ``graphs``: run the cached step as a CUDA graph (:mod:`~image_transformer.static_step`), which draws the
+        ``graphs``: run the cached step as a CUDA graph (:mod:`~image_transformer.nn.static_step`), which draws the
         same images; None = where it is the faster path, on CUDA with a 1D local or global layout.
         """
         self._check_context(context)

@@ -1,0 +1,58 @@
+"""Where a step runs: the device, the processes torchrun starts (gloo on CPU, NCCL on GPU), precision and
+determinism."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) without torch.distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str) -> torch.device:
+    """Join the process group torchrun describes (gloo on CPU, NCCL on GPU); returns this process's device."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    dev = resolve_device(device)
+    # under torchrun even one process joins a group, so that one GPU runs the same (NCCL, DDP) path as many
+    launched = int(os.environ.get("WORLD_SIZE", 1)) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+    if launched and not torch.distributed.is_initialized():
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return dev
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``, refusing CUDA when this machine has none."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                         f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return dev
+
+
+def make_deterministic() -> None:
+    """The same inputs give the same weights bit for bit: deterministic kernels where torch has them (several CUDA
+    backward passes sum with atomics by default); an op that has none warns. For this process, before CUDA starts."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable sums
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

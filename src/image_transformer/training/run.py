@@ -1,0 +1,183 @@
+"""One ``image-transformer train``: the run directory's state decides fresh, resume or refuse; then the training,
+and the run's last files: ``model/``, ``eval.json`` and the samples."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..files.checkpoint import CHECKPOINT_NAME, describe_os_error, read_checkpoint, save_or_rescue
+from ..files.data import ImageData, load_split
+from ..files.image_files import save_grid
+from ..files.pretrained import PretrainedModel, build_model, load_model, load_weights, model_from_config
+from ..metrics import spread
+from ..nn.config import ImageTransformerConfig
+from ..nn.superres import SuperResolutionTransformer
+from ..tasks import evaluate, format_superres_report, sample_labels, superres_report
+from .config import TrainConfig
+from .distributed import init_distributed, make_deterministic, resolve_device, world
+from .guard import run_lock
+from .trainer import Trainer
+
+
+@dataclass
+class TrainingRun:
+    """One ``image-transformer train``: the run directory's state decides fresh, resume or refuse; then the
+    training, and the run's last files: ``model/``, ``eval.json`` and the samples.
+
+    Under torchrun every process makes and calls one; rank 0 writes the files, holding the run's lock. Everything
+    that can be refused (the checkpoint, the data, the configs, the device) is checked before a process group or
+    a model exists.
+    """
+
+    out: Path
+    model_config: Callable[[ImageData], ImageTransformerConfig]  # a fresh run's architecture, from its data
+    data: str = "mnist-slice"  # KIND:PATH (see data.load_dataset); a resumed run reads its own
+    image_size: tuple[int, int] | None = None  # resize folder/celeba images
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig values given (on resume, over the run's own)
+    # a fresh run's defaults in place of TrainConfig's (a preset's config.RECIPES entry); ``train`` overrides them
+    recipe: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = None  # the preset's name, recorded with the recipe in run.json
+    # a fresh run that starts from a trained model's weights (fine-tuning): its architecture replaces model_config's
+    init: str | None = None
+    resume: bool = False
+    overwrite: bool = False  # start afresh over a checkpoint
+    device: str = "cpu"
+    compile: bool = False
+    deterministic: bool = False  # make_deterministic(): bit-exact repeats and resumes on a GPU too
+    tensorboard: bool = False
+    progress: bool = True
+    final_eval: bool = True  # bits/dim on the test split -> eval.json
+    final_eval_images: int = 0  # test images for it (spread over the split), 0 = all
+    num_samples: int = 16  # samples.png (superres: superres.png and superres.json), 0 = none
+
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes the run's files (rank 0)."""
+        return int(os.environ.get("RANK", "0")) == 0
+
+    def __call__(self) -> None:
+        """Train and finish; raises :class:`TrainingStopped` when a signal stopped the training."""
+        self.out = Path(self.out)
+        with run_lock(self.out) if self.writer else contextlib.nullcontext():
+            self._prepare()
+            if self.deterministic:
+                make_deterministic()
+            device = init_distributed(self.device)
+            try:
+                self._train_and_finish(device)
+                if torch.distributed.is_initialized():  # no process tears gloo down while a peer still uses it:
+                    torch.distributed.barrier()  # a rare abort at exit of the process that finished first
+            finally:
+                if torch.distributed.is_initialized():
+                    torch.distributed.destroy_process_group()
+
+    def _prepare(self) -> None:
+        """Resolve fresh vs resume vs refuse; load the data and the configs, and check they fit."""
+        checkpoint = self.out / CHECKPOINT_NAME
+        if self.resume:
+            state = read_checkpoint(checkpoint)
+            info = state.get("run_info", {})
+            self.data, self.image_size = info.get("data", self.data), info.get("image_size") or self.image_size
+            self.train_config = TrainConfig(**{**state["train_config"], **self.train})
+            self.recipe_record = info.get("recipe")
+            self.config = build_model(state, str(checkpoint)).config
+        else:
+            if checkpoint.exists() and not self.overwrite:
+                raise ValueError(f"{checkpoint} exists: pass --resume to continue that run, --overwrite to "
+                                 f"start again, or another --out")
+            self.train_config = TrainConfig(**{**self.recipe, **self.train})
+            self.recipe_record = {"preset": self.preset, "values": dict(self.recipe),
+                                  "overridden": sorted(k for k in self.recipe if k in self.train)}
+            self.init_model = load_model(self.init) if self.init else None
+        self.train_data = load_split(self.data, "train", self.image_size)
+        self.test_data = load_split(self.data, "test", self.image_size)
+        if not self.resume:
+            self.config = self.init_model.config if self.init_model is not None else self.model_config(self.train_data)
+        model_shape = (*self.config.image_size, self.config.channels)
+        for part in (self.train_data, self.test_data):
+            if tuple(part.image_shape) != model_shape:
+                raise ValueError(f"{part.source}: images are {part.image_shape} but the model expects {model_shape}")
+        resolve_device(self.device)
+
+    def _say(self, *args: Any) -> None:
+        if world()[0] == 0:
+            print(*args)
+
+    def _train_and_finish(self, device: torch.device) -> None:
+        cfg, out = self.train_config, self.out
+        rank, size = world()
+        torch.manual_seed(cfg.seed)
+        model = model_from_config(self.config)
+        if not self.resume and self.init_model is not None:
+            load_weights(model, self.init_model.state_dict(), str(self.init))
+        model = model.to(device)
+        train_x, train_labels = self.train_data.tensors()
+        test_x, test_labels = self.test_data.tensors()
+        train_c, test_c = model.condition_for(train_x, train_labels), model.condition_for(test_x, test_labels)
+        info = {"data": self.data, "image_size": list(self.image_size) if self.image_size else None,
+                "train_source": self.train_data.source, "test_source": self.test_data.source,
+                "recipe": self.recipe_record, **({"init": str(self.init)} if self.init else {})}
+        self._say(f"data: {self.train_data.source}: {len(self.train_data)} train, {len(self.test_data)} test images "
+                  f"of {self.train_data.image_shape}")
+        group = f" ({torch.distributed.get_backend()})" if torch.distributed.is_initialized() else ""
+        self._say(f"model: {model.num_parameters():,} parameters, {self.config.attention}, {self.config.distribution}, "
+                  f"d={self.config.hidden_size}, {self.config.num_layers} layers; {size} process(es){group} on {device}")
+        trainer = Trainer(model, cfg, out, train_x, train_c, test_x, test_c, run_info=info, progress=self.progress,
+                          compile=self.compile, tensorboard=self.tensorboard)
+        if self.resume:
+            trainer.resume()
+            self._say(f"resumed {out / CHECKPOINT_NAME} at step {trainer.step}")
+        elif self.init:
+            self._say(f"starting from the weights of {self.init}")
+        try:
+            trainer.train()
+        except OSError as e:
+            saved = trainer._saved_step()
+            kept = (f"the checkpoint of step {saved} is kept: continue with `image-transformer train --out {out} "
+                    f"--resume`" if isinstance(saved, int) else "no checkpoint was written")
+            raise ValueError(f"{describe_os_error(e)}; {kept}") from None
+        # evaluation and samples use the weight average when there is one
+        with trainer.ema.applied(model) if trainer.ema is not None else contextlib.nullcontext():
+            if rank == 0:
+                model.save_pretrained(out / "model")
+            if self.final_eval:
+                self._evaluate(trainer, test_x, test_c)
+            if self.num_samples and rank == 0:
+                self._write_samples(model, test_x, test_c, train_x)
+
+    def _evaluate(self, trainer: Trainer, test_x: Tensor, test_c: Tensor | None) -> None:
+        """Bits/dim on the test split (all processes share the work) -> eval.json."""
+        minutes = trainer.train_minutes  # over all sessions of the run
+        idx = spread(len(test_x), self.final_eval_images)
+        result = evaluate(trainer.model, test_x[idx], test_c[idx] if test_c is not None else None,
+                          progress=self.progress)
+        result.update(step=trainer.step, train_minutes=round(minutes, 2), data=self.test_data.source,
+                      weights="ema" if trainer.ema is not None else "last")
+        if world()[0] == 0:
+            text = json.dumps(result, indent=2) + "\n"
+            save_or_rescue(self.out / "eval.json", lambda p: p.write_text(text))
+        self._say(f"test bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images "
+                  f"(step {trainer.step}, {minutes:.1f} min of training) -> {self.out / 'eval.json'}")
+
+    def _write_samples(self, model: PretrainedModel, test_x: Tensor, test_c: Tensor | None, train_x: Tensor) -> None:
+        """samples.png; for super-resolution, the paper's report on held-out inputs (superres.png, .json)."""
+        seed = self.train_config.seed
+        if isinstance(model, SuperResolutionTransformer):
+            report = superres_report(model, test_x, test_c, train_x, self.out, self.num_samples, seed,
+                                     progress=self.progress)
+            self._say(format_superres_report(report))
+            return
+        labels, nrow = sample_labels(model, self.num_samples, None)
+        n = len(labels) if labels is not None else self.num_samples
+        samples = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(seed),
+                               progress=self.progress)
+        path = save_or_rescue(self.out / "samples.png", lambda p: save_grid(samples, p, nrow=nrow, scale=2))
+        self._say(f"samples: {path}")
