@@ -18,13 +18,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import codec, demo
+from . import codec, demo, tasks
 from .files import folders
 from .files.checkpoint import CheckpointError, describe_os_error, run_info, save_or_rescue
 from .files.data import DATASET_KINDS, ImageData, load_split
 from .files.image_files import image_format, read_image, save_grid, save_image
 from .files.pretrained import average_checkpoints, load_model
-from .images import area_downsample, enlarge, parse_size, repeat_image
+from .images import area_downsample, parse_size
 from .metrics import spread
 from .nn.config import (
     PRESETS, RECIPES, SUPERRES_FIELDS, ImageTransformerConfig, SuperResolutionConfig, is_superres_preset, preset,
@@ -266,13 +266,10 @@ def _write_grid(args: argparse.Namespace, grid: torch.Tensor, nrow: int | None) 
 def cmd_sample(args: argparse.Namespace) -> int:
     _grid_output(args)
     model = _load_generator(args.checkpoint).to(resolve_device(args.device))
-    labels, nrow = sample_labels(model, args.num, args.label)
-    n = len(labels) if labels is not None else args.num
     start = time.monotonic()
-    samples = model.sample(n, labels=labels, temperature=args.temperature,
-                           generator=torch.Generator().manual_seed(args.seed), use_cache=not args.no_cache,
-                           progress=True).cpu()
-    seconds = time.monotonic() - start
+    samples, nrow = tasks.sample(model, args.num, args.label, args.temperature,
+                                 torch.Generator().manual_seed(args.seed), use_cache=not args.no_cache, progress=True)
+    seconds, n = time.monotonic() - start, len(samples)
     path = _write_grid(args, samples, nrow)
     print(f"{n} samples in {seconds:.1f} s ({n / seconds:.2f} images/s) -> {path}")
     return 0
@@ -290,11 +287,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     for i, original in enumerate(originals):
         label = args.label if args.label is not None or not model.config.num_classes else int(data_labels[i])
         labels = sample_labels(model, args.num, label)[0] if label is not None else None
-        completions = model.complete(repeat_image(original, args.num), args.rows, labels=labels,
-                                     temperature=args.temperature, generator=gen, progress=True)
-        blanked = original.clone()
-        blanked[args.rows :] = 128
-        rows.append(torch.cat([blanked[None], completions, original[None]]))
+        rows.append(tasks.complete(model, original, args.rows, args.num, labels, args.temperature, gen, progress=True))
     path = _write_grid(args, torch.cat(rows), args.num + 2)
     print(f"completions (each row: input with the unknown part grey, {args.num} completions, original) -> {path}")
     return 0
@@ -311,14 +304,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         originals = _pick_images(args, model.image_shape)[0]
         lows = area_downsample(originals, model.config.input_size)
     gen = torch.Generator().manual_seed(args.seed)
-    factor = tuple(int(f) for f in model.config.scale)
     rows = []
     for i, low in enumerate(lows):
-        samples = model.sample(repeat_image(low, args.num), temperature=args.temperature, generator=gen, progress=True)
-        row = [enlarge(low, factor)[None], samples]
-        if originals is not None:
-            row.append(originals[i][None])
-        rows.append(torch.cat(row))
+        samples = tasks.upscale(model, low, args.num, args.temperature, gen, progress=True)
+        rows.append(tasks.upscale_row(model, low, samples, originals[i] if originals is not None else None))
     width = args.num + (2 if originals is not None else 1)
     path = _write_grid(args, torch.cat(rows), width)
     last = ", original" if originals is not None else ""
@@ -350,14 +339,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 1 if any(row["problems"] for row in rows) else 0
 
 
-def _report_coding(size: int, model: ImageTransformer, images: torch.Tensor, labels: torch.Tensor | None) -> str:
-    """The file's size and bits/dim beside the model's own bits/dim for the same images."""
-    dims = images.numel()
-    model_bpd = evaluate(model, images, labels, progress=True)["bits_per_dim"]
-    return (f"{size:,} bytes for {len(images)} images of {'x'.join(map(str, model.image_shape))}: "
-            f"{8 * size / dims:.4f} bits/dim (the model's own: {model_bpd:.4f} bits/dim)")
-
-
 def cmd_compress(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     out = _check_output(args.output)
@@ -375,20 +356,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
         images = torch.stack([read_image(p, model.image_shape) for p in args.images])
         names = [Path(p).name for p in args.images]
         labels = None
-    if model.config.num_classes and labels is None:
-        if not args.label:
-            raise ValueError("the model is class-conditional: pass --label (one for all images, or one per image)")
-        if len(args.label) not in (1, len(images)):
-            raise ValueError(f"--label: give one label or one per image ({len(images)}), got {len(args.label)}")
-        labels = torch.tensor(args.label * (len(images) if len(args.label) == 1 else 1), dtype=torch.long)
-    elif args.label and not model.config.num_classes:
-        raise ValueError("--label given but the model is unconditional")
-    start = time.monotonic()
-    stream = codec.encode(model, images, labels, names=names, batch_size=args.batch_size, progress=True)
-    seconds = time.monotonic() - start
-    path = save_or_rescue(out, lambda p: p.write_bytes(stream))
-    print(f"compressed in {seconds:.1f} s ({len(images) / seconds:.2f} images/s) -> {path}")
-    print(_report_coding(len(stream), model, images, labels))
+    if labels is None:  # the data's own labels, else those given
+        labels = tasks.labels_of_images(model, len(images), args.label)
+    coded = tasks.compress(model, images, labels, names, args.batch_size, progress=True)
+    path = save_or_rescue(out, lambda p: p.write_bytes(coded.stream))
+    print(f"compressed in {coded.seconds:.1f} s ({len(images) / coded.seconds:.2f} images/s) -> {path}")
+    print(coded.report())
     return 0
 
 
@@ -415,15 +388,14 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         raise ValueError(describe_os_error(e, args.file)) from None
     header, _ = codec.read_header(stream)  # a damaged file fails here, before the model loads
     model = _load_generator(args.model)
-    start = time.monotonic()
-    images, labels = codec.decode(stream, model, progress=True)
-    seconds = time.monotonic() - start
+    coded = tasks.decompress(stream, model, progress=True)
     folder.mkdir(parents=True, exist_ok=True)
-    names = _output_names(header.names, len(images))
-    for image, name in zip(images, names):
+    names = _output_names(header.names, len(coded.images))
+    for image, name in zip(coded.images, names):
         save_image(image, folder / name)
-    print(f"decompressed {len(images)} images in {seconds:.1f} s ({len(images) / seconds:.2f} images/s) -> {folder}")
-    print(_report_coding(len(stream), model, images, labels))
+    print(f"decompressed {len(coded.images)} images in {coded.seconds:.1f} s "
+          f"({len(coded.images) / coded.seconds:.2f} images/s) -> {folder}")
+    print(coded.report())
     return 0
 
 

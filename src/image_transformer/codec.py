@@ -37,7 +37,7 @@ from .images import check_images
 from .nn.config import ADDED_FIELDS
 from .nn.model import ImageTransformer
 
-__all__ = ["encode", "decode", "read_header", "fingerprint", "Header", "CodecError", "FORMAT_VERSION"]
+__all__ = ["encode", "decode", "read_header", "fingerprint", "Header", "CodecError", "Cost", "FORMAT_VERSION"]
 
 MAGIC = b"\x89ITC\r\n\x1a\n"
 FORMAT_VERSION = 1
@@ -75,6 +75,26 @@ def fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class Cost:
+    """What coding cost under the model's own tables: -log2 p of every coded value, summed per image (float64), the
+    code length an ideal coder would reach; the range coder's file is this plus its quantization and the header."""
+
+    bits: list[Tensor]  # one (b,) tensor per coded batch
+
+    @classmethod
+    def empty(cls) -> "Cost":
+        return cls([])
+
+    def add(self, probs: Tensor, symbols: Tensor, row: int) -> None:
+        """Count the values ``symbols`` (b,) coded with the tables ``probs`` (b, 256) into batch ``row``."""
+        bits = -torch.log2(probs.cpu().gather(1, symbols.cpu().long()[:, None])[:, 0])
+        self.bits[row] += bits
+
+    def per_image(self) -> Tensor:
+        return torch.cat(self.bits) if self.bits else torch.zeros(0, dtype=torch.float64)
+
+
 def _check_model(model: nn.Module) -> ImageTransformer:
     if not isinstance(model, ImageTransformer):
         kind = type(model).__name__
@@ -107,8 +127,9 @@ def _code(model: ImageTransformer, values: Tensor, labels: Tensor | None, code_v
 
 @torch.no_grad()
 def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None, *, names: list[str] | None = None,
-           batch_size: int = 64, progress: bool = False) -> bytes:
-    """Compress uint8 images (B, H, W, C) (and their labels, for class-conditional models) to bytes."""
+           batch_size: int = 64, progress: bool = False, cost: Cost | None = None) -> bytes:
+    """Compress uint8 images (B, H, W, C) (and their labels, for class-conditional models) to bytes; ``cost``, when
+    given, counts what each image cost under the coding tables (the model's own bits, at no extra pass)."""
     import constriction
 
     model = _check_model(model)
@@ -133,10 +154,14 @@ def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None
         for lo in range(0, b, batch_size):
             truth = model.to_positions(images[lo : lo + batch_size])  # (b, n, k)
             chunk_labels = None if labels is None else labels[lo : lo + batch_size]
+            if cost is not None:
+                cost.bits.append(torch.zeros(len(truth), dtype=torch.float64))
 
             def code_value(t: int, probs: Tensor, c: int, truth: Tensor = truth) -> Tensor:
                 symbols = truth[:, order[t], c]
                 coder.encode(symbols.numpy().astype(np.int32), family, probs.cpu().numpy())
+                if cost is not None:
+                    cost.add(probs, symbols, -1)
                 return symbols
 
             values = torch.zeros_like(truth, device=model.head.weight.device)
@@ -202,8 +227,10 @@ def read_header(data: bytes) -> tuple[Header, bytes]:
 
 
 @torch.no_grad()
-def decode(data: bytes, model: ImageTransformer, *, progress: bool = False) -> tuple[Tensor, Tensor | None]:
-    """Decompress bytes from :func:`encode` with the same model: (images uint8 (B, H, W, C), labels or None)."""
+def decode(data: bytes, model: ImageTransformer, *, progress: bool = False, cost: Cost | None = None
+           ) -> tuple[Tensor, Tensor | None]:
+    """Decompress bytes from :func:`encode` with the same model: (images uint8 (B, H, W, C), labels or None);
+    ``cost`` as in :func:`encode`."""
     import constriction
 
     model = _check_model(model)
@@ -230,9 +257,14 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False) -> t
     try:
         for lo in range(0, b, size):
             n_chunk = min(size, b - lo)
+            if cost is not None:
+                cost.bits.append(torch.zeros(n_chunk, dtype=torch.float64))
 
             def code_value(t: int, probs: Tensor, c: int) -> Tensor:
-                return torch.from_numpy(coder.decode(family, probs.cpu().numpy()).astype(np.int64))
+                symbols = torch.from_numpy(coder.decode(family, probs.cpu().numpy()).astype(np.int64))
+                if cost is not None:
+                    cost.add(probs, symbols, -1)
+                return symbols
 
             values = torch.zeros(n_chunk, model.layout.n, model.dist.values_per_position, dtype=torch.long,
                                  device=model.head.weight.device)

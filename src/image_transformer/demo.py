@@ -15,7 +15,6 @@ stops at the next generation step when Cancel is pressed.
 
 # No ``from __future__ import annotations`` here: Gradio reads the type hints of the functions it calls (a parameter
 # annotated ``gr.Request`` receives the request), and it resolves them only when they are objects, not text.
-import math
 import os
 import tempfile
 import threading
@@ -30,24 +29,22 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from . import codec
+from . import codec, tasks
 from .files import folders
 from .files.checkpoint import CheckpointError, run_info
 from .files.data import load_split
 from .files.image_files import LOSSLESS_FORMATS, fit_image, heat_map, lossless_bytes, lossless_formats, make_grid
 from .files.pretrained import PretrainedModel, load_model
-from .images import CHANNEL_NAMES, area_downsample, enlarge, repeat_image
-from .metrics import bits_per_dim, spread
+from .images import CHANNEL_NAMES, area_downsample, enlarge
+from .metrics import spread
 from .nn.model import ImageTransformer, StepHook
 from .nn.superres import SuperResolutionTransformer
-from .tasks import evaluate, sample_labels
+from .tasks import GREY, TEMPERATURES, labels_for, sample_labels
 
 __all__ = ["DemoModel", "load_models", "cannot", "prepare", "held_out_images", "sample_stream", "Snapshot",
            "complete", "upscale", "UpscaleResult", "compress", "CompressResult", "likelihood", "build_app", "launch",
            "gradio", "TEMPERATURES", "GREY"]
 
-TEMPERATURES = (0.8, 0.9, 1.0)  # the paper's super-resolution temperatures (table 6)
-GREY = 128  # what the not-yet-known part of an image is shown as
 HELD_OUT_LIMIT = 64  # held-out images offered per model
 DISPLAY_PIXELS = 256  # images are enlarged (nearest neighbour) to about this many pixels on their longer side
 JOBS = ("sample", "complete", "upscale", "compress", "likelihood")
@@ -199,15 +196,6 @@ def drawing_image(value: Any) -> Image.Image | np.ndarray | None:
     return value
 
 
-def labels_for(model: PretrainedModel, n: int, label: int | None) -> Tensor | None:
-    """``n`` copies of ``label`` for a class-conditional model (which needs one); None for any other model."""
-    if not getattr(model.config, "num_classes", 0):
-        return None
-    if label is None or label < 0:
-        raise ValueError(f"the model is class-conditional ({model.config.num_classes} classes): pick a class")
-    return sample_labels(model, n, int(label))[0]
-
-
 # ----- Sample -------------------------------------------------------------------------------------------------
 class Cancelled(Exception):
     """Sampling stopped at a generation step because it was asked to."""
@@ -306,24 +294,14 @@ def sample_stream(model: ImageTransformer, num: int, temperature: float = 1.0, s
 
 
 # ----- Complete -----------------------------------------------------------------------------------------------
-def blank_below(image: Tensor, rows: int) -> Tensor:
-    """(H, W, C) with the rows from ``rows`` down in grey: what a completion is given."""
-    blanked = image.clone()
-    blanked[rows:] = GREY
-    return blanked
-
-
 def complete(model: ImageTransformer, image: Tensor, rows: int, num: int = 4, temperature: float = 1.0,
              seed: int = 0, label: int | None = None, on_step: StepHook | None = None) -> Tensor:
-    """Keep the top ``rows`` rows of ``image`` (uint8 (H, W, C)) and sample the rest ``num`` times, as
-    ``image-transformer complete`` does: (num + 2, H, W, C), the input with its unknown part grey, the completions,
-    the original."""
+    """:func:`tasks.complete` as ``image-transformer complete`` runs it: (num + 2, H, W, C), the input with its
+    unknown part grey, the completions, the original."""
     check_job(model, "complete")
     model.known_prefix(rows)  # the allowed row counts, before any work
-    labels = labels_for(model, num, label)
-    completions = model.complete(repeat_image(image, num), rows, labels=labels, temperature=temperature,
-                                 generator=torch.Generator().manual_seed(int(seed)), on_step=on_step)
-    return torch.cat([blank_below(image, rows)[None], completions.cpu(), image[None]])
+    return tasks.complete(model, image, rows, num, labels_for(model, num, label), temperature,
+                          torch.Generator().manual_seed(int(seed)), on_step=on_step)
 
 
 # ----- Upscale ------------------------------------------------------------------------------------------------
@@ -365,10 +343,8 @@ def upscale(model: SuperResolutionTransformer, low: Tensor, num: int = 1, seed: 
     """``num`` samples of the high-resolution image at each temperature for the low-resolution ``low`` (h, w, C),
     each temperature from the same seed (as ``image-transformer eval --samples`` does)."""
     check_job(model, "upscale")
-    samples = {}
-    for t in temperatures:
-        samples[float(t)] = model.sample(repeat_image(low, num), temperature=float(t),
-                                         generator=torch.Generator().manual_seed(int(seed)), on_step=on_step).cpu()
+    samples = {float(t): tasks.upscale(model, low, num, float(t), torch.Generator().manual_seed(int(seed)),
+                                       on_step=on_step) for t in temperatures}
     return UpscaleResult(low, original, samples)
 
 
@@ -397,11 +373,10 @@ def compress(model: ImageTransformer, images: Tensor, labels: Tensor | None = No
     """Compress ``images`` (uint8 (B, H, W, C)) with the model's codec, decode the file again and compare, and size
     the same images as PNG, WebP and (with its plugin) JPEG XL files, each image its own file."""
     check_job(model, "compress")
-    started = time.monotonic()
-    stream = codec.encode(model, images, labels, names=names)
-    encoded = time.monotonic()
-    decoded, decoded_labels = codec.decode(stream, model)
-    decode_seconds = time.monotonic() - encoded
+    coded = tasks.compress(model, images, labels, names)
+    stream = coded.stream
+    back = tasks.decompress(stream, model)
+    decoded, decoded_labels = back.images, back.labels
     identical = torch.equal(decoded, images.cpu()) and (labels is None or torch.equal(decoded_labels, labels.cpu()))
     payload = len(codec.read_header(stream)[1])
     sizes = [("Image Transformer (this model)", len(stream)),
@@ -411,9 +386,8 @@ def compress(model: ImageTransformer, images: Tensor, labels: Tensor | None = No
     if uploaded_bytes is not None:
         sizes.append(("the files as uploaded", uploaded_bytes))
     sizes.append(("raw pixels (8 bits/dim)", images.numel()))
-    model_bpd = evaluate(model, images, labels)["bits_per_dim"]
-    return CompressResult(stream, decoded, identical, sizes, images.numel(), model_bpd, encoded - started,
-                          decode_seconds)
+    return CompressResult(stream, decoded, identical, sizes, images.numel(), coded.model_bits_per_dim, coded.seconds,
+                          back.seconds)
 
 
 def size_table(result: CompressResult) -> str:
@@ -427,16 +401,9 @@ def size_table(result: CompressResult) -> str:
 
 
 # ----- Likelihood ---------------------------------------------------------------------------------------------
-@torch.no_grad()
 def likelihood(model: PretrainedModel, image: Tensor, label: int | None = None) -> tuple[float, Tensor]:
-    """How well the model predicts ``image`` (uint8 (H, W, C)): its bits/dim, and the bits of each pixel (the sum
-    over its channels of -log2 p of each sub-pixel given every earlier one), float (H, W). A super-resolution
-    model is scored given the image's own area-downsampled version; a class-conditional one given ``label``."""
-    images = image[None]
-    condition = model.condition_for(images, labels_for(model, 1, label))
-    log_prob = model.log_prob(images, condition).cpu()  # (1, H, W, C) nats
-    bits = -log_prob[0].double().sum(-1) / math.log(2.0)
-    return float(bits_per_dim(log_prob)[0]), bits
+    """:func:`tasks.likelihood` given ``label`` for a class-conditional model: bits/dim and the bits of each pixel."""
+    return tasks.likelihood(model, image, labels_for(model, 1, label))
 
 
 # ----- display ------------------------------------------------------------------------------------------------

@@ -1,11 +1,17 @@
 """What a user asks of a model: each task takes a model and tensors and returns tensors and plain records.
 
-The command line, the demo, ``tools/`` and ``benchmarks/`` call these rather than writing a task again.
+Sample, complete, upscale, compress and decompress (with what the coding cost), score (bits/dim of a split, the
+bits of each pixel) and the paper's super-resolution report. The command line, the demo, ``tools/`` and
+``benchmarks/`` call these rather than writing a task again; labels are resolved and checked here (the helpers
+under "labels") and by the model (``check_labels``).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,14 +19,19 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import codec
 from .files.image_files import save_grid
 from .files.pretrained import PretrainedModel
-from .images import enlarge
+from .images import enlarge, repeat_image
 from .metrics import bits_per_dim, consistency, nearest_neighbour_ms_ssim, psnr, spread, ssim
+from .nn.model import ImageTransformer, StepHook
 from .nn.superres import SuperResolutionTransformer
 
+TEMPERATURES = (0.8, 0.9, 1.0)  # the paper's super-resolution temperatures (table 6)
+GREY = 128  # what the not-yet-known part of an image is shown as
 
-# ----- scores ---------------------------------------------------------------------------------------------
+
+# ----- bits/dim of a split ------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: PretrainedModel, images: Tensor, condition: Tensor | None = None, batch_size: int = 64,
              progress: bool = False) -> dict[str, float]:
@@ -48,7 +59,7 @@ def evaluate(model: PretrainedModel, images: Tensor, condition: Tensor | None = 
     return {"bits_per_dim": float(total[0] / total[1].clamp(min=1)), "num_images": int(total[1])}
 
 
-# ----- sampling -------------------------------------------------------------------------------------------
+# ----- labels and sampling ------------------------------------------------------------------------------------
 def sample_labels(model: PretrainedModel, n: int, label: int | None) -> tuple[Tensor | None, int | None]:
     """Labels for a sample grid: one row per class by default, or all ``label``; and the grid width."""
     num_classes = model.config.num_classes
@@ -60,6 +71,140 @@ def sample_labels(model: PretrainedModel, n: int, label: int | None) -> tuple[Te
         return torch.full((n,), label, dtype=torch.long), None
     per_class = max(1, n // num_classes)
     return torch.arange(num_classes).repeat_interleave(per_class), per_class
+
+
+def labels_for(model: PretrainedModel, n: int, label: int | None) -> Tensor | None:
+    """``n`` copies of ``label`` for a class-conditional model (which needs one); None for any other model."""
+    if not getattr(model.config, "num_classes", 0):
+        return None
+    if label is None or label < 0:
+        raise ValueError(f"the model is class-conditional ({model.config.num_classes} classes): pick a class")
+    return sample_labels(model, n, int(label))[0]
+
+
+def labels_of_images(model: PretrainedModel, count: int, given: Sequence[int] | None) -> Tensor | None:
+    """The labels of ``count`` images to code: one given label for all, or one per image; None for an unconditional
+    model (which refuses any)."""
+    if not getattr(model.config, "num_classes", 0):
+        if given:
+            raise ValueError("--label given but the model is unconditional")
+        return None
+    if not given:
+        raise ValueError("the model is class-conditional: pass --label (one for all images, or one per image)")
+    if len(given) not in (1, count):
+        raise ValueError(f"--label: give one label or one per image ({count}), got {len(given)}")
+    return torch.tensor(list(given) * (count if len(given) == 1 else 1), dtype=torch.long)
+
+
+@torch.no_grad()
+def sample(model: ImageTransformer, num: int, label: int | None = None, temperature: float = 1.0,
+           generator: torch.Generator | None = None, use_cache: bool = True, progress: bool = False,
+           on_step: StepHook | None = None) -> tuple[Tensor, int | None]:
+    """A sample grid: ``num`` images (a class-conditional model: ``label``, or one row per class), uint8
+    (N, H, W, C) on the CPU, and the grid's images per row (None: any)."""
+    labels, nrow = sample_labels(model, num, label)
+    n = len(labels) if labels is not None else num
+    images = model.sample(n, labels=labels, temperature=temperature, generator=generator, use_cache=use_cache,
+                          progress=progress, on_step=on_step)
+    return images.cpu(), nrow
+
+
+# ----- completion and super-resolution ------------------------------------------------------------------------
+def blank_below(image: Tensor, rows: int) -> Tensor:
+    """(H, W, C) with the rows from ``rows`` down in grey: what a completion is given."""
+    blanked = image.clone()
+    blanked[rows:] = GREY
+    return blanked
+
+
+@torch.no_grad()
+def complete(model: ImageTransformer, image: Tensor, rows: int, num: int = 4, labels: Tensor | None = None,
+             temperature: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
+             on_step: StepHook | None = None) -> Tensor:
+    """Keep the top ``rows`` rows of ``image`` (uint8 (H, W, C)) and sample the rest ``num`` times (``labels``:
+    (num,) for a class-conditional model): (num + 2, H, W, C), the input with its unknown part grey, the
+    completions, the original."""
+    model.known_prefix(rows)  # the allowed row counts, before any work
+    completions = model.complete(repeat_image(image, num), rows, labels=labels, temperature=temperature,
+                                 generator=generator, progress=progress, on_step=on_step)
+    return torch.cat([blank_below(image, rows)[None], completions.cpu(), image[None].cpu()])
+
+
+@torch.no_grad()
+def upscale(model: SuperResolutionTransformer, low: Tensor, num: int = 1, temperature: float = 0.9,
+            generator: torch.Generator | None = None, progress: bool = False,
+            on_step: StepHook | None = None) -> Tensor:
+    """``num`` high-resolution samples (num, H, W, C) for the low-resolution image ``low`` (h, w, C)."""
+    return model.sample(repeat_image(low, num), temperature=temperature, generator=generator, progress=progress,
+                        on_step=on_step).cpu()
+
+
+def upscale_row(model: SuperResolutionTransformer, low: Tensor, samples: Tensor,
+                original: Tensor | None = None) -> Tensor:
+    """A row to show: the input enlarged to the output size, the samples, and the original when there is one."""
+    factor = tuple(int(f) for f in model.config.scale)
+    row = [enlarge(low, factor)[None], samples]
+    return torch.cat(row + ([original[None]] if original is not None else []))
+
+
+# ----- compression --------------------------------------------------------------------------------------------
+@dataclass
+class Coded:
+    """A compressed stream (or one decoded), its images and labels, the seconds it took, and the coder's own cost:
+    -log2 p of every value under the coding tables, per image, which is the model's bits for these images."""
+
+    stream: bytes
+    images: Tensor
+    labels: Tensor | None
+    seconds: float
+    bits: Tensor  # (N,) float64
+
+    @property
+    def dims(self) -> int:
+        return self.images.numel()
+
+    @property
+    def model_bits_per_dim(self) -> float:
+        return float(self.bits.sum()) / self.dims
+
+    def file_bits_per_dim(self) -> float:
+        return 8 * len(self.stream) / self.dims
+
+    def report(self) -> str:
+        """The file's size and bits/dim beside the model's own bits/dim for the same images."""
+        shape = "x".join(map(str, self.images.shape[1:]))
+        return (f"{len(self.stream):,} bytes for {len(self.images)} images of {shape}: "
+                f"{self.file_bits_per_dim():.4f} bits/dim (the model's own: {self.model_bits_per_dim:.4f} bits/dim)")
+
+
+def compress(model: ImageTransformer, images: Tensor, labels: Tensor | None = None, names: list[str] | None = None,
+             batch_size: int = 64, progress: bool = False) -> Coded:
+    """Code uint8 images (B, H, W, C) (and their labels) with the model's codec."""
+    cost = codec.Cost.empty()
+    start = time.monotonic()
+    stream = codec.encode(model, images, labels, names=names, batch_size=batch_size, progress=progress, cost=cost)
+    return Coded(stream, images.cpu(), labels, time.monotonic() - start, cost.per_image())
+
+
+def decompress(stream: bytes, model: ImageTransformer, progress: bool = False) -> Coded:
+    """Decode a stream of :func:`compress` with the model that wrote it."""
+    cost = codec.Cost.empty()
+    start = time.monotonic()
+    images, labels = codec.decode(stream, model, progress=progress, cost=cost)
+    return Coded(stream, images, labels, time.monotonic() - start, cost.per_image())
+
+
+# ----- scores -------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def likelihood(model: PretrainedModel, image: Tensor, labels: Tensor | None = None) -> tuple[float, Tensor]:
+    """How well the model predicts ``image`` (uint8 (H, W, C)): its bits/dim, and the bits of each pixel (the sum
+    over its channels of -log2 p of each sub-pixel given every earlier one), float (H, W). A super-resolution
+    model is scored given the image's own area-downsampled version; a class-conditional one given ``labels`` (1,)."""
+    images = image[None]
+    condition = model.condition_for(images, labels)
+    log_prob = model.log_prob(images, condition).cpu()  # (1, H, W, C) nats
+    bits = -log_prob[0].double().sum(-1) / math.log(2.0)
+    return float(bits_per_dim(log_prob)[0]), bits
 
 
 # ----- the paper's super-resolution evaluation ----------------------------------------------------------
