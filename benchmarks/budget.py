@@ -5,7 +5,7 @@
     python benchmarks/budget.py mnist:../shared/data/mnist --minutes 1 --preset mnist-tiny --set norm=pre --train lr=3e-3
 
 DATA is any data spec of ``image-transformer train --data`` (its train split trains, its test split is
-held out), or ``cifar10-subset:PATH``: the lossless CIFAR-10 subset split as issue 16 has it (train on the
+held out), or ``cifar10-subset:PATH``: the lossless CIFAR-10 subset split as tools/make_cifar_holdout.py makes it (train on the
 first 3,000 images of ``data_batch_1``; hold out its last 1,000 plus the 20 images of ``test_batch``).
 
 Training is the library's ``Trainer`` with ``max_minutes = M``: the clock counts training only (the periodic
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from image_transformer import ImageTransformer
-from image_transformer.nn.config import PRESETS, RECIPES, preset
+from image_transformer.zoo import PRESETS, RECIPES, preset
 from image_transformer.files.data import load_dataset
 from image_transformer.metrics import spread
 from image_transformer.tasks import evaluate

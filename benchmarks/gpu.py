@@ -38,7 +38,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from image_transformer import ImageTransformer
-from image_transformer.nn.config import preset
+from image_transformer.zoo import preset
 from image_transformer.training.config import TrainConfig
 from image_transformer.training.trainer import NegLogLikelihood, Trainer
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from image_transformer.nn.config import RECIPES
+from image_transformer.zoo import RECIPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import budget  # noqa: E402  (the benchmark beside this script)

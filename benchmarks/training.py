@@ -30,13 +30,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from image_transformer import ImageTransformer
-from image_transformer.nn.config import PRESETS, preset
+from image_transformer.zoo import PRESETS, preset
 from image_transformer.training.config import TrainConfig
 from image_transformer.training.trainer import NegLogLikelihood, Trainer, batch_indices
 
 # (name, preset, overrides, batch): the families the sweep chooses from, at the sizes it trains
 MODELS = [
-    ("1d-cat d256 (issue 16)", "cifar10-1d-cat-tiny", dict(hidden_size=256, ffn_size=512, dropout=0.0), 8),
+    ("1d-cat d256", "cifar10-1d-cat-tiny", dict(hidden_size=256, ffn_size=512, dropout=0.0), 8),
     ("cifar10-1d-dmol-tiny", "cifar10-1d-dmol-tiny", {}, 8),
     ("cifar10-2d-cat-tiny", "cifar10-2d-cat-tiny", {}, 8),
     ("mnist-tiny", "mnist-tiny", {}, 16),

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from image_transformer.nn.config import preset as make_config
+from image_transformer.zoo import preset as make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -33,7 +33,7 @@ DATA = {
 # (the standard error of a mean over 256 CIFAR images is about 0.03 bits/dim) at a fraction of the training's time
 EVAL_LIMIT = {"cifar": 256, "mnist": 1000}
 CURVE_POINTS, CURVE_IMAGES = 3, 64  # the learning curve: a few evaluations on a few held-out images (not timed)
-# training settings shared by every run of a data set (the budget sweep's winners of issue 16: linear decay ending
+# training settings shared by every run of a data set (the budget sweep's winners: linear decay ending
 # with the clock, no dropout): one budget, one recipe
 TRAIN = {"cifar": dict(batch_size=8, lr=2e-3, warmup=50, schedule="linear", precision="fp32",
                        eval_images=CURVE_IMAGES),

@@ -27,7 +27,8 @@ import torch
 import common
 from image_transformer.files import folders as zoo
 from image_transformer.files.pretrained import load_model
-from image_transformer.nn.config import PRESETS, SuperResolutionConfig
+from image_transformer.nn.config import SuperResolutionConfig
+from image_transformer.zoo import PRESETS
 from image_transformer.files.data import load_split
 from image_transformer.images import area_downsample
 from image_transformer.metrics import spread

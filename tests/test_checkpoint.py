@@ -120,7 +120,8 @@ def test_stale_temporaries_are_the_ones_a_killed_write_leaves(tmp_path):
 def test_the_registry_loads_each_model_kind(tmp_path):
     """Every registered model kind is rebuilt from its record and read back from a pretrained folder."""
     from image_transformer import SuperResolutionConfig, SuperResolutionTransformer
-    from image_transformer.files.pretrained import MODEL_TYPES, build_model, model_from_config
+    from image_transformer.files.pretrained import build_model, model_from_config
+    from image_transformer.zoo import MODEL_CLASSES as MODEL_TYPES
 
     small = dict(channels=1, hidden_size=8, num_layers=1, num_heads=2, ffn_size=8)
     configs = {"ImageTransformer": ImageTransformerConfig(image_size=(3, 3), **small),

@@ -8,7 +8,7 @@ import image_transformer
 
 ROOT = Path(image_transformer.__file__).parent
 # a module's layer: its first name under the package (a module or a subpackage)
-LAYERS = {"images": 0, "metrics": 1, "files": 2, "nn": 3, "tasks": 4, "codec": 4, "training": 5,
+LAYERS = {"images": 0, "metrics": 1, "files": 2, "nn": 3, "tasks": 4, "codec": 4, "zoo": 4, "training": 5,
           "cli": 6, "demo": 6, "__init__": 6, "__main__": 6}
 
 
@@ -54,3 +54,10 @@ def test_the_check_reads_relative_imports_at_every_depth():
     assert ("files", "pretrained") in found and ("nn", "attention") in found and ("images",) in found
     assert ("codec",) in imports(ROOT / "cli.py") and ("training",) in imports(ROOT / "cli.py")
     assert layer_of(("training", "trainer")) > layer_of(("nn", "model"))
+
+
+def test_the_registry_knows_every_model_class_files_can_name():
+    from image_transformer.files.pretrained import model_types
+    from image_transformer.zoo import MODEL_CLASSES
+
+    assert MODEL_CLASSES == model_types()

@@ -12,7 +12,8 @@ from PIL import Image
 
 from image_transformer import ImageTransformer, ImageTransformerConfig, SuperResolutionConfig
 from image_transformer import cli, codec
-from image_transformer.nn.config import ADDED_FIELDS, PRESETS, RECIPES, is_superres_preset, preset
+from image_transformer.nn.config import ADDED_FIELDS
+from image_transformer.zoo import PRESETS, RECIPES, is_superres_preset, preset
 from image_transformer.files.data import ImageData, load_image_folder
 from image_transformer.nn.embeddings import PixelInput, PositionEncoding
 from image_transformer.images import area_downsample, bicubic_downsample_float

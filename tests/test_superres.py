@@ -234,7 +234,7 @@ def test_superres_report_writes_the_grid_and_the_metrics(tmp_path):
     assert "T=0.9" in format_superres_report(report)
 
 
-OLD = Path(__file__).parent / "data" / "superres-b62f233"  # written by the code before issue 12
+OLD = Path(__file__).parent / "data" / "superres-b62f233"  # written by the code of commit b62f233
 
 
 def test_files_of_the_old_super_resolution_model_still_load():

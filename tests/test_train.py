@@ -314,7 +314,7 @@ def test_periodic_evaluation_is_not_training_time(tmp_path):
 
 @pytest.mark.parametrize("name", ["cifar10-cpu", "mnist-cpu"])
 def test_budget_presets_train_for_ten_minutes_and_decay_with_the_clock(name):
-    from image_transformer.nn.config import RECIPES, preset
+    from image_transformer.zoo import RECIPES, preset
     from image_transformer.training.schedule import lr_factor
 
     cfg = TrainConfig(**RECIPES[name])

@@ -26,7 +26,7 @@ from image_transformer.cli import main
 from image_transformer.tasks import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
-OLD = Path(__file__).parent / "data" / "pretrained-6222cca"  # written by save_pretrained before issue 15
+OLD = Path(__file__).parent / "data" / "pretrained-6222cca"  # written by save_pretrained of commit 6222cca
 REAL_ZOO = zoo.SHIPPED  # the package's own folder, before any test points zoo.SHIPPED elsewhere
 WHEEL_BUDGET = 25 * 1024 * 1024
 

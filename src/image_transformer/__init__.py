@@ -2,7 +2,8 @@
 
 from .files.pretrained import load_model
 from .metrics import bits_per_dim
-from .nn.config import PRESETS, ImageTransformerConfig, SuperResolutionConfig, preset
+from .nn.config import ImageTransformerConfig, SuperResolutionConfig
+from .zoo import PRESETS, preset
 from .nn.model import ImageTransformer
 from .nn.superres import SuperResolutionTransformer
 

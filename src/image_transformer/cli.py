@@ -26,9 +26,8 @@ from .files.image_files import image_format, read_image, save_grid, save_image
 from .files.pretrained import average_checkpoints, load_model
 from .images import area_downsample, parse_size
 from .metrics import spread
-from .nn.config import (
-    PRESETS, RECIPES, SUPERRES_FIELDS, ImageTransformerConfig, SuperResolutionConfig, is_superres_preset, preset,
-)
+from .nn.config import ImageTransformerConfig, SuperResolutionConfig
+from .zoo import PRESETS, RECIPES, SUPERRES_FIELDS, is_superres_preset, preset
 from .nn.model import ImageTransformer
 from .nn.superres import SuperResolutionTransformer
 from .tasks import evaluate, format_superres_report, sample_labels, superres_report

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from .images import check_images
 from .nn.config import ADDED_FIELDS
 from .nn.model import ImageTransformer
+from .nn.superres import SuperResolutionTransformer
 
 __all__ = ["encode", "decode", "read_header", "fingerprint", "Header", "CodecError", "Cost", "FORMAT_VERSION"]
 
@@ -98,7 +99,7 @@ class Cost:
 def _check_model(model: nn.Module) -> ImageTransformer:
     if not isinstance(model, ImageTransformer):
         kind = type(model).__name__
-        if kind == "SuperResolutionTransformer":
+        if isinstance(model, SuperResolutionTransformer):
             raise ValueError("super-resolution models are out of scope for the codec: it codes images with an "
                              "unconditional or class-conditional ImageTransformer")
         raise ValueError(f"the codec needs an ImageTransformer, got {kind}")
@@ -143,14 +144,12 @@ def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     images = images.to(torch.uint8).cpu()
-    was_training = model.training
-    model.eval()
     family = constriction.stream.model.Categorical(perfect=False)
     coder = constriction.stream.queue.RangeEncoder()
     order = model.layout.order.tolist()
     bar = tqdm(total=model.layout.n * -(-b // batch_size), disable=not progress, unit="step",
                desc="encoding", dynamic_ncols=True, leave=False)
-    try:
+    with model.evaluating(), bar:
         for lo in range(0, b, batch_size):
             truth = model.to_positions(images[lo : lo + batch_size])  # (b, n, k)
             chunk_labels = None if labels is None else labels[lo : lo + batch_size]
@@ -166,9 +165,6 @@ def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None
 
             values = torch.zeros_like(truth, device=model.head.weight.device)
             _code(model, values, chunk_labels, code_value, bar)
-    finally:
-        bar.close()
-        model.train(was_training)
     payload = coder.get_compressed().astype("<u4").tobytes()
     header = Header(
         fingerprint=fingerprint(model), shape=tuple(model.image_shape), count=b, batch_size=batch_size,
@@ -250,11 +246,9 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False, cost
     coder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     b, size = header.count, header.batch_size
     out = []
-    was_training = model.training
-    model.eval()
     bar = tqdm(total=model.layout.n * -(-b // size), disable=not progress, unit="step", desc="decoding",
                dynamic_ncols=True, leave=False)
-    try:
+    with model.evaluating(), bar:
         for lo in range(0, b, size):
             n_chunk = min(size, b - lo)
             if cost is not None:
@@ -273,9 +267,6 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False, cost
             except (RuntimeError, ValueError) as e:  # the range decoder ran off its data
                 raise CodecError(f"the stream does not decode with this model: {e}") from None
             out.append(model.to_images(values.cpu()).to(torch.uint8))
-    finally:
-        bar.close()
-        model.train(was_training)
     images = torch.cat(out)
     if _crc(images) != header.images_crc:
         raise CodecError("decoded images fail their checksum: this model computes different probabilities here "

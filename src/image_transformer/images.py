@@ -14,6 +14,17 @@ import torch
 from torch import Tensor
 
 CHANNEL_NAMES = {1: "grey", 2: "grey + alpha", 3: "RGB", 4: "RGBA"}
+HALF_RANGE = 127.5  # intensities 0..255 <-> [-1, 1], as the logistic mixture and the pixel input read them
+
+
+def to_unit(values: Tensor, dtype: torch.dtype) -> Tensor:
+    """Intensities 0..255 (any dtype) -> [-1, 1] in ``dtype``."""
+    return values.to(dtype) / HALF_RANGE - 1.0
+
+
+def from_unit(x: Tensor) -> Tensor:
+    """[-1, 1] -> the nearest intensity 0..255 (long), clipped."""
+    return torch.round((x + 1.0) * HALF_RANGE).clamp(0, 255).long()
 
 
 def parse_size(value: Any, name: str = "size", positive: bool = False) -> tuple[int, int]:

@@ -39,12 +39,10 @@ def evaluate(model: PretrainedModel, images: Tensor, condition: Tensor | None = 
     shared out over the processes of a torch.distributed group when there is one."""
     group = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if group else (0, 1)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     mine = torch.arange(rank, len(images), size)  # this process's share
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of bits/dim, count)
-    try:
+    with model.evaluating():
         starts = range(0, len(mine), batch_size)
         for start in tqdm(starts, disable=not progress or rank != 0, desc="eval", leave=False):
             idx = mine[start : start + batch_size]
@@ -52,8 +50,6 @@ def evaluate(model: PretrainedModel, images: Tensor, condition: Tensor | None = 
             y = condition[idx].to(device) if condition is not None else None
             bpd = bits_per_dim(model.log_prob(x, y))
             total += torch.stack([bpd.double().sum(), torch.tensor(float(len(x)), device=device)])
-    finally:
-        model.train(was_training)
     if size > 1:
         torch.distributed.all_reduce(total)
     return {"bits_per_dim": float(total[0] / total[1].clamp(min=1)), "num_images": int(total[1])}
@@ -210,7 +206,7 @@ def likelihood(model: PretrainedModel, image: Tensor, labels: Tensor | None = No
 # ----- the paper's super-resolution evaluation ----------------------------------------------------------
 def superres_report(model: SuperResolutionTransformer, images: Tensor, inputs: Tensor,
                     train_images: Tensor | None, out: Path, num: int, seed: int,
-                    temperatures: Sequence[float] = (0.8, 0.9, 1.0), progress: bool = False) -> dict[str, Any]:
+                    temperatures: Sequence[float] = TEMPERATURES, progress: bool = False) -> dict[str, Any]:
     """Samples for ``num`` held-out inputs (spread over the split) at each temperature; the paper's metrics.
 
     Writes ``superres.png`` (rows: input enlarged, a sample per temperature, original; as the paper's

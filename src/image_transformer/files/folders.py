@@ -39,7 +39,7 @@ from huggingface_hub.utils import validate_repo_id
 # the files of a model folder (this module is below checkpoint.py and pretrained.py, which read and write them)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"  # the Hub's name for a model's weights (huggingface_hub's SAFETENSORS_SINGLE_FILE)
-OLD_WEIGHTS_NAME = "weights.safetensors"  # what save_pretrained wrote before issue 15; still read
+OLD_WEIGHTS_NAME = "weights.safetensors"  # what save_pretrained wrote in version 0.1; still read
 CARD_NAME = "README.md"
 CHECKPOINT_NAME = "checkpoint.pt"  # a training run's
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained"  # tests point this at a temporary folder

@@ -1,8 +1,8 @@
 """Pretrained folders: the models files know by name, their ``config.json`` + ``model.safetensors``, and loading a
 model from whatever names it.
 
-Every :class:`PretrainedModel` subclass is registered under its class name, the ``model_type`` that files
-record, so this module reads any model without importing the modules that define them. A pretrained directory
+Files record a model's class name as its ``model_type``; any :class:`PretrainedModel` subclass is read back by it,
+so this module reads every model without importing the modules that define them. A pretrained directory
 follows the Hugging Face Hub's layout (``config.json`` + ``model.safetensors`` + ``README.md``, through
 ``huggingface_hub.ModelHubMixin``); directories written before that (``weights.safetensors``) still load.
 Names of shipped models and Hub repo ids are resolved to directories by :mod:`image_transformer.files.folders`.
@@ -10,9 +10,10 @@ Names of shipped models and Hub repo ids are resolved to directories by :mod:`im
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import safetensors.torch
 import torch
@@ -28,13 +29,10 @@ PAPER_URL = "https://arxiv.org/abs/1802.05751"
 
 
 # ----- the models files name -------------------------------------------------------------------------------
-MODEL_TYPES: dict[str, type["PretrainedModel"]] = {}  # model_type (the class name) -> class
-
-
 class PretrainedModel(nn.Module, ModelHubMixin, library_name="image-transformer", paper_url=PAPER_URL,
                       tags=["image-transformer", "autoregressive", "pytorch"]):
     """A model that files know by name: ``config`` (a ``config_class``) rebuilds it, ``save_pretrained`` and
-    ``from_pretrained`` write and read it. Subclasses are registered in :data:`MODEL_TYPES` as they are defined.
+    ``from_pretrained`` write and read it. Its subclasses are the model types files name (:func:`model_types`).
 
     The Hub's conventions come from ``huggingface_hub.ModelHubMixin``: ``save_pretrained(dir)`` writes
     ``config.json``, ``model.safetensors`` and a ``README.md`` model card (kept if one is there), ``push_to_hub``
@@ -43,13 +41,20 @@ class PretrainedModel(nn.Module, ModelHubMixin, library_name="image-transformer"
 
     config_class: ClassVar[type]
     config: Any
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        MODEL_TYPES[cls.__name__] = cls
+    pipeline_tag: ClassVar[str] = "unconditional-image-generation"  # the Hub's task name for the model card
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode inside the block (sampling, scoring and coding run in it), the model's own mode after it."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     @classmethod
     def upgrade_state_dict(cls, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -90,7 +95,7 @@ class PretrainedModel(nn.Module, ModelHubMixin, library_name="image-transformer"
 def default_card(model: "PretrainedModel") -> str:
     """A minimal model card: the Hub's metadata header and how to load the folder (shipped models get a full one)."""
     kind = type(model).__name__
-    pipeline = "image-to-image" if kind == "SuperResolutionTransformer" else "unconditional-image-generation"
+    pipeline = model.pipeline_tag
     return (f"---\nlibrary_name: image-transformer\npipeline_tag: {pipeline}\n"
             f"tags:\n- image-transformer\n- autoregressive\n- pytorch\n---\n\n"
             f"# {kind}\n\nAn Image Transformer ({PAPER_URL}) with {model.num_parameters():,} parameters, written by "
@@ -103,9 +108,21 @@ def model_record(model: PretrainedModel) -> dict[str, Any]:
     return {"model_type": type(model).__name__, "config": model.config.to_dict(), "format_version": FORMAT_VERSION}
 
 
+def model_types() -> dict[str, type[PretrainedModel]]:
+    """The model classes files can name, by the ``model_type`` they record (the class name): every subclass of
+    :class:`PretrainedModel` (the package's are listed in :data:`image_transformer.zoo.MODEL_CLASSES`)."""
+    found: dict[str, type[PretrainedModel]] = {}
+    todo = list(PretrainedModel.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = cls
+        todo += cls.__subclasses__()
+    return found
+
+
 def model_from_config(config: Any) -> PretrainedModel:
-    """A new model of the kind ``config`` describes (the registered class whose ``config_class`` it is)."""
-    for cls in MODEL_TYPES.values():
+    """A new model of the kind ``config`` describes (the model class whose ``config_class`` it is)."""
+    for cls in model_types().values():
         if type(config) is cls.config_class:
             return cls(config)
     raise TypeError(f"no model is registered for {type(config).__name__}")
@@ -113,10 +130,10 @@ def model_from_config(config: Any) -> PretrainedModel:
 
 def build_model(record: dict[str, Any], source: str) -> PretrainedModel:
     """Instantiate the architecture described by ``model_record`` output."""
-    kind = record.get("model_type")
-    if kind not in MODEL_TYPES:
-        raise CheckpointError(f"{source}: unknown model_type {kind!r}; expected one of {sorted(MODEL_TYPES)}")
-    cls = MODEL_TYPES[kind]
+    kind, known = record.get("model_type"), model_types()
+    if kind not in known:
+        raise CheckpointError(f"{source}: unknown model_type {kind!r}; expected one of {sorted(known)}")
+    cls = known[kind]
     try:
         config = cls.config_class.from_dict(record["config"])
     except (KeyError, TypeError, ValueError) as e:
@@ -169,7 +186,7 @@ def save_pretrained(model: PretrainedModel, directory: str | Path, dtype: torch.
 
 def weights_file(directory: str | Path) -> Path:
     """A pretrained directory's weights: ``model.safetensors``, or ``weights.safetensors`` in a folder written
-    before issue 15."""
+    by version 0.1."""
     directory = Path(directory)
     new, old = directory / WEIGHTS_NAME, directory / OLD_WEIGHTS_NAME
     return old if old.is_file() and not new.is_file() else new

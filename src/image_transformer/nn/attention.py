@@ -40,7 +40,7 @@ def attend_one(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> T
 
 
 def to_blocks(x: Tensor, index: Tensor) -> Tensor:
-    """Gather grid positions into blocks: x (B, n + 1, d), index (nb, l) -> (B, nb, l, d)."""
+    """Gather grid positions into blocks: x (B, n, d), index (nb, l) -> (B, nb, l, d)."""
     return x.index_select(1, index.reshape(-1)).unflatten(1, index.shape)
 
 

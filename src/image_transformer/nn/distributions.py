@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..images import from_unit, to_unit
 from .embeddings import PixelInput, SubPixelInput
 
 __all__ = ["Categorical", "DiscretizedLogisticMixture", "DISTRIBUTIONS", "make_distribution"]
@@ -118,7 +119,7 @@ def discretized_logistic_log_prob(values: Tensor, mean: Tensor, log_scale: Tenso
     Where a bin is narrower than 1e-3 scale units the exact difference loses precision, so the
     midpoint rule (density times bin width, error ~1e-7 relative) is used there instead.
     """
-    x = values.to(mean.dtype) / 127.5 - 1.0
+    x = to_unit(values, mean.dtype)
     centered = x - mean
     inv_scale = torch.exp(-log_scale)
     plus = inv_scale * (centered + 1.0 / 255.0)  # upper bin edge in standard units
@@ -200,7 +201,7 @@ class DiscretizedLogisticMixture:
         """params (..., P), values (..., C) -> (..., C) conditional log-probabilities."""
         logits, means, log_scales, coeffs = self._unpack(params)
         values = values.long()
-        x = values.to(logits.dtype) / 127.5 - 1.0
+        x = to_unit(values, logits.dtype)
         x_mix = x[..., None, :]  # (..., 1, C): broadcast over components
         mean = torch.stack([self._channel_mean(means, coeffs, x_mix, c) for c in range(self.channels)], -1)
         per_channel = discretized_logistic_log_prob(values[..., None, :], mean, log_scales)  # (..., M, C)
@@ -246,8 +247,8 @@ class DiscretizedLogisticMixture:
         for c in range(self.channels):
             mean = self._channel_mean(means, coeffs, x, c)
             draw = mean + temperature * torch.exp(log_scales[..., c]) * noise[..., c]
-            values[..., c] = torch.round((draw + 1.0) * 127.5).clamp(0, 255).long()
-            x[..., c] = values[..., c].to(x.dtype) / 127.5 - 1.0
+            values[..., c] = from_unit(draw)
+            x[..., c] = to_unit(values[..., c], x.dtype)
         return values
 
 

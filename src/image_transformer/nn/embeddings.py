@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..images import to_unit
+
 
 class ChannelEmbedding(nn.Module):
     """Channel-specific embeddings of the 256 intensities (C x 256 rows), scaled by sqrt(d)."""
@@ -78,7 +80,7 @@ class PixelInput(PixelConv):
 
     def forward(self, values: Tensor, index: Tensor) -> Tensor:
         """values (B, m, C) long at grid positions ``index`` (m,) -> (B, m, d)."""
-        out = super().forward(values.to(self.conv.weight.dtype) / 127.5 - 1.0)
+        out = super().forward(to_unit(values, self.conv.weight.dtype))
         return F.relu(out) if self.relu else out
 
 

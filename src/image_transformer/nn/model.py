@@ -282,9 +282,7 @@ class ImageTransformer(PretrainedModel):
         if graphs and (not use_cache or values.device.type != "cuda"):
             raise ValueError(f"graphs=True needs the cached sampler on a CUDA device (values on {values.device}, "
                              f"use_cache={use_cache})")
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             bar = tqdm(total=self.layout.n - start, disable=not progress, unit="pos", desc="sampling",
                        dynamic_ncols=True, leave=False)
             started = time.monotonic()
@@ -313,8 +311,6 @@ class ImageTransformer(PretrainedModel):
             if on_step is not None:
                 on_step(values, self.layout.n)
             bar.close()
-        finally:
-            self.train(was_training)
         return values
 
     def cached_steps(self, values: Tensor, start: int, labels: Tensor | None, context: Tensor | None,

@@ -66,6 +66,7 @@ class SuperResolutionTransformer(PretrainedModel):
     """
 
     config_class = SuperResolutionConfig
+    pipeline_tag = "image-to-image"
 
     def __init__(self, config: SuperResolutionConfig):
         super().__init__()
@@ -161,12 +162,8 @@ class SuperResolutionTransformer(PretrainedModel):
         self._check_inputs(inputs)
         if inputs.shape[0] < 1:
             raise ValueError("inputs must hold at least one low-resolution image")
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             context = self.encoder(inputs.to(self._device))
             return self.decoder.sample(inputs.shape[0], temperature=temperature, generator=generator,
                                        use_cache=use_cache, progress=progress, context=context, on_step=on_step,
                                        graphs=graphs)
-        finally:
-            self.train(was_training)

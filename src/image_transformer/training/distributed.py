@@ -37,7 +37,7 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError:
         raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+        raise ValueError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}, "
                          f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu")
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")

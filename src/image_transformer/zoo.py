@@ -1,0 +1,187 @@
+"""The one registry of names: presets (architectures) and their training recipes, the model classes files name, and
+the trained models shipped in the package.
+
+- :data:`PRESETS` / :func:`preset`: named architectures; :data:`RECIPES`: the training settings a preset starts from.
+- :data:`MODEL_CLASSES`: ``model_type`` (what config files and checkpoints record) -> class.
+- Shipped models: :func:`shipped_names`, :func:`listing`, :func:`card_text`, :func:`shipped_folder` (the folders
+  under ``pretrained/``, read by :mod:`image_transformer.files.folders`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .files.folders import card_text, listing, read_card, shipped_folder, shipped_names
+from .files.pretrained import PretrainedModel
+from .nn.config import ImageTransformerConfig, SuperResolutionConfig
+from .nn.model import ImageTransformer
+from .nn.superres import SuperResolutionTransformer
+
+__all__ = ["PRESETS", "RECIPES", "MODEL_CLASSES", "preset", "is_superres_preset", "shipped_names", "listing",
+           "card_text", "read_card", "shipped_folder"]
+
+MODEL_CLASSES: dict[str, type[PretrainedModel]] = {
+    cls.__name__: cls for cls in (ImageTransformer, SuperResolutionTransformer)
+}
+
+# Presets. "paper" marks values from Parmar et al. 2018; "t2t" marks tensor2tensor's published hparams
+# (models/image_transformer.py and image_transformer_2d.py) where the paper is silent. Differences we
+# cannot express are noted (t2t's separate attention key/value widths are not modelled: queries, keys and
+# values here are hidden_size wide). Every paper-sized preset has a "-tiny" twin of the same kind that
+# trains in minutes on 2 CPU cores. A preset holding ``input_size`` and ``encoder_layers`` is a
+# super-resolution model (SuperResolutionConfig).
+_CIFAR = dict(image_size=(32, 32), channels=3)
+_TINY = dict(hidden_size=128, num_layers=4, num_heads=4, ffn_size=256, dropout=0.1)
+# Table 4 of the paper: models of 8 layers with ffn 1024 (d 512, 4 heads as the CIFAR-10 model, dropout 0.3 as
+# t2t's CIFAR-10 sets), categorical, whose query and memory blocks vary. The sizes below span the range the
+# ablation varies; they are our grid, not a copy of the table's rows.
+_TABLE4 = dict(**_CIFAR, hidden_size=512, num_layers=8, num_heads=4, ffn_size=1024, dropout=0.3)
+_TABLE4_1D = ((64, 64), (128, 128), (256, 256), (256, 512))  # (query_length, memory_length) positions
+_TABLE4_2D = (((4, 16), (4, 16)), ((8, 16), (8, 16)), ((8, 32), (8, 32)), ((16, 32), (16, 32)))  # query, flange
+# Super-resolution 8x8 -> 32x32 (paper section 5.2: CelebA and CIFAR-10), encoder 2x shallower than the decoder:
+# t2t img2img_transformer_b3 ("current best hparams for local 1d": 8 decoder / 4 encoder layers, blocks 128) and
+# img2img_transformer2d_n103 ("best config for img2img": 12 decoder / 6 encoder layers, query 8x32, flange 8x64);
+# t2t's base: d 512, 8 heads, ffn 2048, dropout 0.1.
+_SR = dict(**_CIFAR, input_size=(8, 8), hidden_size=512, num_heads=8, ffn_size=2048, dropout=0.1)
+_SR_1D = dict(**_SR, num_layers=8, encoder_layers=4, attention="local_1d", query_length=128, memory_length=128)
+_SR_2D = dict(**_SR, num_layers=12, encoder_layers=6, attention="local_2d", query_shape=(8, 32),
+              memory_flange=(8, 64))
+PRESETS: dict[str, dict[str, Any]] = {
+    # Architecture only (any image size): smoke tests and quick experiments.
+    "tiny": dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0, query_length=64, memory_length=64),
+    # Small real-data default for the README's main job: MNIST 28x28x1, categorical, 1D local.
+    "mnist-tiny": dict(
+        image_size=(28, 28), channels=1, hidden_size=128, num_layers=4, num_heads=4, ffn_size=256,
+        dropout=0.1, attention="local_1d", query_length=112, memory_length=112,
+    ),
+    "mnist-small": dict(
+        image_size=(28, 28), channels=1, hidden_size=256, num_layers=6, num_heads=4, ffn_size=512,
+        dropout=0.1, attention="local_1d", query_length=196, memory_length=196,
+    ),
+    # CIFAR-10, categorical, 1D local: paper (12 layers, d 512, 4 heads, ffn 2048, query 256, memory 256);
+    # dropout 0.3 from t2t imagetransformer_cifar10_base ("best config for 2.90 bits/dim").
+    "cifar10-1d-cat": dict(**_CIFAR, hidden_size=512, num_layers=12, num_heads=4, ffn_size=2048, dropout=0.3,
+                           attention="local_1d", query_length=256, memory_length=256),
+    "cifar10-1d-cat-tiny": dict(**_CIFAR, **_TINY, attention="local_1d", query_length=256, memory_length=256),
+    # CIFAR-10, discretized logistic mixture, 1D local over pixels: paper's mixture model has 14 layers; t2t
+    # imagetransformer_cifar10_base_dmol for the rest (d 256, 8 heads, ffn 512, dropout 0.1, learned positions);
+    # 10 mixtures (paper). NOT EXPRESSIBLE: the paper's mixture model attends in 512 dimensions (t2t's attention
+    # key/value channels wider than hidden_size); attention here is hidden_size (256) wide.
+    "cifar10-1d-dmol": dict(**_CIFAR, hidden_size=256, num_layers=14, num_heads=8, ffn_size=512, dropout=0.1,
+                            attention="local_1d", query_length=256, memory_length=256, distribution="dmol",
+                            num_mixtures=10, position_encoding="learned"),
+    "cifar10-1d-dmol-tiny": dict(**_CIFAR, **_TINY, attention="local_1d", query_length=128, memory_length=128,
+                                 distribution="dmol", num_mixtures=10),
+    # CIFAR-10, categorical, 2D local: t2t imagetransformer2d_base_8l_8_32_big (8 layers, d 1024, 16 heads,
+    # ffn 2048, dropout 0.3, query blocks 8x16 of the [32, 96] sub-pixel grid) with its sideways flange of 32, but
+    # memory extended 8 rows up as section 3.3 has it (t2t's set has 0 rows up: a band of 8 rows would then see
+    # the rows above only through one shifted-in sub-pixel).
+    "cifar10-2d-cat": dict(**_CIFAR, hidden_size=1024, num_layers=8, num_heads=16, ffn_size=2048, dropout=0.3,
+                           attention="local_2d", query_shape=(8, 16), memory_flange=(8, 32)),
+    "cifar10-2d-cat-tiny": dict(**_CIFAR, **_TINY, attention="local_2d", query_shape=(4, 24), memory_flange=(4, 12)),
+    # Class-conditional CIFAR-10, categorical 1D local: paper's class-conditional models have 8 layers
+    # (2.99 bits/dim); t2t imagetransformer_base_10l_8h_big_cond_dr03_dan for the rest (d 512, 8 heads, ffn 2048,
+    # blocks 256, dropout 0.3). num_classes makes it conditional: `train --preset` needs labelled data.
+    "cifar10-cond-1d-cat": dict(**_CIFAR, hidden_size=512, num_layers=8, num_heads=8, ffn_size=2048,
+                                dropout=0.3, attention="local_1d", query_length=256, memory_length=256,
+                                num_classes=10),
+    "cifar10-cond-1d-cat-tiny": dict(**_CIFAR, **_TINY, attention="local_1d", query_length=256,
+                                     memory_length=256, num_classes=10),
+    # ImageNet 32x32, categorical, 1D local: paper's CIFAR model with the 8 heads of the paper's ImageNet
+    # models; dropout 0.1 from t2t imagetransformer_imagenet32_base ("3.77 bits/dim").
+    "imagenet32-1d-cat": dict(**_CIFAR, hidden_size=512, num_layers=12, num_heads=8, ffn_size=2048, dropout=0.1,
+                              attention="local_1d", query_length=256, memory_length=256),
+    "imagenet32-1d-cat-tiny": dict(**_CIFAR, **_TINY, attention="local_1d", query_length=256, memory_length=256),
+    # ImageNet 64x64, categorical, 1D local: t2t imagetransformer1d_base_8l_64by64 (8 layers, d 512, 8 heads,
+    # ffn 2048, query blocks 512, dropout 0.1). Memory 512: t2t's causal 1D local attention ignores block_width
+    # (768 in that set) and attends to the block before the query's, i.e. block_length positions.
+    "imagenet64-1d-cat": dict(image_size=(64, 64), channels=3, hidden_size=512, num_layers=8, num_heads=8,
+                              ffn_size=2048, dropout=0.1, attention="local_1d", query_length=512, memory_length=512),
+    "imagenet64-1d-cat-tiny": dict(image_size=(64, 64), channels=3, **_TINY, attention="local_1d",
+                                   query_length=256, memory_length=256),
+    # ImageNet 64x64, categorical, 2D local: t2t imagetransformer2d_base_8l_8_64_64by64 (8 layers, d 512,
+    # 8 heads, ffn 2048, dropout 0.1, query blocks 8x64, flange 4x32 of the [64, 192] grid). (t2t's
+    # image_transformer2d_base itself has query 16x16 and flange 16x32.)
+    "imagenet64-2d-cat": dict(image_size=(64, 64), channels=3, hidden_size=512, num_layers=8, num_heads=8,
+                              ffn_size=2048, dropout=0.1, attention="local_2d", query_shape=(8, 64),
+                              memory_flange=(4, 32)),
+    "imagenet64-2d-cat-tiny": dict(image_size=(64, 64), channels=3, **_TINY, attention="local_2d",
+                                   query_shape=(4, 24), memory_flange=(4, 12)),
+    # Super-resolution 8x8 -> 32x32 (see _SR above), for CelebA faces and CIFAR-10.
+    "celeba-superres-1d-cat": dict(_SR_1D),
+    "celeba-superres-2d-cat": dict(_SR_2D),
+    "cifar10-superres-1d-cat": dict(_SR_1D),
+    # Table 4's ablation family (see _TABLE4 above).
+    **{f"cifar10-table4-1d-q{q}-m{m}": dict(**_TABLE4, attention="local_1d", query_length=q, memory_length=m)
+       for q, m in _TABLE4_1D},
+    **{f"cifar10-table4-2d-q{q[0]}x{q[1]}-m{f[0]}x{f[1]}": dict(**_TABLE4, attention="local_2d", query_shape=q,
+                                                                 memory_flange=f) for q, f in _TABLE4_2D},
+    # Budget presets: the best model found for 10 minutes of training on 2 CPU cores by benchmarks/sweep.py
+    # (docs/sweep/README.md): the -tiny architecture without dropout (a 10-minute run sees each training
+    # image a few times at most) and, in RECIPES, a linear decay that ends when the 10 minutes do.
+    # cifar10-cpu has 2 heads of 64 rather than the -tiny 4 of 32: the fused attention kernel runs larger head
+    # dimensions faster, 1,441 steps in 10 minutes against 1,256, and 4.257 bits/dim against 4.421
+    "cifar10-cpu": dict(**_CIFAR, **{**_TINY, "dropout": 0.0, "num_heads": 2}, attention="local_1d", query_length=128,
+                        memory_length=128, distribution="dmol", num_mixtures=10, pixel_input_relu=False),
+    # A colour model for one GPU and minutes, not hours (tools/train_gpu_colour.sh): 8x cifar10-cpu's parameters
+    # (4.2M, so that half-precision weights stay under 10 MB), pre-norm blocks for a higher learning rate without a
+    # long warm-up, blocks of 8 pixel rows, a little dropout for the tens of passes over the data it makes.
+    "cifar10-gpu": dict(**_CIFAR, hidden_size=256, num_layers=8, num_heads=4, ffn_size=512, dropout=0.1,
+                        attention="local_1d", query_length=256, memory_length=256, distribution="dmol",
+                        num_mixtures=10, norm="pre"),
+    # mnist-cpu's blocks of 56 (two rows) rather than 112: more steps in the budget, 0.986 bits/dim on all 10,000
+    # MNIST test images in 10 minutes against 1.003 with 112 (the lead came from docs/experiments' Table 4).
+    "mnist-cpu": dict(image_size=(28, 28), channels=1, **{**_TINY, "dropout": 0.0}, attention="local_1d",
+                      query_length=56, memory_length=56),
+}
+
+# Training recipes: the TrainConfig settings a preset trains with unless the command line overrides them.
+# Every paper preset has one: Adam with the paper's schedule (rsqrt), warm-up 4,000 steps and no gradient
+# clipping (t2t image_transformer2d_base / imagetransformer_base: learning_rate_warmup_steps 4000,
+# clip_grad_norm 0), and the peak learning rate tensor2tensor's schedule reaches for the family, as read from its
+# hparams: about 3.5e-3 categorical, 1e-3 mixture, 7e-4 class-conditional, 5e-4 2D local. Super-resolution:
+# t2t's img2img sets warm up for 12,000 steps (img2img_transformer_base); its peak lr is taken from the
+# decoder's family. The "-tiny" and MNIST presets have none: they train with TrainConfig's defaults.
+_RECIPE = dict(warmup=4000, clip_grad=0.0, schedule="rsqrt")
+_CATEGORICAL_1D = dict(_RECIPE, lr=3.5e-3)
+_MIXTURE = dict(_RECIPE, lr=1e-3)
+_CONDITIONAL = dict(_RECIPE, lr=7e-4)
+_LOCAL_2D = dict(_RECIPE, lr=5e-4)
+RECIPES: dict[str, dict[str, Any]] = {
+    "cifar10-1d-cat": _CATEGORICAL_1D,
+    "cifar10-1d-dmol": _MIXTURE,
+    "cifar10-2d-cat": _LOCAL_2D,
+    "cifar10-cond-1d-cat": _CONDITIONAL,
+    "imagenet32-1d-cat": _CATEGORICAL_1D,
+    "imagenet64-1d-cat": _CATEGORICAL_1D,
+    "imagenet64-2d-cat": _LOCAL_2D,
+    "celeba-superres-1d-cat": dict(_CATEGORICAL_1D, warmup=12000),
+    "celeba-superres-2d-cat": dict(_LOCAL_2D, warmup=12000),
+    "cifar10-superres-1d-cat": dict(_CATEGORICAL_1D, warmup=12000),
+    **{name: dict(_LOCAL_2D if "-2d-" in name else _CATEGORICAL_1D) for name in PRESETS if "-table4-" in name},
+    # Budget presets (benchmarks/sweep.py): 10 minutes of training, the learning rate decaying linearly to 0
+    # as they run out; steps only bound the run where the clock does not. Batch, peak lr and warm-up are
+    # the sweep's starting points, which no screened change beat.
+    "cifar10-cpu": dict(batch_size=8, lr=2e-3, warmup=50, schedule="linear", max_minutes=10.0, steps=10**6),
+    "mnist-cpu": dict(batch_size=16, lr=2e-3, warmup=100, schedule="linear", max_minutes=10.0, steps=10**6),
+    # bf16 on a GPU, a linear decay that ends with its minutes (tools/train_gpu_colour.sh)
+    "cifar10-gpu": dict(batch_size=64, lr=1e-3, warmup=200, schedule="linear", max_minutes=4.0, steps=10**6,
+                        precision="bf16"),
+}
+
+SUPERRES_FIELDS = ("input_size", "encoder_layers")  # a preset holding these is a super-resolution model
+
+
+def is_superres_preset(name: str) -> bool:
+    return any(k in PRESETS.get(name, {}) for k in SUPERRES_FIELDS)
+
+
+def preset(name: str, **overrides: Any) -> ImageTransformerConfig:
+    """Build a config from a named preset, with keyword overrides (a SuperResolutionConfig for a
+    super-resolution preset)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+    values = {**PRESETS[name], **overrides}
+    if is_superres_preset(name):
+        return SuperResolutionConfig(**values)
+    return ImageTransformerConfig(**values)
