@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
 import struct
 import tarfile
@@ -495,6 +496,25 @@ def test_load_dataset_folder_resize_and_cache(tmp_path, monkeypatch):
     assert len(calls) == 1 and second.images[1, 0, 0, 0] == 7
     D.load_dataset(spec, "train", image_size=(4, 4))
     assert len(calls) == 2
+    D._CACHE.clear()
+
+
+def test_the_folder_cache_is_bounded_and_sees_a_changed_archive(tmp_path, monkeypatch):
+    D._CACHE.clear()
+    monkeypatch.setattr(D, "CACHED_SPLITS", 2)
+    save_png(tmp_path / "f" / "a" / "1.png", np.full((4, 4, 3), 9, np.uint8))
+    archive = tmp_path / "f.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tmp_path / "f", arcname="f")
+    spec = f"folder:{archive}"
+    for size in ((1, 1), (2, 2), (4, 4)):
+        D.load_dataset(spec, "train", image_size=size)
+    assert len(D._CACHE) == 2  # the least recently used split was dropped
+    save_png(tmp_path / "f" / "a" / "1.png", np.full((4, 4, 3), 200, np.uint8))
+    with tarfile.open(archive, "w") as tar:  # the same name, new contents
+        tar.add(tmp_path / "f", arcname="f")
+    os.utime(archive, ns=(1, 1))  # a different modification time, even on a coarse clock
+    assert D.load_dataset(spec, "train", image_size=(4, 4)).images[0, 0, 0, 0] == 200
     D._CACHE.clear()
 
 

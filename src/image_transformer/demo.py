@@ -421,9 +421,8 @@ def display(images: Tensor, nrow: int | None = None, pixels: int = DISPLAY_PIXEL
 
 
 def gradio() -> Any:
-    """The ``gradio`` module, imported with its usage statistics off (the demo makes no network requests); a
-    ValueError saying how to install it when it is not there."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    """The ``gradio`` module; a ValueError saying how to install it when it is not there. (The page is built with
+    its usage statistics off, and :func:`launch` turns them off for the process it serves from.)"""
     try:
         import gradio as gr  # optional: pip install -e ".[demo]"
     except ImportError:
@@ -906,7 +905,9 @@ def build_app(models: Sequence[DemoModel], workdir: str | Path | None = None) ->
 def launch(sources: Sequence[str], host: str = "127.0.0.1", port: int | None = None, *, block: bool = True,
            quiet: bool = False) -> Any:
     """Load the models named by ``sources`` and serve the demo at http://HOST:PORT (port None: the first free one
-    from 7860). With ``block`` False it returns the running app (``app.close()`` stops it)."""
+    from 7860). With ``block`` False it returns the running app (``app.close()`` stops it). The serving process
+    sends no usage statistics (GRADIO_ANALYTICS_ENABLED=False unless the environment says otherwise)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     gradio()  # the missing-Gradio message before the models load
     models = load_models(sources)
     workdir = tempfile.mkdtemp(prefix="image-transformer-demo-")

@@ -33,7 +33,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from collections import OrderedDict
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -829,7 +830,19 @@ def load_celeba(root: str | os.PathLike, split: str, image_size: int | tuple[int
 
 
 # ----- specs ------------------------------------------------------------------------------------------------
-_CACHE: dict[tuple, ImageData] = {}
+CACHED_SPLITS = 4  # decoded folder/celeba splits kept in memory, the least recently used dropped first
+_CACHE: OrderedDict[tuple, ImageData] = OrderedDict()
+
+
+def _cached(key: tuple, load: Callable[[], ImageData]) -> ImageData:
+    """``load()``'s data for ``key``, decoded once while it stays among the last :data:`CACHED_SPLITS` used."""
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+    else:
+        _CACHE[key] = load()
+        while len(_CACHE) > CACHED_SPLITS:
+            _CACHE.popitem(last=False)
+    return _CACHE[key]
 
 
 def _copy(data: ImageData) -> ImageData:
@@ -844,7 +857,8 @@ def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = Non
     (the few test images shipped beside the trained model NAME; a test split only).
 
     ``image_size`` = (H, W) resizes folder and celeba data; other kinds must already have that size.
-    Decoded folder/celeba data is cached in memory per (spec, split, image_size); each call returns a copy.
+    Decoded folder/celeba data is cached in memory per (spec, split, image_size) while the file or folder is
+    unchanged, for the last few splits used; each call returns a copy.
     """
     size = _image_size(image_size)
     spec = str(spec)
@@ -866,13 +880,11 @@ def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = Non
         raise DataError(f"{path}: no such file or folder (from data spec {spec!r})")
 
     if kind in ("folder", "celeba"):
-        key = (spec, split, size)
-        if key not in _CACHE:
-            if kind == "folder":
-                _CACHE[key] = load_image_folder(path, split, image_size=size)
-            else:
-                _CACHE[key] = load_celeba(path, split, image_size=size or 32)
-        return _copy(_CACHE[key])
+        stat = path.stat()
+        key = (spec, split, size, stat.st_mtime_ns, stat.st_size)
+        if kind == "folder":
+            return _copy(_cached(key, lambda: load_image_folder(path, split, image_size=size)))
+        return _copy(_cached(key, lambda: load_celeba(path, split, image_size=size or 32)))
     if kind in ("mnist", "fashion-mnist"):
         data = load_mnist(path, split)
         if kind == "fashion-mnist":

@@ -127,7 +127,7 @@ class KVCache:
     """
 
     def __init__(self, batch: int, plan: StepPlan, heads: int, head_dim: int, device: torch.device,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, context: tuple[Tensor, Tensor] | None = None):
         self.plan = plan
 
         def buffer(length: int) -> Tensor:
@@ -137,7 +137,7 @@ class KVCache:
         self.window = None if plan.contiguous else (buffer(plan.max_earlier + plan.max_block),
                                                     buffer(plan.max_earlier + plan.max_block))
         self.block = -1  # the block whose memory ``window`` holds
-        self.context: tuple[Tensor, Tensor] | None = None
+        self.context = context
 
     def fill(self, kv: Tensor) -> None:
         """Store the first steps from a parallel pass: kv (B, s, 2d) in generation order."""

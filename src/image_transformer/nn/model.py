@@ -327,10 +327,9 @@ class ImageTransformer(PretrainedModel):
         plan = self.layout.step_plan()
         w = self.head.weight
         heads = self.config.num_heads
-        caches = [KVCache(b, plan, heads, self.config.hidden_size // heads, w.device, w.dtype) for _ in self.blocks]
-        for block, cache in zip(self.blocks, caches):
-            if block.cross is not None:
-                cache.context = block.cross.context_kv(context)
+        caches = [KVCache(b, plan, heads, self.config.hidden_size // heads, w.device, w.dtype,
+                          block.cross.context_kv(context) if block.cross is not None else None)
+                  for block in self.blocks]
         if start >= n:
             return values
         if start > 0:

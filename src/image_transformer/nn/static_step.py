@@ -76,12 +76,12 @@ class StaticKVCache:
     step's rows. ``context`` holds the layer's cross-attention keys and values, if it has any."""
 
     def __init__(self, batch: int, index: StepIndex, n: int, heads: int, head_dim: int, device: torch.device,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, context: tuple[Tensor, Tensor] | None = None):
         self.index = index
         length = index.width if index.contiguous else n
         self.k = torch.zeros(batch, heads, length, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
-        self.context: tuple[Tensor, Tensor] | None = None
+        self.context = context
 
     def fill(self, kv: Tensor) -> None:
         """Store the first s steps from a parallel pass: kv (B, s, 2d) in generation order."""
@@ -129,11 +129,10 @@ class StaticSampler:
         n = layout.n
         self.index = StepIndex(layout.step_plan(), self.device)
         heads = cfg.num_heads
-        self.caches = [StaticKVCache(batch, self.index, n, heads, cfg.hidden_size // heads, self.device, w.dtype)
-                       for _ in model.blocks]
-        for block, cache in zip(model.blocks, self.caches):
-            if block.cross is not None:
-                cache.context = tuple(t.clone() for t in block.cross.context_kv(context))
+        self.caches = [StaticKVCache(batch, self.index, n, heads, cfg.hidden_size // heads, self.device, w.dtype,
+                                     None if block.cross is None else  # static copies, refilled by each call
+                                     tuple(t.clone() for t in block.cross.context_kv(context)))
+                       for block in model.blocks]
         self.values = torch.zeros(batch, n, model.dist.values_per_position, dtype=torch.long, device=self.device)
         self.classes = torch.zeros(batch, cfg.hidden_size, device=self.device, dtype=w.dtype) if conditional else None
         order = layout.order.to(self.device)
