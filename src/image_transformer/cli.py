@@ -43,6 +43,15 @@ DATA_FIELDS = ("image_size", "channels", "num_classes")  # model fields the data
 SIZE_FIELDS = ("image_size", "query_shape", "memory_flange", "input_size")  # given as HxW text
 
 
+def _names(config_class: type, leave_out: Sequence[str] = ()) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(config_class) if f.name not in leave_out)
+
+
+MODEL_FLAGS = _names(ImageTransformerConfig, DATA_FIELDS)
+SUPERRES_FLAGS = _names(SuperResolutionConfig, _names(ImageTransformerConfig))
+TRAIN_FLAGS = _names(TrainConfig)
+
+
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``, refused with a clear message otherwise."""
     def parse(text: str) -> int:
@@ -433,13 +442,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _names(config_class: type, leave_out: Sequence[str] = ()) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(config_class) if f.name not in leave_out)
-
-
-MODEL_FLAGS = _names(ImageTransformerConfig, DATA_FIELDS)
-SUPERRES_FLAGS = _names(SuperResolutionConfig, _names(ImageTransformerConfig))
-TRAIN_FLAGS = _names(TrainConfig)
 
 
 def add_config_flags(parser: Any, config_class: type, names: Sequence[str],
@@ -476,36 +478,49 @@ def _parent(*arguments: tuple[tuple[str, ...], dict[str, Any]]) -> argparse.Argu
     return parent
 
 
-def build_parser() -> argparse.ArgumentParser:
-    fmt = HelpFormatter
-    p = argparse.ArgumentParser(prog="image-transformer", formatter_class=fmt,
-                                description="Train, evaluate and sample Image Transformers; compress images "
-                                            "losslessly with them.")
-    sub = p.add_subparsers(dest="command", required=True)
+class _Commands:
+    """The subparsers being built, and the flags several subcommands share, each declared once."""
 
-    def command(name: str, help: str, func: Callable[[argparse.Namespace], int],
+    def __init__(self, sub: Any):
+        self.sub = sub
+        self.checkpoint = _parent((("checkpoint",), dict(help=CHECKPOINT_HELP)))
+        self.threads = _parent((("--threads",), dict(type=POSITIVE,
+                                                     help="torch CPU threads (default: torch's choice)")))
+        self.resize = _parent((("--image-size",), dict(help="HxW: resize folder/celeba images to this size")))
+        self.seed = _parent((("--seed",), dict(type=int, default=0, help="random seed for sampling")))
+        self.split = _parent((("--split",), dict(default="test", choices=["train", "test"],
+                                                 help="which split of the data")))
+        self.label = _parent((("--label",), dict(type=int, help="class-conditional models: the class to sample")))
+        self.device = _parent((("--device",), dict(default="cpu", help="cpu, cuda or cuda:N")))
+
+    def command(self, name: str, help: str, func: Callable[[argparse.Namespace], int],
                 *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help, parents=list(parents), formatter_class=fmt)
+        parser = self.sub.add_parser(name, help=help, parents=list(parents), formatter_class=HelpFormatter)
         parser.set_defaults(func=func)
         return parser
 
-    # the flags several subcommands share, each declared once
-    checkpoint = _parent((("checkpoint",), dict(help=CHECKPOINT_HELP)))
-    threads = _parent((("--threads",), dict(type=POSITIVE, help="torch CPU threads (default: torch's choice)")))
-    resize = _parent((("--image-size",), dict(help="HxW: resize folder/celeba images to this size")))
-    seed = _parent((("--seed",), dict(type=int, default=0, help="random seed for sampling")))
-    split = _parent((("--split",), dict(default="test", choices=["train", "test"], help="which split of the data")))
-    label = _parent((("--label",), dict(type=int, help="class-conditional models: the class to sample")))
-    device = _parent((("--device",), dict(default="cpu", help="cpu, cuda or cuda:N")))
-
+    @staticmethod
     def drawing(temperature: float, scale: int) -> argparse.ArgumentParser:
         """--temperature and --scale, whose defaults differ between the commands that draw a PNG grid."""
         return _parent((("--temperature",), dict(type=float, default=temperature,
                                                  help="softmax temperature; 0 = greedy")),
                        (("--scale",), dict(type=POSITIVE, default=scale, help="enlarge pixels in the PNG")))
 
-    t = command("train", "train a model (then evaluate on the test split and write samples)", cmd_train, resize,
-                threads)
+    @staticmethod
+    def picking(what: str) -> argparse.ArgumentParser:
+        """--input image files, or --data/--index/--split/--image-size: images straight from a data set."""
+        return _parent((("--input",), dict(nargs="+", help=f"image file(s) of the model's {what}")),
+                       (("--data",), dict(help="take the images from a data set instead: KIND:PATH as in train, "
+                                               "mnist-slice, or slice:NAME (test images shipped with model NAME)")),
+                       (("--index",), dict(type=NON_NEGATIVE, nargs="+", default=[0],
+                                           help="with --data: which images of the split")),
+                       (("--image-size",), dict(help="with --data: HxW to resize folder/celeba images to "
+                                                     "(default: the model's size)")))
+
+
+def _add_train(cmds: _Commands) -> None:
+    t = cmds.command("train", "train a model (then evaluate on the test split and write samples)", cmd_train,
+                     cmds.resize, cmds.threads)
     t.add_argument("--data", default=DEFAULT_DATA,
                    help=f"KIND:PATH with KIND in {', '.join(DATASET_KINDS)}; "
                         "or mnist-slice (6,000 + 1,000 real MNIST images shipped with the package)")
@@ -544,51 +559,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples written to samples.png after training (0 = none)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    e = command("eval", "bits/dim of a checkpoint on a data split", cmd_eval, checkpoint, resize, split, seed,
-                threads, device)
+
+def _add_eval(cmds: _Commands) -> None:
+    e = cmds.command("eval", "bits/dim of a checkpoint on a data split", cmd_eval, cmds.checkpoint, cmds.resize,
+                     cmds.split, cmds.seed, cmds.threads, cmds.device)
     e.add_argument("--data", help="KIND:PATH (default: the data the checkpoint was trained on)")
     e.add_argument("--limit", type=NON_NEGATIVE, default=0,
                    help="evaluate N images spread evenly over the split (0 = all)")
     e.add_argument("--batch-size", type=POSITIVE, default=64, help="images per forward pass")
     e.add_argument("--samples", type=NON_NEGATIVE, default=16,
-                   help="superres: held-out images to sample at temperatures 0.8/0.9/1.0 for consistency, PSNR, "
-                        "SSIM and the nearest-neighbour MS-SSIM (0 = bits/dim only)")
+                   help=f"superres: held-out images to sample at temperatures {'/'.join(map(str, tasks.TEMPERATURES))} "
+                        f"for consistency, PSNR, SSIM and the nearest-neighbour MS-SSIM (0 = bits/dim only)")
     e.add_argument("-o", "--output", help="JSON file for the result (default: eval-SPLIT.json beside the checkpoint)")
 
-    s = command("sample", "draw samples into a PNG grid", cmd_sample, checkpoint, drawing(1.0, 2), label, seed,
-                threads, device)
+
+def _add_drawing(cmds: _Commands) -> None:
+    """sample, complete and upscale: the commands that draw a PNG grid."""
+    s = cmds.command("sample", "draw samples into a PNG grid", cmd_sample, cmds.checkpoint, cmds.drawing(1.0, 2),
+                     cmds.label, cmds.seed, cmds.threads, cmds.device)
     s.add_argument("-n", "--num", type=POSITIVE, default=64,
                    help="number of samples (class-conditional: per class n/K)")
     s.add_argument("--no-cache", action="store_true", help="slow reference sampler that recomputes every step")
     s.add_argument("-o", "--output", default="samples.png", help="PNG file")
 
-    def picking(what: str) -> argparse.ArgumentParser:
-        """--input image files, or --data/--index/--split/--image-size: images straight from a data set."""
-        return _parent((("--input",), dict(nargs="+", help=f"image file(s) of the model's {what}")),
-                       (("--data",), dict(help="take the images from a data set instead: KIND:PATH as in train, "
-                                               "mnist-slice, or slice:NAME (test images shipped with model NAME)")),
-                       (("--index",), dict(type=NON_NEGATIVE, nargs="+", default=[0],
-                                           help="with --data: which images of the split")),
-                       (("--image-size",), dict(help="with --data: HxW to resize folder/celeba images to "
-                                                     "(default: the model's size)")))
-
-    c = command("complete", "keep the top rows of images and sample the rest", cmd_complete, checkpoint,
-                drawing(1.0, 2), label, seed, split, picking("size"), threads)
+    c = cmds.command("complete", "keep the top rows of images and sample the rest", cmd_complete, cmds.checkpoint,
+                     cmds.drawing(1.0, 2), cmds.label, cmds.seed, cmds.split, cmds.picking("size"), cmds.threads)
     c.add_argument("--rows", type=NON_NEGATIVE, required=True, help="number of top rows kept")
     c.add_argument("-n", "--num", type=POSITIVE, default=8, help="completions per input")
     c.add_argument("-o", "--output", default="completions.png", help="PNG file")
 
-    u = command("upscale", "sample high-resolution images from low-resolution ones (superres models)",
-                cmd_upscale, checkpoint, drawing(0.9, 3), seed, split, picking("input size (low resolution)"),
-                threads)
+    u = cmds.command("upscale", "sample high-resolution images from low-resolution ones (superres models)",
+                     cmd_upscale, cmds.checkpoint, cmds.drawing(0.9, 3), cmds.seed, cmds.split,
+                     cmds.picking("input size (low resolution)"), cmds.threads)
     u.add_argument("-n", "--num", type=POSITIVE, default=4, help="samples per input")
     u.add_argument("-o", "--output", default="upscaled.png", help="PNG file")
 
-    m = command("models", "list the trained models shipped with the package, or print one's card", cmd_models)
+
+def _add_files_and_models(cmds: _Commands) -> None:
+    """models, compress, decompress, average, presets and demo."""
+    m = cmds.command("models", "list the trained models shipped with the package, or print one's card", cmd_models)
     m.add_argument("name", nargs="?", help="a shipped model: print its card (README.md)")
 
-    cp = command("compress", "store images losslessly, entropy-coded with a model's probabilities", cmd_compress,
-                 checkpoint, split, threads)
+    cp = cmds.command("compress", "store images losslessly, entropy-coded with a model's probabilities",
+                      cmd_compress, cmds.checkpoint, cmds.split, cmds.threads)
     cp.add_argument("images", nargs="*", help="image files of the model's size (PNG, JPEG, any Pillow image)")
     cp.add_argument("--data", help="compress a data split instead: KIND:PATH as in train")
     cp.add_argument("--limit", type=POSITIVE, help="with --data: only the first N images")
@@ -596,24 +609,33 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--batch-size", type=POSITIVE, default=64, help="images coded at once (stored in the file)")
     cp.add_argument("-o", "--output", required=True, help="compressed file to write (.itc)")
 
-    dc = command("decompress", "restore the images of a compressed file as PNGs", cmd_decompress, threads)
+    dc = cmds.command("decompress", "restore the images of a compressed file as PNGs", cmd_decompress, cmds.threads)
     dc.add_argument("file", help="compressed file (.itc)")
     dc.add_argument("--model", required=True, help=f"the model that compressed it: {CHECKPOINT_HELP}")
     dc.add_argument("-o", "--output", required=True, help="folder for the PNGs (original names)")
 
-    av = command("average", "average the weights of several checkpoints of one architecture", cmd_average)
+    av = cmds.command("average", "average the weights of several checkpoints of one architecture", cmd_average)
     av.add_argument("checkpoints", nargs="+", help="checkpoint files or run/pretrained directories")
     av.add_argument("-o", "--output", required=True, help="pretrained directory to write (config.json + weights)")
 
-    command("presets", "list the presets: architecture and training recipe", cmd_presets)
+    cmds.command("presets", "list the presets: architecture and training recipe", cmd_presets)
 
-    w = command("demo", "a local web page: sample, complete, upscale, compress and score images in the browser "
-                        "(needs the demo extra: pip install -e \".[demo]\")", cmd_demo, threads)
+    w = cmds.command("demo", "a local web page: sample, complete, upscale, compress and score images in the browser "
+                            "(needs the demo extra: pip install -e \".[demo]\")", cmd_demo, cmds.threads)
     w.add_argument("--model", nargs="+", action="extend", default=[],
                    help=f"the models to serve (several, or the flag again): each {CHECKPOINT_HELP}; "
                         f"default: every shipped model")
     w.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 opens the page to the network)")
     w.add_argument("--port", type=POSITIVE, help="port (default: the first free one from 7860)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="image-transformer", formatter_class=HelpFormatter,
+                                description="Train, evaluate and sample Image Transformers; compress images "
+                                            "losslessly with them.")
+    commands = _Commands(p.add_subparsers(dest="command", required=True))
+    for add in (_add_train, _add_eval, _add_drawing, _add_files_and_models):
+        add(commands)
     return p
 
 

@@ -1,0 +1,18 @@
+"""The local web demo: ``image-transformer demo`` serves five tabs (Sample, Complete, Upscale, Compress, Likelihood)
+over the models it is given, on 127.0.0.1, with no network.
+
+Two modules: :mod:`.jobs`, the functions behind the tabs (plain Python over the task layer, tested without a
+browser), and :mod:`.page`, the Gradio page over them and the server.
+"""
+
+from .jobs import (
+    GREY, TEMPERATURES, CompressResult, DemoModel, Snapshot, UpscaleResult, cannot, complete, compress, describe,
+    display, drawing_image, held_out_images, likelihood, load_models, prepare, sample_stream, size_table, upscale,
+    upscale_input,
+)
+from .page import CSS, Cancelled, Stops, build_app, gradio, launch, step_reporter
+
+__all__ = ["DemoModel", "load_models", "cannot", "prepare", "held_out_images", "sample_stream", "Snapshot",
+           "complete", "upscale", "UpscaleResult", "compress", "CompressResult", "likelihood", "build_app", "launch",
+           "gradio", "TEMPERATURES", "GREY", "CSS", "Cancelled", "Stops", "step_reporter", "describe", "display",
+           "drawing_image", "size_table", "upscale_input"]
