@@ -8,6 +8,7 @@ sampling runs in a thread of its own and stops at the next generation step when 
 
 # No ``from __future__ import annotations`` here: Gradio reads the type hints of the functions it calls (a parameter
 # annotated ``gr.Request`` receives the request), and it resolves them only when they are objects, not text.
+import contextlib
 import os
 import tempfile
 import threading
@@ -120,6 +121,31 @@ def _class_choices(model: PretrainedModel, every_class: bool) -> list[tuple[str,
     return first + [(f"class {i}", i) for i in range(k)]
 
 
+class Frame:
+    """A tab being built: its model picker, its two columns, and the buttons and status line every tab has."""
+
+    def __init__(self, app: "DemoApp", tab: str, names: list[str], picker: Any, controls: Any, outputs: Any):
+        self.app, self.tab, self.names, self.picker = app, tab, names, picker
+        self.controls, self.outputs = controls, outputs
+
+    def buttons(self, label: str, cancel: bool = True) -> tuple[Any, Any]:
+        """The tab's Run button (and Cancel, for work that steps) at the bottom of the controls: (run, cancel)."""
+        gr = self.app.gr
+        with self.controls, gr.Row():
+            run = gr.Button(label, variant="primary", elem_id=f"{self.tab}-run")
+            stop = gr.Button("Cancel", variant="stop", elem_id=f"{self.tab}-cancel") if cancel else None
+        return run, stop
+
+    def status(self) -> Any:
+        """The tab's status line (results, progress and errors), in the outputs column."""
+        with self.outputs:
+            return self.app.gr.Markdown(elem_id=f"{self.tab}-status")
+
+    def cancels(self, cancel: Any, status: Any) -> None:
+        """Wire Cancel to stop this tab's work for the session that pressed it."""
+        cancel.click(self.app.canceller(self.tab), None, status, queue=False, api_name=False)
+
+
 class DemoApp:
     """The Gradio page over ``models``: one tab per job, built by :meth:`build`. ``workdir`` holds the files it
     hands to the browser (compressed files, held-out images)."""
@@ -208,6 +234,32 @@ class DemoApp:
 
         return cancel
 
+    @contextlib.contextmanager
+    def frame(self, tab: str, job: str, intro: str, what: str) -> Iterator["Frame | None"]:
+        """The skeleton every tab is built in: its intro; when no loaded model can do ``job``, a notice saying why
+        (and None); else two columns, the model picker at the top of the left (controls) one."""
+        gr, names = self.gr, self.able(job)
+        gr.Markdown(intro)
+        if not names:
+            self.none_here(job, what)
+            yield None
+            return
+        with gr.Row():
+            controls, outputs = gr.Column(scale=1), gr.Column(scale=2)
+        with controls:
+            picker = self.model_picker(names, tab)
+        yield Frame(self, tab, names, picker, controls, outputs)
+
+    @contextlib.contextmanager
+    def stoppable(self, tab: str, request: Any) -> Iterator[threading.Event]:
+        """The stop flag of this tab's work for this browser session, set by its Cancel button, for the block."""
+        key = self.key(request, tab)
+        stop = self.stops.start(key)
+        try:
+            yield stop
+        finally:
+            self.stops.finish(key, stop)
+
     # ----- the page -----
     def build(self) -> Any:
         gr = self.gr
@@ -230,68 +282,66 @@ class DemoApp:
         return app
 
     def sample_tab(self) -> None:
-        gr, names = self.gr, self.able("sample")
-        gr.Markdown("Draw new images, one sub-pixel at a time in the model's generation order; the grid fills in as "
-                    "the sampler goes (grey: not drawn yet).")
-        if not names:
-            return self.none_here("sample", "sample images")
-        with gr.Row():
-            with gr.Column(scale=1):
-                picker = self.model_picker(names, "sample")
-                label = self.class_picker(names[0], every_class=True)
+        gr = self.gr
+        with self.frame("sample", "sample", "Draw new images, one sub-pixel at a time in the model's generation "
+                        "order; the grid fills in as the sampler goes (grey: not drawn yet).", "sample images") as f:
+            if f is None:
+                return
+            with f.controls:
+                label = self.class_picker(f.names[0], every_class=True)
                 temperature = gr.Slider(0.0, 1.5, 1.0, step=0.05, label="temperature (0: greedy)")
                 num = gr.Slider(1, 64, 16, step=1, label="number of images", elem_id="sample-num")
                 seed = gr.Number(0, precision=0, label="seed")
-                with gr.Row():
-                    run = gr.Button("Sample", variant="primary", elem_id="sample-run")
-                    cancel = gr.Button("Cancel", variant="stop", elem_id="sample-cancel")
-            with gr.Column(scale=2):
+            run, cancel = f.buttons("Sample")
+            with f.outputs:
                 out = self.output_image("samples", "sample-out")
-                status = gr.Markdown(elem_id="sample-status")
+            status = f.status()
+        picker = f.picker
         picker.change(lambda n: self.class_update(n, True), picker, label, api_name=False)
 
         def go(name: str, temperature: float, num: float, seed: float, label: int | None,
                request: gr.Request) -> Iterator[tuple[Any, str]]:
-            key = self.key(request, "sample")
-            stop = self.stops.start(key)
-            try:
-                model = self.pick(name, "sample")
-                cls = None if label is None or label < 0 else int(label)
-                for snap in sample_stream(model, int(num), float(temperature), int(seed or 0), cls, stop=stop):
-                    rows = snap.rows_done(model)
-                    if snap.cancelled:
-                        text = f"Cancelled after {snap.seconds:.1f} s, at step {snap.done:,} of {snap.total:,}."
-                    elif snap.finished:
-                        n = len(snap.images)
-                        text = (f"**{n} images in {snap.seconds:.1f} s** ({n / snap.seconds:.2f} images/s), "
-                                f"temperature {temperature:g}, seed {int(seed or 0)}.")
-                    else:
-                        doing = "Stopping at the next step..." if stop.is_set() else "Sampling"  # Cancel pressed
-                        text = (f"{doing} `{progress_bar(snap.done / snap.total)}` {rows} of "
-                                f"{model.image_shape[0]} rows complete (step {snap.done:,} of {snap.total:,}), "
-                                f"{snap.seconds:.1f} s.")
-                    yield display(snap.images, snap.nrow), text
-            except FAILURES as e:
-                yield None, failure(e)
-            finally:
-                self.stops.finish(key, stop)
+            with self.stoppable("sample", request) as stop:
+                yield from self._sample(name, temperature, num, seed, label, stop)
 
         # the status line is the progress indicator (a bar, the rows, the seconds): Gradio's own would cover the grid
         run.click(go, [picker, temperature, num, seed, label], [out, status], show_progress="hidden",
                   api_name="sample")
-        cancel.click(self.canceller("sample"), None, status, queue=False, api_name=False)
+        f.cancels(cancel, status)
+
+    def _sample(self, name: str, temperature: float, num: float, seed: float, label: int | None,
+                stop: threading.Event) -> Iterator[tuple[Any, str]]:
+        """The Sample tab's work: the grid as it grows, and a status line."""
+        try:
+            model = self.pick(name, "sample")
+            cls = None if label is None or label < 0 else int(label)
+            for snap in sample_stream(model, int(num), float(temperature), int(seed or 0), cls, stop=stop):
+                rows = snap.rows_done(model)
+                if snap.cancelled:
+                    text = f"Cancelled after {snap.seconds:.1f} s, at step {snap.done:,} of {snap.total:,}."
+                elif snap.finished:
+                    n = len(snap.images)
+                    text = (f"**{n} images in {snap.seconds:.1f} s** ({n / snap.seconds:.2f} images/s), "
+                            f"temperature {temperature:g}, seed {int(seed or 0)}.")
+                else:
+                    doing = "Stopping at the next step..." if stop.is_set() else "Sampling"  # Cancel pressed
+                    text = (f"{doing} `{progress_bar(snap.done / snap.total)}` {rows} of "
+                            f"{model.image_shape[0]} rows complete (step {snap.done:,} of {snap.total:,}), "
+                            f"{snap.seconds:.1f} s.")
+                yield display(snap.images, snap.nrow), text
+        except FAILURES as e:
+            yield None, failure(e)
 
     def complete_tab(self) -> None:
-        gr, names = self.gr, self.able("complete")
-        gr.Markdown("Keep the top rows of an image and let the model draw the rest, several times: each row of the "
-                    "result shows the input (unknown part grey), the completions and the original.")
-        if not names:
-            return self.none_here("complete", "complete images")
-        model = self.models[names[0]].model
-        h, w, c = model.image_shape
-        with gr.Row():
-            with gr.Column(scale=1):
-                picker = self.model_picker(names, "complete")
+        gr = self.gr
+        with self.frame("complete", "complete", "Keep the top rows of an image and let the model draw the rest, "
+                        "several times: each row of the result shows the input (unknown part grey), the completions "
+                        "and the original.", "complete images") as f:
+            if f is None:
+                return
+            names, picker = f.names, f.picker
+            h = self.models[names[0]].model.image_shape[0]
+            with f.controls:
                 source = gr.State("upload")  # the sub-tab last chosen: what to complete
                 with gr.Tabs():
                     with gr.Tab("Upload", id="complete-upload") as upload_tab:
@@ -311,12 +361,10 @@ class DemoApp:
                 temperature = gr.Slider(0.0, 1.5, 1.0, step=0.05, label="temperature")
                 seed = gr.Number(0, precision=0, label="seed")
                 fit = gr.Checkbox(False, label="fit to the model (resize and convert an upload that does not match)")
-                with gr.Row():
-                    run = gr.Button("Complete", variant="primary", elem_id="complete-run")
-                    cancel = gr.Button("Cancel", variant="stop", elem_id="complete-cancel")
-            with gr.Column(scale=2):
+            run, cancel = f.buttons("Complete")
+            with f.outputs:
                 out = self.output_image("input · completions · original", "complete-out")
-                status = gr.Markdown(elem_id="complete-status")
+            status = f.status()
 
         def changed(name: str) -> tuple[Any, Any]:
             mh = self.models[name].model.image_shape[0]
@@ -329,103 +377,107 @@ class DemoApp:
         def go(name: str, source: str, upload: Any, drawing: Any, rows: float, label: int | None, num: float,
                temperature: float, seed: float, fit: bool, request: gr.Request,
                progress: gr.Progress = gr.Progress()) -> tuple[Any, str]:
-            key = self.key(request, "complete")
-            stop = self.stops.start(key)
-            try:
-                model = self.pick(name, "complete")
-                if source == "drawing":
-                    given, fit = drawing_image(drawing), True  # a sketch has the pad's size: always fitted
-                    if given is None:
-                        raise ValueError("the sketch pad is empty: draw something, or upload an image")
-                else:
-                    given = upload
-                x, notes = prepare(given, model.image_shape, fit)
-                start = time.monotonic()
-                hook = step_reporter(lambda f, d: progress(f, desc=d), "completing", stop)
-                grid = complete(model, x, int(rows), int(num), float(temperature), int(seed or 0), label, hook)
-                seconds = time.monotonic() - start
-                return (display(grid, nrow=len(grid)),
-                        f"**{int(num)} completions in {seconds:.1f} s**, the top {int(rows)} rows kept{_notes(notes)}.")
-            except FAILURES as e:
-                return None, failure(e)
-            finally:
-                self.stops.finish(key, stop)
+            with self.stoppable("complete", request) as stop:
+                return self._complete(name, source, upload, drawing, rows, label, num, temperature, seed, fit,
+                                      progress, stop)
 
         run.click(go, [picker, source, image, pad, rows, label, num, temperature, seed, fit], [out, status],
                   api_name="complete")
-        cancel.click(self.canceller("complete"), None, status, queue=False, api_name=False)
+        f.cancels(cancel, status)
+
+    def _complete(self, name: str, source: str, upload: Any, drawing: Any, rows: float, label: int | None,
+                  num: float, temperature: float, seed: float, fit: bool, progress: Any,
+                  stop: threading.Event) -> tuple[Any, str]:
+        """The Complete tab's work: the grid of completions, and a status line."""
+        try:
+            model = self.pick(name, "complete")
+            if source == "drawing":
+                given, fit = drawing_image(drawing), True  # a sketch has the pad's size: always fitted
+                if given is None:
+                    raise ValueError("the sketch pad is empty: draw something, or upload an image")
+            else:
+                given = upload
+            x, notes = prepare(given, model.image_shape, fit)
+            start = time.monotonic()
+            hook = step_reporter(lambda f, d: progress(f, desc=d), "completing", stop)
+            grid = complete(model, x, int(rows), int(num), float(temperature), int(seed or 0), label, hook)
+            seconds = time.monotonic() - start
+            return (display(grid, nrow=len(grid)),
+                    f"**{int(num)} completions in {seconds:.1f} s**, the top {int(rows)} rows kept{_notes(notes)}.")
+        except FAILURES as e:
+            return None, failure(e)
 
     def upscale_tab(self) -> None:
-        gr, names = self.gr, self.able("upscale")
-        gr.Markdown("Give a face (or pick a held-out one): the model sees its low-resolution version and draws the "
-                    "high-resolution image at temperatures " + ", ".join(map(str, TEMPERATURES)) + ".")
-        if not names:
-            return self.none_here("upscale", "upscale")
-        with gr.Row():
-            with gr.Column(scale=1):
-                picker = self.model_picker(names, "upscale")
+        gr = self.gr
+        with self.frame("upscale", "upscale", "Give a face (or pick a held-out one): the model sees its "
+                        "low-resolution version and draws the high-resolution image at temperatures "
+                        + ", ".join(map(str, TEMPERATURES)) + ".", "upscale") as f:
+            if f is None:
+                return
+            picker = f.picker
+            with f.controls:
                 image = self.upload("face (low or high resolution)", "upscale-image")
                 self.held_out_row(picker, image, "upscale")
                 num = gr.Slider(1, 4, 1, step=1, label="samples per temperature", elem_id="upscale-num")
                 seed = gr.Number(0, precision=0, label="seed")
                 fit = gr.Checkbox(False, label="fit to the model (resize and convert)")
-                with gr.Row():
-                    run = gr.Button("Upscale", variant="primary", elem_id="upscale-run")
-                    cancel = gr.Button("Cancel", variant="stop", elem_id="upscale-cancel")
-            with gr.Column(scale=2):
+            run, cancel = f.buttons("Upscale")
+            with f.outputs:
                 gallery = gr.Gallery(label="input and samples", columns=len(TEMPERATURES) + 2, height="auto",
                                      object_fit="contain", elem_classes="pixels", format="png", elem_id="upscale-out")
-                status = gr.Markdown(elem_id="upscale-status")
+            status = f.status()
 
         def go(name: str, upload: Any, num: float, seed: float, fit: bool, request: gr.Request,
                progress: gr.Progress = gr.Progress()) -> tuple[Any, str]:
-            key = self.key(request, "upscale")
-            stop = self.stops.start(key)
-            try:
-                model = self.pick(name, "upscale")
-                if upload is None:
-                    raise ValueError("no image: upload a face, or pick a held-out one")
-                low, original, notes = upscale_input(model, upload, fit)
-                start = time.monotonic()
-                hook = step_reporter(lambda f, d: progress(f, desc=d), "upscaling", stop)
-                result = upscale(model, low, int(num), int(seed or 0), original=original, on_step=hook)
-                seconds = time.monotonic() - start
-                pixels = DISPLAY_PIXELS // 2
-                ih, iw, _ = model.input_shape
-                items = [(display(low, pixels=pixels), f"{ih}x{iw} input")]
-                for t, samples in result.samples.items():
-                    items += [(display(s, pixels=pixels), f"T={t:g}") for s in samples]
-                if original is not None:
-                    items.append((display(original, pixels=pixels), "original"))
-                return items, f"**{len(result.samples) * int(num)} samples in {seconds:.1f} s**{_notes(notes)}."
-            except FAILURES as e:
-                return None, failure(e)
-            finally:
-                self.stops.finish(key, stop)
+            with self.stoppable("upscale", request) as stop:
+                return self._upscale(name, upload, num, seed, fit, progress, stop)
 
         run.click(go, [picker, image, num, seed, fit], [gallery, status], api_name="upscale")
-        cancel.click(self.canceller("upscale"), None, status, queue=False, api_name=False)
+        f.cancels(cancel, status)
+
+    def _upscale(self, name: str, upload: Any, num: float, seed: float, fit: bool, progress: Any,
+                 stop: threading.Event) -> tuple[Any, str]:
+        """The Upscale tab's work: the input and the samples at each temperature, and a status line."""
+        try:
+            model = self.pick(name, "upscale")
+            if upload is None:
+                raise ValueError("no image: upload a face, or pick a held-out one")
+            low, original, notes = upscale_input(model, upload, fit)
+            start = time.monotonic()
+            hook = step_reporter(lambda f, d: progress(f, desc=d), "upscaling", stop)
+            result = upscale(model, low, int(num), int(seed or 0), original=original, on_step=hook)
+            seconds = time.monotonic() - start
+            pixels = DISPLAY_PIXELS // 2
+            ih, iw, _ = model.input_shape
+            items = [(display(low, pixels=pixels), f"{ih}x{iw} input")]
+            for t, samples in result.samples.items():
+                items += [(display(s, pixels=pixels), f"T={t:g}") for s in samples]
+            if original is not None:
+                items.append((display(original, pixels=pixels), "original"))
+            return items, f"**{len(result.samples) * int(num)} samples in {seconds:.1f} s**{_notes(notes)}."
+        except FAILURES as e:
+            return None, failure(e)
 
     def compress_tab(self) -> None:
-        gr, names = self.gr, self.able("compress")
+        gr = self.gr
         formats = ", ".join(LOSSLESS_FORMATS[f] for f in lossless_formats())
-        gr.Markdown("Compress images losslessly with the model: every sub-pixel is range-coded with its exact "
-                    f"probability. The file is decoded again and compared with the input; its size is set beside "
-                    f"{formats}.")
-        if not names:
-            return self.none_here("compress", "compress images")
-        with gr.Row():
-            with gr.Column(scale=1):
-                picker = self.model_picker(names, "compress")
+        with self.frame("compress", "compress", "Compress images losslessly with the model: every sub-pixel is "
+                        "range-coded with its exact probability. The file is decoded again and compared with the "
+                        f"input; its size is set beside {formats}.", "compress images") as f:
+            if f is None:
+                return
+            names, picker = f.names, f.picker
+            with f.controls:
                 files = gr.File(file_count="multiple", file_types=["image"], label="images to compress",
                                 elem_id="compress-files")
                 label = self.class_picker(names[0])
                 fit = gr.Checkbox(False, label="fit to the model (resize and convert)")
-                run = gr.Button("Compress", variant="primary", elem_id="compress-run")
+            run, _ = f.buttons("Compress", cancel=False)
+            with f.controls:
                 download = gr.File(label="compressed file (decompress: image-transformer decompress FILE --model M)",
                                    interactive=False, elem_id="compress-download")
-            with gr.Column(scale=2):
-                status = gr.Markdown(elem_id="compress-status")
+            status = f.status()
+            with f.outputs:
                 out = self.output_image("uploaded (top) and decoded from the file (bottom)", "compress-out")
         picker.change(self.class_update, picker, label, api_name=False)
 
@@ -465,25 +517,24 @@ class DemoApp:
         run.click(go, [picker, files, label, fit], [download, out, status], api_name="compress")
 
     def likelihood_tab(self) -> None:
-        gr, names = self.gr, self.able("likelihood")
-        gr.Markdown("How well does the model predict an image? Its bits per dimension, and a heat map of the bits "
-                    "of each pixel: bright where the model is surprised.")
-        if not names:
-            return self.none_here("likelihood", "score images")
-        with gr.Row():
-            with gr.Column(scale=1):
-                picker = self.model_picker(names, "likelihood")
+        gr = self.gr
+        with self.frame("likelihood", "likelihood", "How well does the model predict an image? Its bits per "
+                        "dimension, and a heat map of the bits of each pixel: bright where the model is surprised.",
+                        "score images") as f:
+            if f is None:
+                return
+            names, picker = f.names, f.picker
+            with f.controls:
                 image = self.upload("image to score", "likelihood-image")
                 self.held_out_row(picker, image, "likelihood")
                 label = self.class_picker(names[0])
                 fit = gr.Checkbox(False, label="fit to the model (resize and convert)")
-                run = gr.Button("Score", variant="primary", elem_id="likelihood-run")
-            with gr.Column(scale=2):
-                status = gr.Markdown(elem_id="likelihood-status")
-                with gr.Row():
-                    seen = self.output_image("the image as the model sees it", "likelihood-seen")
-                    heat = gr.Image(type="numpy", format="png", label="bits per pixel", interactive=False,
-                                    buttons=["download", "fullscreen"], elem_id="likelihood-heat")
+            run, _ = f.buttons("Score", cancel=False)
+            status = f.status()
+            with f.outputs, gr.Row():
+                seen = self.output_image("the image as the model sees it", "likelihood-seen")
+                heat = gr.Image(type="numpy", format="png", label="bits per pixel", interactive=False,
+                                buttons=["download", "fullscreen"], elem_id="likelihood-heat")
         picker.change(self.class_update, picker, label, api_name=False)
 
         def go(name: str, upload: Any, label: int | None, fit: bool) -> tuple[Any, Any, str]:
