@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from image_transformer.files import data as D
+from image_transformer.files.data import specs
 from image_transformer.files.data import DataError, ImageData
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -484,10 +485,10 @@ def test_load_dataset_specs_and_errors(tmp_path):
 def test_load_dataset_folder_resize_and_cache(tmp_path, monkeypatch):
     save_png(tmp_path / "f" / "a" / "1.png", np.full((4, 4, 3), 9, np.uint8))
     save_png(tmp_path / "f" / "b" / "1.png", np.full((8, 8, 3), 7, np.uint8))
-    D._CACHE.clear()
+    specs._CACHE.clear()
     calls = []
     real = D.load_image_folder
-    monkeypatch.setattr(D, "load_image_folder", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(specs, "load_image_folder", lambda *a, **k: calls.append(a) or real(*a, **k))
     spec = f"folder:{tmp_path / 'f'}"
     first = D.load_dataset(spec, "train", image_size=(2, 2))
     assert first.images.shape == (2, 2, 2, 3) and first.labels.tolist() == [0, 1]
@@ -496,12 +497,12 @@ def test_load_dataset_folder_resize_and_cache(tmp_path, monkeypatch):
     assert len(calls) == 1 and second.images[1, 0, 0, 0] == 7
     D.load_dataset(spec, "train", image_size=(4, 4))
     assert len(calls) == 2
-    D._CACHE.clear()
+    specs._CACHE.clear()
 
 
 def test_the_folder_cache_is_bounded_and_sees_a_changed_archive(tmp_path, monkeypatch):
-    D._CACHE.clear()
-    monkeypatch.setattr(D, "CACHED_SPLITS", 2)
+    specs._CACHE.clear()
+    monkeypatch.setattr(specs, "CACHED_SPLITS", 2)
     save_png(tmp_path / "f" / "a" / "1.png", np.full((4, 4, 3), 9, np.uint8))
     archive = tmp_path / "f.tar"
     with tarfile.open(archive, "w") as tar:
@@ -509,13 +510,13 @@ def test_the_folder_cache_is_bounded_and_sees_a_changed_archive(tmp_path, monkey
     spec = f"folder:{archive}"
     for size in ((1, 1), (2, 2), (4, 4)):
         D.load_dataset(spec, "train", image_size=size)
-    assert len(D._CACHE) == 2  # the least recently used split was dropped
+    assert len(specs._CACHE) == 2  # the least recently used split was dropped
     save_png(tmp_path / "f" / "a" / "1.png", np.full((4, 4, 3), 200, np.uint8))
     with tarfile.open(archive, "w") as tar:  # the same name, new contents
         tar.add(tmp_path / "f", arcname="f")
     os.utime(archive, ns=(1, 1))  # a different modification time, even on a coarse clock
     assert D.load_dataset(spec, "train", image_size=(4, 4)).images[0, 0, 0, 0] == 200
-    D._CACHE.clear()
+    specs._CACHE.clear()
 
 
 def test_to_tensor_dataset():
