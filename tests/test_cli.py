@@ -232,7 +232,7 @@ def test_labels_the_model_cannot_use_are_refused(trained, tmp_path, capsys):
     Image.fromarray(np.full((6, 6), 200, np.uint8)).save(tmp_path / "in.png")
     assert run("complete", trained, "--input", tmp_path / "in.png", "--rows", 3, "--label", 1,
                "-o", tmp_path / "c.png") == 2
-    assert "--label given but the model is unconditional" in capsys.readouterr().err
+    assert "a class label was given but the model is unconditional" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()
 
 

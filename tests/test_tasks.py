@@ -43,7 +43,7 @@ def test_labels_are_resolved_in_one_place():
     assert tasks.labels_of_images(conditional, 4, [2]).tolist() == [2, 2, 2, 2]
     assert tasks.labels_of_images(conditional, 2, [0, 1]).tolist() == [0, 1]
     assert tasks.labels_of_images(plain, 2, None) is None
-    with pytest.raises(ValueError, match="one label or one per image"):
+    with pytest.raises(ValueError, match="one class label or one per image"):
         tasks.labels_of_images(conditional, 4, [0, 1])
     with pytest.raises(ValueError, match="class-conditional"):
         tasks.labels_of_images(conditional, 4, None)

@@ -61,7 +61,7 @@ def sample_labels(model: PretrainedModel, n: int, label: int | None) -> tuple[Te
     num_classes = model.config.num_classes
     if not num_classes:
         if label is not None:
-            raise ValueError("--label given but the model is unconditional")
+            raise ValueError("a class label was given but the model is unconditional")
         return None, None
     if label is not None:
         return torch.full((n,), label, dtype=torch.long), None
@@ -83,12 +83,12 @@ def labels_of_images(model: PretrainedModel, count: int, given: Sequence[int] | 
     model (which refuses any)."""
     if not getattr(model.config, "num_classes", 0):
         if given:
-            raise ValueError("--label given but the model is unconditional")
+            raise ValueError("a class label was given but the model is unconditional")
         return None
     if not given:
-        raise ValueError("the model is class-conditional: pass --label (one for all images, or one per image)")
+        raise ValueError("the model is class-conditional: give a class label (one for all images, or one per image)")
     if len(given) not in (1, count):
-        raise ValueError(f"--label: give one label or one per image ({count}), got {len(given)}")
+        raise ValueError(f"give one class label or one per image ({count}), got {len(given)}")
     return torch.tensor(list(given) * (count if len(given) == 1 else 1), dtype=torch.long)
 
 

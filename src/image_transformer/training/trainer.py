@@ -129,7 +129,7 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
-                raise ValueError(f"--tensorboard needs the tensorboard package (pip install tensorboard): {e}") from None
+                raise ValueError(f"logging to TensorBoard needs the tensorboard package (pip install tensorboard): {e}") from None
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
