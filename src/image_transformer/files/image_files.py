@@ -152,8 +152,11 @@ def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, paddin
 
 
 # extensions of the formats that write grey and RGB grids
+# extension -> Pillow format: what an output file may be named
 IMAGE_EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".tif": "TIFF",
                     ".tiff": "TIFF", ".webp": "WEBP"}
+# the image files a data folder or archive is read from: the photo and lossless formats of the table above
+FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def image_format(path: str | Path) -> str:
@@ -214,7 +217,7 @@ def lossless_bytes(image: torch.Tensor | np.ndarray, fmt: str) -> bytes:
     if fmt == "PNG":
         pil.save(buf, format="PNG", optimize=True)
     elif fmt == "WEBP":
-        pil.save(buf, format="WEBP", lossless=True, method=6, quality=100)
+        pil.save(buf, format="WEBP", lossless=True, method=6, quality=100, exact=True)  # keep colour under alpha 0
     else:
         pil.save(buf, format="JXL", lossless=True, effort=9)
         back = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
