@@ -13,7 +13,6 @@ from PIL import Image
 
 
 DATASET_KINDS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "npz", "folder", "celeba")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SLICE_DIR = Path(__file__).resolve().parents[2] / "datasets" / "mnist-slice"
 
 MNIST_CLASSES = [str(i) for i in range(10)]

@@ -15,8 +15,8 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ...images import parse_size
-from ..image_files import normalise_mode
-from .common import DataError, IMAGE_EXTENSIONS, ImageData, PROGRESS_THRESHOLD, _BOX, _check_split, _require_exists
+from ..image_files import FOLDER_EXTENSIONS, normalise_mode
+from .common import DataError, ImageData, PROGRESS_THRESHOLD, _BOX, _check_split, _require_exists
 
 
 @dataclass
@@ -34,7 +34,7 @@ def _is_archive(path: Path) -> bool:
 def _wanted(parts: Sequence[str]) -> bool:
     if any(p.startswith(".") or p == "__MACOSX" for p in parts):
         return False  # hidden files and macOS resource forks ("._x.jpg" is not an image)
-    return parts[-1].lower().endswith(IMAGE_EXTENSIONS)
+    return parts[-1].lower().endswith(FOLDER_EXTENSIONS)
 
 
 class _Source:
@@ -224,7 +224,7 @@ def load_image_folder(root: str | os.PathLike, split: str | None = None,
     try:
         entries, note = _select_split(source.entries, split, source.description)
         if not entries:
-            raise DataError(f"{source.description}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found"
+            raise DataError(f"{source.description}: no image files ({', '.join(FOLDER_EXTENSIONS)}) found"
                             + (f" for the {split} split" if split else ""))
         loose = [e for e in entries if len(e.parts) == 1]
         if loose and len(loose) != len(entries):
@@ -274,7 +274,7 @@ def load_celeba(root: str | os.PathLike, split: str, image_size: int | tuple[int
     try:
         entries = sorted(source.entries, key=lambda e: (e.parts[-1], e.parts))
         if not entries:
-            raise DataError(f"{source.description}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+            raise DataError(f"{source.description}: no image files ({', '.join(FOLDER_EXTENSIONS)}) found")
         if num_test < 0 or len(entries) <= num_test:
             raise DataError(f"{source.description}: {len(entries)} images, not enough for a test split of "
                             f"{num_test} plus training images")
