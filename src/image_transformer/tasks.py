@@ -31,6 +31,21 @@ TEMPERATURES = (0.8, 0.9, 1.0)  # the paper's super-resolution temperatures (tab
 GREY = 128  # what the not-yet-known part of an image is shown as
 
 
+# ----- where a task runs ----------------------------------------------------------------------------------
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``, refusing CUDA when this machine has none."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}, "
+                         f"CUDA build: {torch.version.cuda or 'none'}); run on the CPU (device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return dev
+
+
 # ----- bits/dim of a split ------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: PretrainedModel, images: Tensor, condition: Tensor | None = None, batch_size: int = 64,

@@ -8,6 +8,8 @@ import os
 
 import torch
 
+from ..tasks import resolve_device
+
 
 def world() -> tuple[int, int]:
     """(rank, world size) of this process; (0, 1) without torch.distributed."""
@@ -27,20 +29,6 @@ def init_distributed(device: str) -> torch.device:
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
         torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return dev
-
-
-def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N``, refusing CUDA when this machine has none."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}, "
-                         f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
     return dev
 
 
