@@ -350,3 +350,13 @@ def test_train_init_refuses_model_flags_and_resume(trained, tmp_path, capsys):
     assert "--init takes the architecture" in capsys.readouterr().err
     assert run("train", "--init", trained, "--resume", "--out", tmp_path / "x") == 2
     assert "give one" in capsys.readouterr().err
+
+
+def test_a_decompression_bomb_is_one_line_and_writes_nothing(trained, tmp_path, capsys):
+    from test_images import png_claiming
+
+    (tmp_path / "bomb.png").write_bytes(png_claiming(20000, 10000))
+    assert run("compress", trained, tmp_path / "bomb.png", "-o", tmp_path / "b.itc") == 2
+    err = capsys.readouterr().err
+    assert "bomb.png: refused" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b.itc").exists()

@@ -50,7 +50,7 @@ def test_read_image_converts_and_checks_the_size(tmp_path):
     assert read_image(tmp_path / "rgb.png", (3, 4, 3)).shape == (3, 4, 3)
     with pytest.raises(ValueError, match="image is 3x4 but the model generates 4x4"):
         read_image(tmp_path / "rgb.png", (4, 4, 3))
-    with pytest.raises(ValueError, match="cannot read image"):
+    with pytest.raises(ValueError, match="cannot read this file as an image"):
         read_image(tmp_path / "missing.png", (3, 4, 3))
 
 
@@ -114,3 +114,63 @@ def test_heat_map_draws_values_with_a_colour_bar():
     assert picture.dtype == np.uint8 and picture.shape == (200, 250, 3) and picture.std() > 0
     with pytest.raises(ValueError, match=r"needs a \(H, W\) array"):
         heat_map(np.zeros(3), "bits")
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 45-byte PNG whose header claims ``width`` x ``height`` grey pixels (and holds none)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+
+
+@pytest.mark.parametrize("size", [(20000, 10000), (8000, 6000)])  # over Pillow's own limit; over ours only
+def test_a_decompression_bomb_is_refused_before_decoding_naming_the_file(tmp_path, size):
+    from image_transformer.files.image_files import read_image
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_claiming(*size))
+    assert len(bomb.read_bytes()) == 45
+    with pytest.raises(ValueError, match="bomb.png: .*pixels"):
+        read_image(bomb, (28, 28, 1))
+
+
+def test_the_pixel_budget_is_configurable_and_holds_for_files_folders_and_the_demo(tmp_path, monkeypatch):
+    from image_transformer import demo
+    from image_transformer.files.data import DataError, load_image_folder
+    from image_transformer.files.image_files import read_image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "f").mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "f" / "a.png")
+    monkeypatch.setenv("IMAGE_TRANSFORMER_MAX_PIXELS", "700")  # 28 x 28 = 784
+    with pytest.raises(ValueError, match="a.png: 28x28 = 784 pixels, over the limit of 700"):
+        read_image(tmp_path / "a.png", (28, 28, 1))
+    with pytest.raises(DataError, match="784 pixels, over the limit"):
+        load_image_folder(tmp_path / "f", "train")
+    with pytest.raises(ValueError, match="784 pixels, over the limit"):
+        demo.prepare(tmp_path / "a.png", (28, 28, 1))
+    monkeypatch.setenv("IMAGE_TRANSFORMER_MAX_PIXELS", "many")
+    with pytest.raises(ValueError, match="IMAGE_TRANSFORMER_MAX_PIXELS='many'"):
+        read_image(tmp_path / "a.png", (28, 28, 1))
+    monkeypatch.delenv("IMAGE_TRANSFORMER_MAX_PIXELS")
+    assert read_image(tmp_path / "a.png", (28, 28, 1)).shape == (28, 28, 1)
+
+
+def test_sixteen_bit_grey_reads_the_same_everywhere(tmp_path):
+    from image_transformer import demo
+    from image_transformer.files.data import load_image_folder
+    from image_transformer.files.image_files import read_image
+
+    wide = np.full((4, 4), 1000, np.uint16)
+    wide[0, 0] = 65535
+    (tmp_path / "f").mkdir()
+    for path in (tmp_path / "w.png", tmp_path / "f" / "w.png"):
+        Image.fromarray(wide).save(path)
+    from_file = read_image(tmp_path / "w.png", (4, 4, 1))[..., 0]
+    from_folder = torch.from_numpy(load_image_folder(tmp_path / "f", "train").images[0, ..., 0])
+    from_demo = demo.prepare(tmp_path / "w.png", (4, 4, 1))[0][..., 0]
+    assert from_file[1, 1] == 4 and from_file[0, 0] == 255  # 0..65535 scaled to 0..255, not clipped
+    assert torch.equal(from_file, from_folder) and torch.equal(from_file, from_demo)

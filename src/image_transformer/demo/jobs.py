@@ -23,7 +23,7 @@ from .. import codec, tasks
 from ..files import folders
 from ..files.checkpoint import run_info
 from ..files.data import load_split
-from ..files.image_files import LOSSLESS_FORMATS, fit_image, lossless_bytes, lossless_formats, make_grid
+from ..files.image_files import LOSSLESS_FORMATS, fit_image, lossless_bytes, lossless_formats, make_grid, open_image
 from ..files.pretrained import PretrainedModel, load_model
 from ..images import CHANNEL_NAMES, area_downsample, enlarge
 from ..metrics import spread
@@ -154,12 +154,7 @@ def prepare(image: Image.Image | np.ndarray | str | Path | None, shape: tuple[in
     if image is None:
         raise ValueError("no image: upload one (or draw one, or pick a held-out one)")
     if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as opened:
-                opened.load()
-                image = opened
-        except OSError as e:
-            raise ValueError(f"{Path(image).name}: cannot read this file as an image ({e})") from None
+        image = open_image(image, Path(image).name)
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] > 4):
             raise ValueError(f"an image array must be uint8 (H, W) or (H, W, 1 to 4), got {image.dtype} {image.shape}")
@@ -310,7 +305,7 @@ def upscale_input(model: SuperResolutionTransformer, image: Any, fit: bool = Fal
     check_job(model, "upscale")
     (ih, iw, _), (h, w, _) = model.input_shape, model.image_shape
     if isinstance(image, (str, Path)):
-        image = Image.open(image)
+        image = open_image(image, Path(image).name)
     size = (image.height, image.width) if isinstance(image, Image.Image) else tuple(np.asarray(image).shape[:2])
     if size == (ih, iw):
         low, notes = prepare(image, model.input_shape, fit)

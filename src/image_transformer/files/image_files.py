@@ -7,7 +7,11 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import warnings
 from pathlib import Path
+from typing import IO
+
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -120,15 +124,53 @@ def fit_image(img: Image.Image, shape: tuple[int, int, int], fit: bool = False) 
 
 
 # ----- files -------------------------------------------------------------------------------------------------
+PIXEL_BUDGET_ENV = "IMAGE_TRANSFORMER_MAX_PIXELS"
+# a 40-megapixel photograph: far above any model's size, far below what a crafted header can claim
+DEFAULT_PIXEL_BUDGET = 40_000_000
+
+
+def pixel_budget() -> int:
+    """The most pixels an image the library reads may have: ``IMAGE_TRANSFORMER_MAX_PIXELS``, else 40 million."""
+    text = os.environ.get(PIXEL_BUDGET_ENV)
+    if text is None:
+        return DEFAULT_PIXEL_BUDGET
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{PIXEL_BUDGET_ENV}={text!r}: expected a positive number of pixels")
+    return value
+
+
+def open_image(source: str | Path | bytes | IO[bytes], name: str | None = None) -> Image.Image:
+    """An image file decoded by Pillow, refused before decoding when its header claims more pixels than
+    :func:`pixel_budget` (or than Pillow's own decompression-bomb limit): a ValueError naming ``name`` (the path by
+    default) for that and for anything unreadable."""
+    name = name or (str(source) if isinstance(source, (str, Path)) else "the image")
+    budget = pixel_budget()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            if img.width * img.height > budget:
+                raise ValueError(f"{name}: {img.width}x{img.height} = {img.width * img.height:,} pixels, over the "
+                                 f"limit of {budget:,} ({PIXEL_BUDGET_ENV} sets it)")
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"{name}: refused, its header claims more pixels than an image should have ({e})") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"{name}: cannot read this file as an image (not a format Pillow reads)") from None
+    except (OSError, SyntaxError, EOFError) as e:  # Pillow's errors for a damaged file
+        raise ValueError(f"{name}: cannot read this file as an image ({type(e).__name__}: {e})") from None
+    return img
+
+
 def read_image(path: str | Path, shape: tuple[int, int, int]) -> Tensor:
     """One image file as uint8 (H, W, C), converted to grey, grey + alpha, RGB or RGBA as ``shape`` asks; it must
-    have that size."""
+    have that size. Wide grey (16-bit, 32-bit, float) is scaled from 0..65535, as everywhere else."""
     h, w, c = shape
-    try:
-        img = Image.open(path)
-        img = img.convert(PIL_MODES[c])
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"{path}: cannot read image ({e})") from None
+    img = normalise_mode(open_image(path)).convert(PIL_MODES[c])
     if img.size != (w, h):
         raise ValueError(f"{path}: image is {img.size[1]}x{img.size[0]} but the model generates {h}x{w}")
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).reshape(h, w, c).copy())

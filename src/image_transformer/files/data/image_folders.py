@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 import zlib
@@ -11,11 +10,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ...images import parse_size
-from ..image_files import FOLDER_EXTENSIONS, normalise_mode
+from ..image_files import FOLDER_EXTENSIONS, normalise_mode, open_image
 from .common import DataError, ImageData, PROGRESS_THRESHOLD, _BOX, _check_split, _require_exists
 
 
@@ -157,11 +155,9 @@ def _decode(source: _Source, entries: list[_Entry], crop: Any, image_size: tuple
             name = source.name(entry)
             raw = source.read(entry)
             try:
-                with Image.open(io.BytesIO(raw)) as opened:
-                    opened.load()
-                    img = normalise_mode(opened)
-            except UnidentifiedImageError:
-                raise DataError(f"{name}: cannot decode image (not a recognised image format, or corrupt)") from None
+                img = normalise_mode(open_image(raw, name))
+            except ValueError as exc:  # over the pixel budget, or not a readable image
+                raise DataError(str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
                 raise DataError(f"{name}: cannot decode image ({type(exc).__name__}: {exc})") from exc
             box = crop(img.width, img.height) if callable(crop) else crop
