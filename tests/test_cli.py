@@ -360,3 +360,21 @@ def test_a_decompression_bomb_is_one_line_and_writes_nothing(trained, tmp_path, 
     err = capsys.readouterr().err
     assert "bomb.png: refused" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "b.itc").exists()
+
+
+def test_a_forged_stream_is_one_line_and_writes_nothing(trained, tmp_path, capsys):
+    from test_codec import forge
+
+    assert run("compress", trained / "model", "--data", f"mnist:{tiny_mnist_path(trained)}", "--limit", 2,
+               "-o", tmp_path / "s.itc") == 0
+    (tmp_path / "bad.itc").write_bytes(forge((tmp_path / "s.itc").read_bytes(), names=[5, 6]))
+    capsys.readouterr()
+    assert run("decompress", tmp_path / "bad.itc", "--model", trained, "-o", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "names must be null or 2 strings" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def tiny_mnist_path(run_folder):
+    """The data a run of the ``trained`` fixture was trained on (its run.json records the spec)."""
+    return json.loads((run_folder / "run.json").read_text())["data"].split(":", 1)[1]

@@ -1,6 +1,8 @@
 import itertools
+import json
 import math
 import struct
+import zlib
 
 import pytest
 import torch
@@ -105,6 +107,39 @@ def test_damaged_streams_are_refused_by_name(stream, damage, message):
     model, data = stream
     with pytest.raises(codec.CodecError, match=message):
         codec.decode(damage(data), model)
+
+
+def forge(data: bytes, **fields) -> bytes:
+    """``data`` with header fields replaced and the header's CRC recomputed, as anyone editing a stream can."""
+    prefix = codec._PREFIX
+    _, version, length = prefix.unpack_from(data)
+    header = json.loads(data[prefix.size : prefix.size + length])
+    header.update(fields)
+    body = json.dumps(header).encode()
+    return prefix.pack(codec.MAGIC, version, len(body)) + body + struct.pack("<I", zlib.crc32(body)) + \
+        data[prefix.size + length + 4 :]
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+    (dict(batch_size=2.5), "batch_size must be an integer"),
+    (dict(count=0), "count must be an integer >= 1, got 0"),
+    (dict(count=True), "count must be an integer"),
+    (dict(labels="xyz"), "labels must be null or 3 integers"),
+    (dict(labels=[0, 1]), "labels must be null or 3 integers"),
+    (dict(names=[5, 6, 7]), "names must be null or 3 strings"),
+    (dict(names=["a.png"]), "names must be null or 3 strings"),
+    (dict(shape=[4, 5]), "shape must be"),
+    (dict(shape=[4, 5, 9]), "shape must be"),
+    (dict(fingerprint="x" * 64), "fingerprint must be 64 hexadecimal digits"),
+    (dict(payload_bytes=-1), "payload_bytes must be an integer >= 0"),
+    (dict(images_crc=2**40), "images_crc must be an integer 0..4294967295"),
+    (dict(count=10**9, batch_size=10**9), "more than one batch may hold"),
+])
+def test_forged_header_fields_are_refused_before_anything_is_allocated(stream, fields, message):
+    model, data = stream
+    with pytest.raises(codec.CodecError, match=message):
+        codec.decode(forge(data, **fields), model)
 
 
 def test_wrong_inputs_are_refused():

@@ -183,6 +183,51 @@ def _pack(header: Header) -> bytes:
     return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(body)) + body + struct.pack("<I", zlib.crc32(body))
 
 
+MAX_BATCH_VALUES = 1 << 28  # values one decoded batch may hold (int64: 2 GiB); the encoder's batches stay far below
+
+
+def _parse_header(d: object) -> Header:
+    """A header's fields, each checked for its type and range before anything is allocated from it: a header is
+    protected only by a CRC, which anyone who edits it can recompute."""
+    if not isinstance(d, dict):
+        raise ValueError("not a JSON object")
+    missing = [k for k in ("fingerprint", "shape", "count", "batch_size", "payload_bytes", "payload_crc",
+                           "images_crc") if k not in d]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+
+    def integer(key: str, low: int, high: int | None = None) -> int:
+        value = d[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            span = f"{low}..{high}" if high is not None else f">= {low}"
+            raise ValueError(f"{key} must be an integer {span}, got {value!r}")
+        return value
+
+    fingerprint = d["fingerprint"]
+    if not isinstance(fingerprint, str) or len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
+        raise ValueError(f"fingerprint must be 64 hexadecimal digits, got {fingerprint!r:.80}")
+    shape = d["shape"]
+    if (not isinstance(shape, list) or len(shape) != 3 or any(isinstance(x, bool) or not isinstance(x, int)
+                                                             for x in shape)
+            or min(shape[:2]) < 1 or not 1 <= shape[2] <= 4):
+        raise ValueError(f"shape must be [H, W, C] with H, W >= 1 and C in 1..4, got {shape!r:.80}")
+    count = integer("count", 1)
+    batch_size = integer("batch_size", 1)
+    if min(batch_size, count) * shape[0] * shape[1] * shape[2] > MAX_BATCH_VALUES:
+        raise ValueError(f"batches of {min(batch_size, count)} {shape[0]}x{shape[1]}x{shape[2]} images are more than "
+                         f"one batch may hold ({MAX_BATCH_VALUES:,} values)")
+    labels, names = d.get("labels"), d.get("names")
+    if labels is not None and (not isinstance(labels, list) or len(labels) != count
+                               or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in labels)):
+        raise ValueError(f"labels must be null or {count} integers >= 0, got {labels!r:.80}")
+    if names is not None and (not isinstance(names, list) or len(names) != count
+                              or any(not isinstance(x, str) for x in names)):
+        raise ValueError(f"names must be null or {count} strings, got {names!r:.80}")
+    return Header(fingerprint=fingerprint, shape=tuple(shape), count=count, batch_size=batch_size,
+                  payload_bytes=integer("payload_bytes", 0), payload_crc=integer("payload_crc", 0, 2**32 - 1),
+                  images_crc=integer("images_crc", 0, 2**32 - 1), labels=labels, names=names)
+
+
 def read_header(data: bytes) -> tuple[Header, bytes]:
     """Parse and check a stream's container: (header, payload). Raises CodecError naming the problem."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -203,14 +248,8 @@ def read_header(data: bytes) -> tuple[Header, bytes]:
     if zlib.crc32(body) != struct.unpack_from("<I", data, end)[0]:
         raise CodecError("the stream's header is corrupted (checksum mismatch)")
     try:
-        d = json.loads(body)
-        header = Header(
-            fingerprint=str(d["fingerprint"]), shape=tuple(int(x) for x in d["shape"]), count=int(d["count"]),
-            batch_size=int(d["batch_size"]), payload_bytes=int(d["payload_bytes"]),
-            payload_crc=int(d["payload_crc"]), images_crc=int(d["images_crc"]), labels=d.get("labels"),
-            names=d.get("names"),
-        )
-    except (ValueError, KeyError, TypeError) as e:
+        header = _parse_header(json.loads(body))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise CodecError(f"the stream's header is malformed: {e}") from None
     payload = data[end + 4 :]
     if len(payload) < header.payload_bytes:
