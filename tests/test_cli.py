@@ -378,3 +378,31 @@ def test_a_forged_stream_is_one_line_and_writes_nothing(trained, tmp_path, capsy
 def tiny_mnist_path(run_folder):
     """The data a run of the ``trained`` fixture was trained on (its run.json records the spec)."""
     return json.loads((run_folder / "run.json").read_text())["data"].split(":", 1)[1]
+
+
+def test_checkpoints_that_cannot_be_resumed_or_read_are_one_line(trained, tmp_path, capsys):
+    state = torch.load(trained / "checkpoint.pt", weights_only=False)
+    del state["train_config"]
+    (tmp_path / "no-config").mkdir()
+    torch.save(state, tmp_path / "no-config" / "checkpoint.pt")
+    assert run("train", "--out", tmp_path / "no-config", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "holds no training configuration" in err and "--init" in err and len(err.strip().splitlines()) == 1
+    state = torch.load(trained / "checkpoint.pt", weights_only=False)
+    state["model"] = 5
+    torch.save(state, tmp_path / "odd.pt")
+    assert run("eval", tmp_path / "odd.pt") == 2
+    err = capsys.readouterr().err
+    assert "'model' entry is not a mapping" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):
+    def broken(args):
+        raise TypeError("a bug\nwith more lines")
+
+    monkeypatch.setattr(cli, "cmd_presets", broken)
+    assert run("presets") == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "error: unexpected TypeError: a bug (rerun with --debug for the traceback)"
+    with pytest.raises(TypeError, match="a bug"):
+        run("--debug", "presets")

@@ -8,6 +8,7 @@ import os
 import pickle
 import struct
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -584,3 +585,14 @@ def test_real_cifar10_subset():
     assert d.labels.min() == 0 and d.labels.max() == 9
     test = D.load_dataset(f"cifar10:{root / 'cifar-10-batches-py'}", "test")
     assert len(test) == 20 and test.labels[:4].tolist() == [3, 8, 8, 0]  # cat, ship, ship, airplane
+
+
+def test_an_npz_whose_header_claims_a_huge_array_is_refused_before_allocating(tmp_path):
+    np.savez(tmp_path / "x.npz", data=np.zeros((2, 4, 4, 3), np.uint8))
+    raw = zipfile.ZipFile(tmp_path / "x.npz").read("data.npy")
+    forged = raw.replace(b"(2, 4, 4, 3)", b"(10000000000000, 4, 4, 3)")
+    assert forged != raw
+    with zipfile.ZipFile(tmp_path / "big.npz", "w") as zf:
+        zf.writestr("data.npy", forged)
+    with pytest.raises(DataError, match="big.npz: its 'data' header claims an array of shape"):
+        D.load_npz(tmp_path / "big.npz", "train")

@@ -632,6 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="image-transformer", formatter_class=HelpFormatter,
                                 description="Train, evaluate and sample Image Transformers; compress images "
                                             "losslessly with them.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = _Commands(p.add_subparsers(dest="command", required=True))
     for add in (_add_train, _add_eval, _add_drawing, _add_files_and_models):
         add(commands)
@@ -639,18 +640,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. The library's errors (data, checkpoint, codec, config: all ValueErrors) and file errors are
+    one line and exit status 2; anything else is one line and status 1, with the traceback under --debug."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, CheckpointError, FloatingPointError) as e:  # DataError is a ValueError
+    except (ValueError, CheckpointError, FloatingPointError) as e:  # DataError, CodecError: ValueErrors
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
+        if args.debug:
+            raise
         print(f"error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug, or a case nobody foresaw: say so, briefly
+        if args.debug:
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"error: unexpected {type(e).__name__}: {first} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

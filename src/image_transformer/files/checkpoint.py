@@ -102,6 +102,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or "model" not in state or "model_type" not in state:
         raise CheckpointError(f"{path}: not an image-transformer training checkpoint")
+    for key in ("model", "ema"):
+        weights = state.get(key)
+        if key == "ema" and weights is None:
+            continue
+        if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                    for k, v in weights.items()):
+            raise CheckpointError(f"{path}: its {key!r} entry is not a mapping of parameter names to tensors: "
+                                  f"damaged, or not written by image-transformer")
     return state
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..files.checkpoint import CHECKPOINT_NAME, describe_os_error, read_checkpoint, save_or_rescue
+from ..files.checkpoint import CHECKPOINT_NAME, CheckpointError, describe_os_error, read_checkpoint, save_or_rescue
 from ..files.data import ImageData, load_split
 from ..files.image_files import save_grid
 from ..files.pretrained import PretrainedModel, build_model, load_model, load_weights, model_from_config
@@ -84,9 +84,16 @@ class TrainingRun:
         checkpoint = self.out / CHECKPOINT_NAME
         if self.resume:
             state = read_checkpoint(checkpoint)
-            info = state.get("run_info", {})
+            if not isinstance(state.get("train_config"), dict):
+                raise CheckpointError(f"{checkpoint}: holds no training configuration, so there is no run to resume; "
+                                      f"start a new one from its weights with --init {checkpoint}")
+            info = state.get("run_info") if isinstance(state.get("run_info"), dict) else {}
             self.data, self.image_size = info.get("data", self.data), info.get("image_size") or self.image_size
-            self.train_config = TrainConfig(**{**state["train_config"], **self.train})
+            try:
+                self.train_config = TrainConfig(**{**state["train_config"], **self.train})
+            except TypeError as e:  # a field this version does not know
+                raise CheckpointError(f"{checkpoint}: its training configuration does not fit this version ({e})") \
+                    from None
             self.recipe_record = info.get("recipe")
             self.config = build_model(state, str(checkpoint)).config
         else:

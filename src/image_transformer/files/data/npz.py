@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -48,10 +49,18 @@ def _npz_data_shape(path: Path) -> tuple[int, ...]:
             with zf.open("data.npy") as f:
                 version = np.lib.format.read_magic(f)
                 if version == (1, 0):
-                    shape, _, _ = np.lib.format.read_array_header_1_0(f)
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
                 else:
-                    shape, _, _ = np.lib.format.read_array_header_2_0(f)
-                return tuple(shape)
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                header_bytes = f.tell()
+            # the header is only a claim: an array larger than the stored member is refused before anything
+            # is allocated for it
+            claimed = math.prod(shape) * np.dtype(dtype).itemsize
+            stored = zf.getinfo("data.npy").file_size - header_bytes
+            if claimed > stored:
+                raise DataError(f"{path}: its 'data' header claims an array of shape {tuple(shape)} ({claimed:,} "
+                                f"bytes) but the file holds {stored:,}: damaged or forged")
+            return tuple(shape)
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001
