@@ -81,8 +81,12 @@ def test_superres_train_eval_upscale(tiny_mnist, tmp_path, capsys):
     assert 0 <= report["temperatures"]["1.0"]["nearest_train_ms_ssim"] <= 1
     grid = np.asarray(Image.open(out / "superres.png"))
     assert grid.shape[1] > grid.shape[0]  # 2 rows of 5 columns
-    assert run("eval", out, "--samples", 2, "-o", tmp_path / "e.json") == 0
-    assert "superres" in json.loads((tmp_path / "e.json").read_text())
+    (out / "superres.png").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    assert run("eval", out, "--samples", 2, "-o", tmp_path / "elsewhere" / "e.json") == 0
+    assert "superres" in json.loads((tmp_path / "elsewhere" / "e.json").read_text())
+    # the report's files go where -o says, not beside the checkpoint
+    assert (tmp_path / "elsewhere" / "superres.png").is_file() and not (out / "superres.png").exists()
     Image.fromarray(np.full((3, 3), 90, np.uint8)).save(tmp_path / "low.png")
     assert run("upscale", out, "--input", tmp_path / "low.png", "-n", 2, "-o", tmp_path / "up.png") == 0
     assert (tmp_path / "up.png").is_file()
@@ -285,6 +289,13 @@ def test_compress_and_decompress_end_to_end(trained, tiny_mnist, tmp_path, capsy
     assert run("compress", trained / "model", "--data", f"mnist:{tiny_mnist}", "--limit", 5, "-o", tmp_path / "s.itc") == 0
     assert run("decompress", tmp_path / "s.itc", "--model", trained, "-o", tmp_path / "split") == 0
     assert sorted(p.name for p in (tmp_path / "split").iterdir())[0] == "test-00000.png"
+    capsys.readouterr()
+    before = (tmp_path / "split" / "test-00000.png").stat().st_mtime_ns
+    assert run("decompress", tmp_path / "s.itc", "--model", trained, "-o", tmp_path / "split") == 2  # never silently
+    err = capsys.readouterr().err
+    assert "test-00000.png" in err and "pass --overwrite" in err
+    assert (tmp_path / "split" / "test-00000.png").stat().st_mtime_ns == before
+    assert run("decompress", tmp_path / "s.itc", "--model", trained, "-o", tmp_path / "split", "--overwrite") == 0
     capsys.readouterr()
     (tmp_path / "cut.itc").write_bytes((tmp_path / "s.itc").read_bytes()[:-4])
     assert run("decompress", tmp_path / "cut.itc", "--model", trained, "-o", tmp_path / "cut") == 2

@@ -216,13 +216,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     condition = model.condition_for(x, labels[idx] if labels is not None else None)
     superres = isinstance(model, SuperResolutionTransformer)
     if superres and args.samples:
-        _check_output(folder, "folder")  # superres.json and superres.png go beside the checkpoint
+        _check_output(out.parent, "folder")  # superres.json and superres.png go beside the result
     result = evaluate(model, x, condition, batch_size=args.batch_size, progress=True)
     result.update(checkpoint=str(args.checkpoint), data=data.source, split=args.split)
     print(f"{args.split} bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images ({data.source})")
     if superres and args.samples:
         train_x = load_split(spec, "train", tuple(image_size) if image_size else None).tensors()[0]
-        result["superres"] = superres_report(model, x, condition, train_x, folder, args.samples, args.seed,
+        result["superres"] = superres_report(model, x, condition, train_x, out.parent, args.samples, args.seed,
                                              progress=True)
         print(format_superres_report(result["superres"]))
     text = json.dumps(result, indent=2) + "\n"
@@ -394,10 +394,15 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     except OSError as e:
         raise ValueError(describe_os_error(e, args.file)) from None
     header, _ = codec.read_header(stream)  # a damaged file fails here, before the model loads
+    names = _output_names(header.names, header.count)
+    there = [name for name in names if (folder / name).exists()]
+    if there and not args.overwrite:
+        more = f" and {len(there) - 3} more" if len(there) > 3 else ""
+        raise ValueError(f"{folder}: holds {', '.join(there[:3])}{more} already: pass --overwrite to replace them, "
+                         f"or another -o")
     model = _load_generator(args.model)
     coded = tasks.decompress(stream, model, progress=True)
     folder.mkdir(parents=True, exist_ok=True)
-    names = _output_names(header.names, len(coded.images))
     for image, name in zip(coded.images, names):
         save_image(image, folder / name)
     print(f"decompressed {len(coded.images)} images in {coded.seconds:.1f} s "
@@ -568,7 +573,8 @@ def _add_eval(cmds: _Commands) -> None:
     e.add_argument("--batch-size", type=POSITIVE, default=64, help="images per forward pass")
     e.add_argument("--samples", type=NON_NEGATIVE, default=16,
                    help=f"superres: held-out images to sample at temperatures {'/'.join(map(str, tasks.TEMPERATURES))} "
-                        f"for consistency, PSNR, SSIM and the nearest-neighbour MS-SSIM (0 = bits/dim only)")
+                        f"for consistency, PSNR, SSIM and the nearest-neighbour MS-SSIM, written as superres.png and "
+                        f"superres.json beside the result (0 = bits/dim only)")
     e.add_argument("-o", "--output", help="JSON file for the result (default: eval-SPLIT.json beside the checkpoint)")
 
 
@@ -612,6 +618,7 @@ def _add_files_and_models(cmds: _Commands) -> None:
     dc.add_argument("file", help="compressed file (.itc)")
     dc.add_argument("--model", required=True, help=f"the model that compressed it: {CHECKPOINT_HELP}")
     dc.add_argument("-o", "--output", required=True, help="folder for the PNGs (original names)")
+    dc.add_argument("--overwrite", action="store_true", help="replace PNGs of the same names in that folder")
 
     av = cmds.command("average", "average the weights of several checkpoints of one architecture", cmd_average)
     av.add_argument("checkpoints", nargs="+", help="checkpoint files or run/pretrained directories")
