@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from image_transformer import cli
+from image_transformer import cli, codec
 from image_transformer.cli import build_parser, main
 from image_transformer.nn.model import ImageTransformer
 
@@ -288,13 +288,14 @@ def test_compress_and_decompress_end_to_end(trained, tiny_mnist, tmp_path, capsy
     # a whole split, and the errors
     assert run("compress", trained / "model", "--data", f"mnist:{tiny_mnist}", "--limit", 5, "-o", tmp_path / "s.itc") == 0
     assert run("decompress", tmp_path / "s.itc", "--model", trained, "-o", tmp_path / "split") == 0
-    assert sorted(p.name for p in (tmp_path / "split").iterdir())[0] == "test-00000.png"
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == [f"image-{i:05d}.png" for i in range(5)]
+    assert codec.read_header((tmp_path / "s.itc").read_bytes())[0].names is None  # no made-up names stored
     capsys.readouterr()
-    before = (tmp_path / "split" / "test-00000.png").stat().st_mtime_ns
+    before = (tmp_path / "split" / "image-00000.png").stat().st_mtime_ns
     assert run("decompress", tmp_path / "s.itc", "--model", trained, "-o", tmp_path / "split") == 2  # never silently
     err = capsys.readouterr().err
-    assert "test-00000.png" in err and "pass --overwrite" in err
-    assert (tmp_path / "split" / "test-00000.png").stat().st_mtime_ns == before
+    assert "image-00000.png" in err and "pass --overwrite" in err
+    assert (tmp_path / "split" / "image-00000.png").stat().st_mtime_ns == before
     assert run("decompress", tmp_path / "s.itc", "--model", trained, "-o", tmp_path / "split", "--overwrite") == 0
     capsys.readouterr()
     (tmp_path / "cut.itc").write_bytes((tmp_path / "s.itc").read_bytes()[:-4])
