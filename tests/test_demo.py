@@ -3,6 +3,7 @@
 import builtins
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,3 +316,57 @@ def test_the_page_has_every_tab_and_says_where_no_model_can_serve_it(tmp_path):
     nothing = demo.build_app([], tmp_path)
     assert sum("**No model is loaded.**" in (b.value or "") for b in nothing.blocks.values()
                if isinstance(b, gr.Markdown)) == 5
+
+
+def test_requests_out_of_bounds_are_refused_before_any_work(tmp_path):
+    model = generator()
+    for bad in (-1, 2**63, 1.5, "7"):
+        with pytest.raises(ValueError, match="seed must be a whole number"):
+            next(demo.sample_stream(model, 2, seed=bad))
+    with pytest.raises(ValueError, match="positive integer up to 64"):
+        next(demo.sample_stream(model, 65))
+    image = torch.zeros(4, 4, 1, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="positive integer up to 16"):
+        demo.complete(model, image, 2, num=17)
+    with pytest.raises(ValueError, match="seed must be a whole number"):
+        demo.complete(model, image, 2, seed=-5)
+    with pytest.raises(ValueError, match="compress at most 64"):
+        demo.compress(model, torch.zeros(65, 4, 4, 1, dtype=torch.uint8))
+
+
+def test_errors_shown_on_the_page_carry_no_server_paths():
+    from image_transformer.demo.page import failure
+
+    text = failure(ValueError("/tmp/gradio/0a1b/upload/face.png: cannot read this file as an image (/srv/x/y.py)"))
+    assert text == "**Cannot do that:** face.png: cannot read this file as an image (y.py)"
+
+
+def test_the_demo_off_loopback_needs_a_password_and_says_so(tmp_path, monkeypatch, capsys):
+    with pytest.raises(ValueError, match="opens the demo to the network"):
+        demo.launch([], host="0.0.0.0")
+    assert main(["demo", "--host", "0.0.0.0"]) == 2
+    assert "--auth USER:PASS" in capsys.readouterr().err
+    assert main(["demo", "--host", "0.0.0.0", "--auth", "nopassword"]) == 2
+    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
+    seen = {}
+
+    def served(self, **kwargs):  # stands for the server, which returns when it stops
+        seen.update(kwargs, workdir=kwargs["allowed_paths"][0], existed=Path(kwargs["allowed_paths"][0]).is_dir())
+
+    monkeypatch.setattr(demo.gradio().Blocks, "launch", served)
+    monkeypatch.setattr(zoo, "SHIPPED", tmp_path / "none")
+    app = demo.launch([], host="0.0.0.0", auth=("u", "p"), quiet=True)
+    assert seen["auth"] == ("u", "p") and seen["show_error"] is False and seen["max_file_size"] == "16mb"
+    assert "served to the network" in capsys.readouterr().err
+    assert app._queue.max_size == 16
+    assert seen["existed"] and not Path(seen["workdir"]).exists()  # the work folder goes when the server stops
+
+
+def test_the_work_folder_stays_bounded_while_the_page_runs(tmp_path, monkeypatch):
+    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
+    from image_transformer.demo import page
+
+    monkeypatch.setattr(page, "KEPT_DOWNLOADS", 3)
+    app = page.DemoApp([], tmp_path / "work")
+    made = [app.new_download_folder() for _ in range(5)]
+    assert sorted(p for p in (tmp_path / "work").iterdir()) == sorted(made[-3:])

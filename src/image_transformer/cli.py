@@ -414,7 +414,13 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The web demo: load the models, then serve until interrupted."""
     _set_threads(args.threads)
-    demo.launch(args.model, host=args.host, port=args.port)
+    auth = None
+    if args.auth is not None:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("--auth takes USER:PASS, both non-empty")
+        auth = (user, password)
+    demo.launch(args.model, host=args.host, port=args.port, auth=auth)
     return 0
 
 
@@ -631,8 +637,10 @@ def _add_files_and_models(cmds: _Commands) -> None:
     w.add_argument("--model", nargs="+", action="extend", default=[],
                    help=f"the models to serve (several, or the flag again): each {CHECKPOINT_HELP}; "
                         f"default: every shipped model")
-    w.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 opens the page to the network)")
+    w.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 opens the page to the network: "
+                                                        "it needs --auth)")
     w.add_argument("--port", type=POSITIVE, help="port (default: the first free one from 7860)")
+    w.add_argument("--auth", help="USER:PASS that the page asks for; needed to serve off 127.0.0.1")
 
 
 def build_parser() -> argparse.ArgumentParser:

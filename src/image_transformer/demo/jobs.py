@@ -33,6 +33,24 @@ from ..tasks import GREY, TEMPERATURES, labels_for, sample_labels
 
 
 HELD_OUT_LIMIT = 64  # held-out images offered per model
+MAX_FILES = 64  # images one Compress request may hold
+MAX_DRAWN = {"sample": 64, "complete": 16, "upscale": 4}  # images one request may draw: the page's slider limits
+
+
+def check_count(job: str, num: Any) -> int:
+    """How many images a request asks ``job`` to draw: a whole number from 1 to the job's limit."""
+    top = MAX_DRAWN[job]
+    if isinstance(num, bool) or not isinstance(num, (int, float)) or num != int(num) or not 1 <= num <= top:
+        raise ValueError(f"the number of images must be a positive integer up to {top}, got {num!r}")
+    return int(num)
+MAX_SEED = 2**63 - 1  # torch's seeds are 64-bit
+
+
+def generator(seed: Any) -> torch.Generator:
+    """A CPU generator seeded with ``seed``, an integer in 0..2^63-1 (a ValueError otherwise)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or seed != int(seed) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"the seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    return torch.Generator().manual_seed(int(seed))
 DISPLAY_PIXELS = 256  # images are enlarged (nearest neighbour) to about this many pixels on their longer side
 JOBS = ("sample", "complete", "upscale", "compress", "likelihood")
 CSS = (".pixels img, .pixels canvas { image-rendering: pixelated; } "  # enlarged pixels stay sharp
@@ -228,10 +246,10 @@ def sample_stream(model: ImageTransformer, num: int, temperature: float = 1.0, s
     generation step, and the last snapshot is then ``cancelled``.
     """
     check_job(model, "sample")
-    if not isinstance(num, int) or num < 1:
-        raise ValueError(f"the number of images must be a positive integer, got {num!r}")
+    num = check_count("sample", num)
     labels, nrow = sample_labels(model, num, label)
     n = len(labels) if labels is not None else num
+    gen = generator(seed)
     halt = threading.Event()
     live: dict[str, Any] = {"values": None, "done": 0}
     result: dict[str, Any] = {}
@@ -245,7 +263,7 @@ def sample_stream(model: ImageTransformer, num: int, temperature: float = 1.0, s
     def work() -> None:
         try:
             result["images"] = model.sample(n, labels=labels, temperature=temperature,
-                                            generator=torch.Generator().manual_seed(int(seed)), on_step=on_step)
+                                            generator=gen, on_step=on_step)
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             result["error"] = e
         finally:
@@ -281,9 +299,10 @@ def complete(model: ImageTransformer, image: Tensor, rows: int, num: int = 4, te
     """:func:`tasks.complete` as ``image-transformer complete`` runs it: (num + 2, H, W, C), the input with its
     unknown part grey, the completions, the original."""
     check_job(model, "complete")
+    num = check_count("complete", num)
     model.known_prefix(rows)  # the allowed row counts, before any work
     return tasks.complete(model, image, rows, num, labels_for(model, num, label), temperature,
-                          torch.Generator().manual_seed(int(seed)), on_step=on_step)
+                          generator(seed), on_step=on_step)
 
 
 # ----- Upscale ------------------------------------------------------------------------------------------------
@@ -325,7 +344,9 @@ def upscale(model: SuperResolutionTransformer, low: Tensor, num: int = 1, seed: 
     """``num`` samples of the high-resolution image at each temperature for the low-resolution ``low`` (h, w, C),
     each temperature from the same seed (as ``image-transformer eval --samples`` does)."""
     check_job(model, "upscale")
-    samples = {float(t): tasks.upscale(model, low, num, float(t), torch.Generator().manual_seed(int(seed)),
+    num = check_count("upscale", num)
+    generator(seed)  # the seed is checked once, before any work
+    samples = {float(t): tasks.upscale(model, low, num, float(t), generator(seed),
                                        on_step=on_step) for t in temperatures}
     return UpscaleResult(low, original, samples)
 
@@ -354,6 +375,9 @@ def compress(model: ImageTransformer, images: Tensor, labels: Tensor | None = No
              names: list[str] | None = None, uploaded_bytes: int | None = None) -> CompressResult:
     """Compress ``images`` (uint8 (B, H, W, C)) with the model's codec, decode the file again and compare, and size
     the same images as PNG, WebP and (with its plugin) JPEG XL files, each image its own file."""
+    if len(images) > MAX_FILES:
+        raise ValueError(f"{len(images)} images: compress at most {MAX_FILES} at a time here (the command line takes "
+                         f"any number)")
     check_job(model, "compress")
     coded = tasks.compress(model, images, labels, names)
     stream = coded.stream

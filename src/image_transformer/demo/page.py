@@ -8,8 +8,12 @@ sampling runs in a thread of its own and stops at the next generation step when 
 
 # No ``from __future__ import annotations`` here: Gradio reads the type hints of the functions it calls (a parameter
 # annotated ``gr.Request`` receives the request), and it resolves them only when they are objects, not text.
+import atexit
 import contextlib
 import os
+import re
+import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -28,7 +32,7 @@ from ..files.pretrained import PretrainedModel
 from ..nn.model import StepHook
 from ..tasks import labels_for
 from .jobs import (
-    CSS, DISPLAY_PIXELS, TEMPERATURES, Cancelled, DemoModel, cannot, check_job, complete, compress, display,
+    CSS, DISPLAY_PIXELS, MAX_FILES, TEMPERATURES, Cancelled, DemoModel, cannot, check_job, complete, compress, display,
     drawing_image, likelihood, load_models, prepare, sample_stream, size_table, upscale, upscale_input,
 )
 
@@ -92,10 +96,15 @@ def step_reporter(report: Callable[[float, str], None], what: str, stop: threadi
 FAILURES = (ValueError, CheckpointError, Cancelled)  # what a tab shows as a message (DataError, CodecError: ValueError)
 
 
+_PATH = re.compile(r"""(?:/[^/\s:,;()'"]+)+/([^/\s:,;()'"]+)""")  # an absolute path; group 1 its last part
+
+
 def failure(e: BaseException) -> str:
+    """What a tab shows for an error: its message, with every path cut to its last part (a page may be served to
+    others, who need not learn the server's folders)."""
     if isinstance(e, Cancelled):
         return "Cancelled."
-    return f"**Cannot do that:** {e}"
+    return "**Cannot do that:** " + _PATH.sub(r"\1", str(e))
 
 
 def progress_bar(fraction: float, width: int = 24) -> str:
@@ -119,6 +128,9 @@ def _class_choices(model: PretrainedModel, every_class: bool) -> list[tuple[str,
         return []
     first = [("one row per class", -1)] if every_class else []
     return first + [(f"class {i}", i) for i in range(k)]
+
+
+KEPT_DOWNLOADS = 32  # compressed files kept for download at a time
 
 
 class Frame:
@@ -219,6 +231,16 @@ class DemoApp:
             return _to_pil(images[k]), f"Held-out image {k} of {len(images)}, from {where}."
 
         button.click(load, [picker, index], [target, status], api_name=False)
+
+    def new_download_folder(self) -> Path:
+        """A fresh folder in the work folder for one file to download; the oldest are removed beyond
+        :data:`KEPT_DOWNLOADS`, so a long-running page does not fill the disk."""
+        kept = sorted(p for p in self.workdir.iterdir() if p.is_dir())  # named in the order they were made
+        for old in kept[: max(0, len(kept) - KEPT_DOWNLOADS + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+        folder = self.workdir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        return folder
 
     def key(self, request: Any, tab: str) -> str:
         return f"{getattr(request, 'session_hash', None)}/{tab}"
@@ -488,14 +510,15 @@ def compress_tab(app: DemoApp) -> None:
             model = app.pick(name, "compress")
             if not paths:
                 raise ValueError("no images: upload one or more")
+            if len(paths) > MAX_FILES:
+                raise ValueError(f"{len(paths)} files: compress at most {MAX_FILES} at a time here")
             prepared = [prepare(p, model.image_shape, fit) for p in paths]
             images = torch.stack([x for x, _ in prepared])
             labels = labels_for(model, len(images), label)
             names_ = [Path(p).name for p in paths]
             progress(0.1, desc="compressing and decoding")
             result = compress(model, images, labels, names_, sum(Path(p).stat().st_size for p in paths))
-            folder = app.workdir / uuid.uuid4().hex
-            folder.mkdir()
+            folder = app.new_download_folder()
             path = folder / f"{Path(names_[0]).stem if len(names_) == 1 else 'images'}.itc"
             path.write_bytes(result.stream)
             count = f"all {len(images)} images" if len(images) > 1 else "the image"
@@ -564,24 +587,47 @@ TABS = (("Sample", sample_tab), ("Complete", complete_tab), ("Upscale", upscale_
         ("Likelihood", likelihood_tab))
 
 
+QUEUE_SIZE = 16  # requests waiting at most; the next one is told the queue is full
+
+
 def build_app(models: Sequence[DemoModel], workdir: str | Path | None = None) -> Any:
     """The demo page (a ``gradio.Blocks``, queued: each event has two workers, so one tab's long work leaves the
-    others free), over ``models``."""
+    others free, and at most :data:`QUEUE_SIZE` requests wait), over ``models``."""
     app = DemoApp(models, workdir).build()
-    return app.queue(default_concurrency_limit=2)
+    return app.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_UPLOAD = "16mb"  # per uploaded file
 
 
 def launch(sources: Sequence[str], host: str = "127.0.0.1", port: int | None = None, *, block: bool = True,
-           quiet: bool = False) -> Any:
+           quiet: bool = False, auth: tuple[str, str] | None = None) -> Any:
     """Load the models named by ``sources`` and serve the demo at http://HOST:PORT (port None: the first free one
     from 7860). With ``block`` False it returns the running app (``app.close()`` stops it). The serving process
-    sends no usage statistics (GRADIO_ANALYTICS_ENABLED=False unless the environment says otherwise)."""
+    sends no usage statistics (GRADIO_ANALYTICS_ENABLED=False unless the environment says otherwise).
+
+    Off the loopback address (``host`` 0.0.0.0, say) the page is open to the network: it is refused without
+    ``auth`` (user, password), errors show no tracebacks, and a warning says so. Uploads are limited to
+    :data:`MAX_UPLOAD` a file; the work folder (compressed files to download) is removed when the server stops."""
+    open_to_network = host not in LOOPBACK
+    if open_to_network and auth is None:
+        raise ValueError(f"host {host!r} opens the demo to the network: give a user name and password "
+                         f"(--auth USER:PASS), or serve on 127.0.0.1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     gradio()  # the missing-Gradio message before the models load
     models = load_models(sources)
     workdir = tempfile.mkdtemp(prefix="image-transformer-demo-")
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     app = build_app(models, workdir)
-    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, quiet=quiet,
-               prevent_thread_lock=not block, ssr_mode=False, mcp_server=False, allowed_paths=[workdir],
-               css=CSS)
+    if open_to_network:
+        print(f"warning: the demo is served to the network on {host}: anyone who can reach this machine and has the "
+              f"password can run the models on it", file=sys.stderr)
+    try:
+        app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=not open_to_network,
+                   quiet=quiet, prevent_thread_lock=not block, ssr_mode=False, mcp_server=False,
+                   allowed_paths=[workdir], css=CSS, auth=auth, max_file_size=MAX_UPLOAD)
+    finally:
+        if block:
+            shutil.rmtree(workdir, ignore_errors=True)
     return app
