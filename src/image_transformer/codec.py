@@ -303,11 +303,12 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False, cost
                                  device=model.head.weight.device)
             try:
                 _code(model, values, None if labels is None else labels[lo : lo + size], code_value, bar)
-            except (RuntimeError, ValueError) as e:  # the range decoder ran off its data
+            except (RuntimeError, ValueError, AssertionError) as e:  # the range decoder ran off its data
                 raise CodecError(f"the stream does not decode with this model: {e}") from None
             out.append(model.to_images(values.cpu()).to(torch.uint8))
     images = torch.cat(out)
     if _crc(images) != header.images_crc:
-        raise CodecError("decoded images fail their checksum: this model computes different probabilities here "
+        raise CodecError("decoded images fail their checksum: the stream was edited, or this model computes different "
+                         "probabilities here "
                          "than where the stream was written (another torch build or CPU kind?)")
     return images, labels

@@ -10,7 +10,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Callable
 
 import numpy as np
 import torch
@@ -149,20 +149,25 @@ def open_image(source: str | Path | bytes | IO[bytes], name: str | None = None) 
     default) for that and for anything unreadable."""
     name = name or (str(source) if isinstance(source, (str, Path)) else "the image")
     budget = pixel_budget()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-            if img.width * img.height > budget:
-                raise ValueError(f"{name}: {img.width}x{img.height} = {img.width * img.height:,} pixels, over the "
-                                 f"limit of {budget:,} ({PIXEL_BUDGET_ENV} sets it)")
-            img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ValueError(f"{name}: refused, its header claims more pixels than an image should have ({e})") from None
-    except UnidentifiedImageError:
-        raise ValueError(f"{name}: cannot read this file as an image (not a format Pillow reads)") from None
-    except (OSError, SyntaxError, EOFError) as e:  # Pillow's errors for a damaged file
-        raise ValueError(f"{name}: cannot read this file as an image ({type(e).__name__}: {e})") from None
+
+    def pillow(step: Callable[[], Any]) -> Any:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                return step()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ValueError(f"{name}: refused, its header claims more pixels than an image should have ({e})") \
+                from None
+        except UnidentifiedImageError:
+            raise ValueError(f"{name}: cannot read this file as an image (not a format Pillow reads)") from None
+        except Exception as e:  # noqa: BLE001 - Pillow raises many types (OSError, ValueError, struct.error, ...)
+            raise ValueError(f"{name}: cannot read this file as an image ({type(e).__name__}: {e})") from None
+
+    img = pillow(lambda: Image.open(io.BytesIO(source) if isinstance(source, bytes) else source))
+    if img.width * img.height > budget:  # the header's claim, checked before anything is decoded
+        raise ValueError(f"{name}: {img.width}x{img.height} = {img.width * img.height:,} pixels, over the limit of "
+                         f"{budget:,} ({PIXEL_BUDGET_ENV} sets it)")
+    pillow(img.load)
     return img
 
 
