@@ -16,19 +16,6 @@ from image_transformer import ImageTransformer, ImageTransformerConfig
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
-def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: pass --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """The tests' tiny models run faster on one thread (no OpenMP hand-offs), the more so on shared cores."""

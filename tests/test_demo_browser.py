@@ -51,7 +51,7 @@ _spec.loader.exec_module(tool)
 CHROMIUM = tool.find_chromium()
 if CHROMIUM is None:
     missing("no Chromium on this machine: apt-get install chromium (or set CHROMIUM_PATH)")
-pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]  # its pandas use
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]  # its pandas use
 SMALL = dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, query_length=16, memory_length=16)
 STEP_SECONDS = 0.2  # the held-back model's pause at each of its first 24 steps (3 of its 8 rows)
 

@@ -38,6 +38,7 @@ def cli(*args, **kw):
     return subprocess.run([sys.executable, *map(str, args)], env=env, capture_output=True, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(tiny_mnist, tmp_path):
     common = ["--data", f"mnist:{tiny_mnist}", "--preset", "tiny", "--steps", 4, "--batch-size", 8,
               "--eval-every", 2, "--eval-images", 12, "--num-samples", 0, "--quiet", "--threads", 1]
@@ -55,6 +56,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_mnist, tmp_path
     assert evals[0]["bits_per_dim"] == pytest.approx(evals[1]["bits_per_dim"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tiny_mnist, tmp_path):
     args = ["--data", f"mnist:{tiny_mnist}", "--preset", "tiny", "--dropout", 0.1, "--steps", 400, "--batch-size", 4,
             "--checkpoint-every", 7, "--eval-every", 50, "--eval-images", 4, "--num-samples", 0, "--quiet",

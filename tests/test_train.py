@@ -164,6 +164,7 @@ def comparable(run):
     return state["model"], state["optimizer"]["state"], evaluation["bits_per_dim"], records
 
 
+@pytest.mark.slow
 def test_sigterm_stops_with_a_checkpoint_and_resumes_exactly(tiny_mnist, tmp_path):
     args = run_args(tiny_mnist, **{"--steps": 300, "--dropout": 0.1, "--checkpoint-every": 1000})
     out = tmp_path / "stopped"
