@@ -418,3 +418,20 @@ def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):
     assert err.strip() == "error: unexpected TypeError: a bug (rerun with --debug for the traceback)"
     with pytest.raises(TypeError, match="a bug"):
         run("--debug", "presets")
+
+
+def test_decompress_keeps_only_base_names_and_non_ascii_paths_work(trained, tmp_path, capsys):
+    from test_codec import forge
+
+    folder = tmp_path / "données ünï 画像"
+    folder.mkdir()
+    image = folder / "chiffre-é.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (6, 6), dtype=np.uint8)).save(image)
+    assert run("compress", trained, image, "-o", folder / "flux-ß.itc") == 0
+    # a stream whose names try to climb out of the output folder
+    data = forge((folder / "flux-ß.itc").read_bytes(), names=["../../évadé.png"])
+    (folder / "évadé.itc").write_bytes(data)
+    assert run("decompress", folder / "évadé.itc", "--model", trained, "-o", folder / "sortie") == 0
+    assert [p.name for p in (folder / "sortie").iterdir()] == ["évadé.png"]
+    assert not (tmp_path / "évadé.png").exists()
+    assert np.array_equal(np.asarray(Image.open(folder / "sortie" / "évadé.png")), np.asarray(Image.open(image)))
