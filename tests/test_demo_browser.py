@@ -2,8 +2,10 @@
 
 The page is served from this process on a free local port over tiny models saved in a temporary folder; the
 steps are tools/demo_screenshots.py's (which writes docs/demo/ from trained models). Every image the page shows is
-fetched back and compared pixel for pixel with what the library computes for the same inputs, and the compressed
-file it offers is downloaded and decoded. Skipped, saying why, where Gradio, Playwright or Chromium is missing:
+fetched back and compared pixel for pixel with what the library computes for the same inputs (samples, completions,
+the upscaling gallery, the compressed and decoded images, the heat map), except the completion of a sketch, whose
+input is the browser's own drawing of mouse strokes: it is checked for its size, the fitting note and its strokes.
+The compressed file the page offers is downloaded and decoded. Skipped, saying why, where Gradio, Playwright or Chromium is missing:
 ``pip install -e ".[demo,browser]"`` and ``apt-get install chromium`` (what .ci/run does). Set
 DEMO_SCREENSHOTS=FOLDER to keep the screenshots.
 """
@@ -23,6 +25,7 @@ import torch
 from PIL import Image
 
 from image_transformer import ImageTransformer, ImageTransformerConfig, codec, demo
+from image_transformer.files.image_files import heat_map
 from image_transformer.nn.superres import SuperResolutionConfig, SuperResolutionTransformer
 
 REQUIRED = os.environ.get("DEMO_BROWSER_REQUIRED") == "1"  # .ci/run sets it: there a skip would hide a failure
@@ -134,6 +137,13 @@ def test_every_tab_in_the_browser_shows_what_the_library_computes(served, tmp_pa
 
     assert "3 samples in" in results["upscale"]["status"]
     assert results["upscale"]["images"] == 5  # the 4x4 input, one sample per temperature, the original
+    low, original, _ = demo.upscale_input(served["sr"], served["face"])
+    up = demo.upscale(served["sr"], low, 1, 0, original=original)
+    pixels = demo.DISPLAY_PIXELS // 2
+    expected = [demo.display(low, pixels=pixels)] + [demo.display(s, pixels=pixels) for t in up.samples
+                                                     for s in up.samples[t]] + [demo.display(original, pixels=pixels)]
+    gallery = [shown(page, src) for src in results["upscale"]["gallery"]]
+    assert len(gallery) == len(expected) and all(np.array_equal(a, b) for a, b in zip(gallery, expected))
 
     status = results["compress"]["status"]
     assert "identical (the image, 64 of 64 values equal)" in status
@@ -143,9 +153,10 @@ def test_every_tab_in_the_browser_shows_what_the_library_computes(served, tmp_pa
     assert torch.equal(decoded[0], image)
     assert np.array_equal(shown(page, results["compress"]["image"]), demo.display(torch.stack([image, image]), 1))
 
-    bpd, _ = demo.likelihood(model, image)
+    bpd, bits = demo.likelihood(model, image)
     assert f"{bpd:.3f} bits/dim" in results["likelihood"]["status"]
-    assert shown(page, results["likelihood"]["heat"]).shape[-1] in (3, 4)
+    heat = heat_map(bits, "bits (-log2 p, summed over the pixel's channels)", title=f"{bpd:.3f} bits/dim")
+    assert np.array_equal(shown(page, results["likelihood"]["heat"])[..., :3], heat[..., :3])
 
     assert served["outside"] == []  # no request left this machine
 

@@ -189,6 +189,7 @@ def _drive(page: Any, url: str, digit: Path, face: Path | None, shots: Path | No
         result = timed("upscale", "upscale-run", "upscale-status", "samples in")
         image_url(page, "upscale-out")
         result["images"] = page.locator("#upscale-out img").count()
+        result["gallery"] = page.locator("#upscale-out img").evaluate_all("images => images.map(i => i.src)")
         shoot(page, shots, "upscale")
 
     open_tab(page, "Compress")

@@ -6,7 +6,7 @@ browser), and :mod:`.page`, the Gradio page over them and the server.
 """
 
 from .jobs import (
-    GREY, TEMPERATURES, CompressResult, DemoModel, Snapshot, UpscaleResult, cannot, complete, compress, describe,
+    DISPLAY_PIXELS, GREY, TEMPERATURES, CompressResult, DemoModel, Snapshot, UpscaleResult, cannot, complete, compress, describe,
     display, drawing_image, held_out_images, likelihood, load_models, prepare, sample_stream, size_table, upscale,
     upscale_input,
 )
@@ -15,4 +15,4 @@ from .page import CSS, Cancelled, Stops, build_app, gradio, launch, step_reporte
 __all__ = ["DemoModel", "load_models", "cannot", "prepare", "held_out_images", "sample_stream", "Snapshot",
            "complete", "upscale", "UpscaleResult", "compress", "CompressResult", "likelihood", "build_app", "launch",
            "gradio", "TEMPERATURES", "GREY", "CSS", "Cancelled", "Stops", "step_reporter", "describe", "display",
-           "drawing_image", "size_table", "upscale_input"]
+           "drawing_image", "size_table", "upscale_input", "DISPLAY_PIXELS"]
