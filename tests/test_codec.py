@@ -135,11 +135,20 @@ def forge(data: bytes, **fields) -> bytes:
     (dict(payload_bytes=-1), "payload_bytes must be an integer >= 0"),
     (dict(images_crc=2**40), "images_crc must be an integer 0..4294967295"),
     (dict(count=10**9, batch_size=10**9), "more than one batch may hold"),
+    (dict(count=10**8, labels=None, names=None), "more than .* bytes of payload can hold"),
 ])
 def test_forged_header_fields_are_refused_before_anything_is_allocated(stream, fields, message):
     model, data = stream
     with pytest.raises(codec.CodecError, match=message):
         codec.decode(forge(data, **fields), model)
+
+
+def test_a_forged_count_stops_where_the_payload_runs_out(stream):
+    model, data = stream
+    data = codec.encode(model, images(2), batch_size=1)
+    # within what the payload could hold at the least cost per value, so only the decoder's exhaustion tells
+    with pytest.raises(codec.CodecError, match="payload ends 499,998 images before the count"):
+        codec.decode(forge(data, count=500_000), model)
 
 
 def test_wrong_inputs_are_refused():

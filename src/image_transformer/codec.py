@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -184,6 +185,10 @@ def _pack(header: Header) -> bytes:
 
 
 MAX_BATCH_VALUES = 1 << 28  # values one decoded batch may hold (int64: 2 GiB); the encoder's batches stay far below
+# the least one coded value can cost: the coder quantizes to 24 bits and gives every one of the 256 values at least
+# 2^-24, so no value is more likely than 1 - 255 * 2^-24
+MIN_BITS_PER_VALUE = -math.log2(1 - 255 / 2**24)
+STATE_BITS = 96  # what a range decoder may still hold when it has read all its words, with room to spare
 
 
 def _parse_header(d: object) -> Header:
@@ -251,6 +256,10 @@ def read_header(data: bytes) -> tuple[Header, bytes]:
         header = _parse_header(json.loads(body))
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise CodecError(f"the stream's header is malformed: {e}") from None
+    values = header.count * header.shape[0] * header.shape[1] * header.shape[2]
+    if values * MIN_BITS_PER_VALUE > 8 * header.payload_bytes + STATE_BITS:
+        raise CodecError(f"the stream's header claims {header.count:,} images, more than {header.payload_bytes:,} "
+                         f"bytes of payload can hold at the least a value can cost: edited or damaged")
     payload = data[end + 4 :]
     if len(payload) < header.payload_bytes:
         raise CodecError(f"the stream is truncated: {len(payload)} of {header.payload_bytes} payload bytes")
@@ -284,12 +293,16 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False, cost
         raise CodecError("the stream's payload is not a whole number of 32-bit words")
     coder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     b, size = header.count, header.batch_size
+    per_image = header.shape[0] * header.shape[1] * header.shape[2]
     out = []
     bar = tqdm(total=model.layout.n * -(-b // size), disable=not progress, unit="step", desc="decoding",
                dynamic_ncols=True, leave=False)
     with model.evaluating(), bar:
         for lo in range(0, b, size):
             n_chunk = min(size, b - lo)
+            if lo and coder.maybe_exhausted() and (b - lo) * per_image * MIN_BITS_PER_VALUE > STATE_BITS:
+                raise CodecError(f"the stream's payload ends {b - lo:,} images before the count in its header: edited "
+                                 f"or damaged")
             if cost is not None:
                 cost.bits.append(torch.zeros(n_chunk, dtype=torch.float64))
 
