@@ -130,7 +130,8 @@ def _class_choices(model: PretrainedModel, every_class: bool) -> list[tuple[str,
     return first + [(f"class {i}", i) for i in range(k)]
 
 
-KEPT_DOWNLOADS = 32  # compressed files kept for download at a time
+KEPT_DOWNLOADS = 32  # compressed files kept for download at a time ...
+DOWNLOAD_SECONDS = 120  # ... and any younger than this, which a browser may still be fetching
 
 
 class Frame:
@@ -233,11 +234,14 @@ class DemoApp:
         button.click(load, [picker, index], [target, status], api_name=False)
 
     def new_download_folder(self) -> Path:
-        """A fresh folder in the work folder for one file to download; the oldest are removed beyond
-        :data:`KEPT_DOWNLOADS`, so a long-running page does not fill the disk."""
+        """A fresh folder in the work folder for one file to download; beyond the newest :data:`KEPT_DOWNLOADS`,
+        those older than :data:`DOWNLOAD_SECONDS` are removed, so a long-running page does not fill the disk and no
+        file goes while it may still be downloading."""
         kept = sorted(p for p in self.workdir.iterdir() if p.is_dir())  # named in the order they were made
+        now = time.time()
         for old in kept[: max(0, len(kept) - KEPT_DOWNLOADS + 1)]:
-            shutil.rmtree(old, ignore_errors=True)
+            if now - old.stat().st_mtime > DOWNLOAD_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
         folder = self.workdir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         folder.mkdir()
         return folder
@@ -630,4 +634,14 @@ def launch(sources: Sequence[str], host: str = "127.0.0.1", port: int | None = N
     finally:
         if block:
             shutil.rmtree(workdir, ignore_errors=True)
+    close = app.close
+
+    def close_and_clean(*args: Any, **kwargs: Any) -> Any:  # a server that returned at once: cleaned when closed
+        try:
+            return close(*args, **kwargs)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    app.close = close_and_clean
+    app.workdir = workdir
     return app
