@@ -1,3 +1,4 @@
+import base64
 import itertools
 import json
 import math
@@ -141,6 +142,24 @@ def test_forged_header_fields_are_refused_before_anything_is_allocated(stream, f
     model, data = stream
     with pytest.raises(codec.CodecError, match=message):
         codec.decode(forge(data, **fields), model)
+
+
+def test_many_names_are_stored_deflated_and_read_back(stream):
+    model, _ = stream
+    names = [f"IMG_{i:05d}.png" for i in range(300)]
+    x = images(300)
+    data = codec.encode(model, x, names=names, batch_size=300)
+    header, payload = codec.read_header(data)
+    assert header.names == names
+    plain = len(json.dumps(names, separators=(",", ":")))
+    assert len(data) - len(payload) < plain / 3  # the whole header, against the names alone as plain JSON
+    bomb = base64.b64encode(zlib.compress(b"[" + b'"x",' * 10**6 + b'"x"]')).decode()
+    for forged, message in ((dict(names_z="not base64!"), "names_z is not deflated base64"),
+                            (dict(names_z=bomb), "names_z holds more than 300 names can take"),
+                            (dict(names_z=base64.b64encode(zlib.compress(b'["a.png"]')).decode()),
+                             "names must be null or 300 strings")):
+        with pytest.raises(codec.CodecError, match=message):
+            codec.read_header(forge(data, **forged))
 
 
 def test_a_forged_count_stops_where_the_payload_runs_out(stream):

@@ -16,12 +16,14 @@ Container (little-endian)::
 
     magic b"\\x89ITC\\r\\n\\x1a\\n" | version u16 | header length u32 | header (JSON, UTF-8) | header CRC32 u32 | payload
 
-The header holds the model fingerprint, image shape, count, batch size, labels, names, payload length,
+The header holds the model fingerprint, image shape, count, batch size, labels, names (deflated when that is
+shorter), payload length,
 payload CRC32 and image CRC32. The payload is the range coder's 32-bit words.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -175,11 +177,44 @@ def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None
     return _pack(header) + payload
 
 
+MAX_NAME_BYTES = 1024  # the most a stored name may take, decompressed (file names are far shorter)
+
+
+def _pack_names(names: list[str] | None) -> dict[str, object]:
+    """The names' header field: the JSON list, or, when shorter, that list deflated and in base64 (``names_z``);
+    a folder's file names share most of their letters, and deflate keeps about one byte in ten of them."""
+    if names is None:
+        return {"names": None}
+    plain = json.dumps(names, separators=(",", ":"))
+    packed = base64.b64encode(zlib.compress(plain.encode(), 9)).decode()
+    return {"names_z": packed} if len(packed) < len(plain) else {"names": names}
+
+
+def _unpack_names(d: dict, count: int) -> object:
+    """The names a header holds, from ``names`` or ``names_z`` (inflated to no more than their count allows)."""
+    if d.get("names_z") is None:
+        return d.get("names")
+    packed = d["names_z"]
+    if not isinstance(packed, str):
+        raise ValueError(f"names_z must be text, got {packed!r:.80}")
+    try:
+        inflate = zlib.decompressobj()
+        plain = inflate.decompress(base64.b64decode(packed, validate=True), count * MAX_NAME_BYTES + 2)
+    except (ValueError, zlib.error) as e:
+        raise ValueError(f"names_z is not deflated base64 ({e})") from None
+    if inflate.unconsumed_tail:
+        raise ValueError(f"names_z holds more than {count} names can take")
+    try:
+        return json.loads(plain)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"names_z does not hold a JSON list ({e})") from None
+
+
 def _pack(header: Header) -> bytes:
     body = json.dumps({
         "fingerprint": header.fingerprint, "shape": list(header.shape), "count": header.count,
         "batch_size": header.batch_size, "payload_bytes": header.payload_bytes, "payload_crc": header.payload_crc,
-        "images_crc": header.images_crc, "labels": header.labels, "names": header.names,
+        "images_crc": header.images_crc, "labels": header.labels, **_pack_names(header.names),
     }, separators=(",", ":")).encode()
     return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(body)) + body + struct.pack("<I", zlib.crc32(body))
 
@@ -221,7 +256,7 @@ def _parse_header(d: object) -> Header:
     if min(batch_size, count) * shape[0] * shape[1] * shape[2] > MAX_BATCH_VALUES:
         raise ValueError(f"batches of {min(batch_size, count)} {shape[0]}x{shape[1]}x{shape[2]} images are more than "
                          f"one batch may hold ({MAX_BATCH_VALUES:,} values)")
-    labels, names = d.get("labels"), d.get("names")
+    labels, names = d.get("labels"), _unpack_names(d, count)
     if labels is not None and (not isinstance(labels, list) or len(labels) != count
                                or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in labels)):
         raise ValueError(f"labels must be null or {count} integers >= 0, got {labels!r:.80}")
