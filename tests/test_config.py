@@ -56,3 +56,14 @@ def test_the_size_parser_names_what_is_wrong():
     with pytest.raises(ValueError, match="size must be positive, got 0x3"):
         parse_size((0, 3), positive=True)
     assert parse_size((0, 3)) == (0, 3)  # configs report ranges themselves, with every other problem
+
+
+def test_configuration_errors_are_typed():
+    from image_transformer.nn.config import ConfigError
+    from image_transformer.training.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="hidden_size"):
+        ImageTransformerConfig(hidden_size="big")
+    with pytest.raises(ConfigError, match="lr must be positive"):
+        TrainConfig(lr=0)
+    assert issubclass(ConfigError, ValueError)  # the command line's one-line errors

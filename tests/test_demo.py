@@ -388,3 +388,16 @@ def test_sixteen_clients_at_once_get_results_or_a_clear_refusal_and_leave_nothin
     assert r["requests"] == r["results"] + r["refusals"] and r["results"] > 0
     assert r["workdir_removed"]
     assert r["memory"]["peak"] < r["memory"]["start"] + 1024  # MiB: no growth without bound in 5 s of load
+
+
+def test_a_request_of_many_large_images_is_refused_before_any_is_decoded(tmp_path, monkeypatch):
+    from image_transformer.demo import jobs
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.zeros((100, 100), np.uint8)).save(paths[-1])
+    assert jobs.request_pixels(paths) == 30000
+    monkeypatch.setattr(jobs, "MAX_REQUEST_PIXELS", 25000)
+    with pytest.raises(ValueError, match="more than 25,000 pixels together"):
+        jobs.request_pixels(paths)

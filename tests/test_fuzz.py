@@ -196,3 +196,27 @@ def test_random_command_lines_end_in_a_result_or_a_one_line_error(capsys, words)
     assert code in (0, 1, 2) and "Traceback" not in err
     if code:
         assert len(err.strip().splitlines()) == 1, err
+
+
+def jpeg(array):
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+FACE = jpeg(np.random.default_rng(0).integers(0, 256, (109, 89, 3), dtype=np.uint8))
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=80), mutated(FACE)))
+def test_cropped_jpeg_faces_read_or_refuse_with_a_data_error(tmp_path, data):
+    """The CelebA path (a loader of 1,000 and more faces): JPEGs, a crop box and a resize, as load_celeba reads them."""
+    folder = tmp_path / "celeba"
+    folder.mkdir(exist_ok=True)
+    (folder / "000001.jpg").write_bytes(data)
+    (folder / "000002.jpg").write_bytes(FACE)
+    try:
+        loaded = load_image_folder(folder, None, image_size=(8, 8), crop=(20, 10, 69, 69))
+    except DataError:
+        return
+    assert loaded.images.shape == (2, 8, 8, 3)

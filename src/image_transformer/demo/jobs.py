@@ -34,6 +34,23 @@ from ..tasks import GREY, TEMPERATURES, labels_for, sample_labels
 
 HELD_OUT_LIMIT = 64  # held-out images offered per model
 MAX_FILES = 64  # images one Compress request may hold
+MAX_REQUEST_PIXELS = 64 * 1024 * 1024  # pixels the uploads of one request may hold together, before decoding
+
+
+def request_pixels(paths: Sequence[str | Path]) -> int:
+    """The pixels the image files ``paths`` claim in their headers, refused past :data:`MAX_REQUEST_PIXELS` before
+    any of them is decoded (each is also held to the per-image budget when it is read)."""
+    total = 0
+    for path in paths:
+        try:
+            with Image.open(path) as img:  # reads the header only
+                total += img.width * img.height
+        except Exception:  # noqa: BLE001 - an unreadable file is refused by name when it is read
+            continue
+        if total > MAX_REQUEST_PIXELS:
+            raise ValueError(f"the uploads hold more than {MAX_REQUEST_PIXELS:,} pixels together: send fewer or "
+                             f"smaller images")
+    return total
 MAX_DRAWN = {"sample": 64, "complete": 16, "upscale": 4}  # images one request may draw: the page's slider limits
 
 

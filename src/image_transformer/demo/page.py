@@ -33,7 +33,8 @@ from ..nn.model import StepHook
 from ..tasks import labels_for
 from .jobs import (
     CSS, DISPLAY_PIXELS, MAX_FILES, TEMPERATURES, Cancelled, DemoModel, cannot, check_job, complete, compress, display,
-    drawing_image, likelihood, load_models, prepare, sample_stream, size_table, upscale, upscale_input,
+    drawing_image, likelihood, load_models, prepare, request_pixels, sample_stream, size_table, upscale,
+    upscale_input,
 )
 
 
@@ -516,6 +517,7 @@ def compress_tab(app: DemoApp) -> None:
                 raise ValueError("no images: upload one or more")
             if len(paths) > MAX_FILES:
                 raise ValueError(f"{len(paths)} files: compress at most {MAX_FILES} at a time here")
+            request_pixels(paths)
             prepared = [prepare(p, model.image_shape, fit) for p in paths]
             images = torch.stack([x for x, _ in prepared])
             labels = labels_for(model, len(images), label)

@@ -20,6 +20,10 @@ NORMS = ("post", "pre")
 ADDED_FIELDS: dict[str, Any] = {"norm": "post", "pixel_input_relu": False}
 
 
+class ConfigError(ValueError):
+    """A configuration with a field of the wrong type or out of range; the message names every such field."""
+
+
 def option(default: Any, help: str, **limits: Any) -> Any:
     """A config field with its command-line help (and ``minimum`` / ``choices`` where it has them).
 
@@ -96,7 +100,7 @@ class ImageTransformerConfig:
     def __post_init__(self) -> None:
         problems = field_type_problems(self) or self.problems()
         if problems:
-            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+            raise ConfigError(f"invalid {type(self).__name__}: " + "; ".join(problems))
 
     def problems(self) -> list[str]:
         """Normalise the size fields to pairs; one message per value out of range (fields have their types)."""

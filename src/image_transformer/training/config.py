@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..nn.config import option
+from ..nn.config import ConfigError, option
 
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("rsqrt", "linear", "cosine")
@@ -42,12 +42,12 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             minimum = f.metadata.get("minimum")
             if minimum is not None and getattr(self, f.name) < minimum:
-                raise ValueError(f"{f.name} must be >= {minimum}, got {getattr(self, f.name)}")
+                raise ConfigError(f"{f.name} must be >= {minimum}, got {getattr(self, f.name)}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
