@@ -90,10 +90,12 @@ class Cost:
     def empty(cls) -> "Cost":
         return cls([])
 
-    def add(self, probs: Tensor, symbols: Tensor, row: int) -> None:
-        """Count the values ``symbols`` (b,) coded with the tables ``probs`` (b, 256) into batch ``row``."""
-        bits = -torch.log2(probs.cpu().gather(1, symbols.cpu().long()[:, None])[:, 0])
-        self.bits[row] += bits
+    def start_batch(self, size: int) -> None:
+        self.bits.append(torch.zeros(size, dtype=torch.float64))
+
+    def add(self, probs: Tensor, symbols: Tensor) -> None:
+        """Count the values ``symbols`` (b,) coded with the tables ``probs`` (b, 256) into the current batch."""
+        self.bits[-1] += -torch.log2(probs.cpu().gather(1, symbols.cpu().long()[:, None])[:, 0])
 
     def per_image(self) -> Tensor:
         return torch.cat(self.bits) if self.bits else torch.zeros(0, dtype=torch.float64)
@@ -157,13 +159,13 @@ def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None
             truth = model.to_positions(images[lo : lo + batch_size])  # (b, n, k)
             chunk_labels = None if labels is None else labels[lo : lo + batch_size]
             if cost is not None:
-                cost.bits.append(torch.zeros(len(truth), dtype=torch.float64))
+                cost.start_batch(len(truth))
 
             def code_value(t: int, probs: Tensor, c: int, truth: Tensor = truth) -> Tensor:
                 symbols = truth[:, order[t], c]
                 coder.encode(symbols.numpy().astype(np.int32), family, probs.cpu().numpy())
                 if cost is not None:
-                    cost.add(probs, symbols, -1)
+                    cost.add(probs, symbols)
                 return symbols
 
             values = torch.zeros_like(truth, device=model.head.weight.device)
@@ -339,12 +341,12 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False, cost
                 raise CodecError(f"the stream's payload ends {b - lo:,} images before the count in its header: edited "
                                  f"or damaged")
             if cost is not None:
-                cost.bits.append(torch.zeros(n_chunk, dtype=torch.float64))
+                cost.start_batch(n_chunk)
 
             def code_value(t: int, probs: Tensor, c: int) -> Tensor:
                 symbols = torch.from_numpy(coder.decode(family, probs.cpu().numpy()).astype(np.int64))
                 if cost is not None:
-                    cost.add(probs, symbols, -1)
+                    cost.add(probs, symbols)
                 return symbols
 
             values = torch.zeros(n_chunk, model.layout.n, model.dist.values_per_position, dtype=torch.long,

@@ -32,6 +32,13 @@ GREY = 128  # what the not-yet-known part of an image is shown as
 
 
 # ----- where a task runs ----------------------------------------------------------------------------------
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process in its torch.distributed group; (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def resolve_device(device: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``, refusing CUDA when this machine has none."""
     try:
@@ -52,8 +59,7 @@ def evaluate(model: PretrainedModel, images: Tensor, condition: Tensor | None = 
              progress: bool = False) -> dict[str, float]:
     """Mean bits/dim over ``images`` (uint8 (N, H, W, C)) given ``condition`` (one per image), in eval mode;
     shared out over the processes of a torch.distributed group when there is one."""
-    group = torch.distributed.is_available() and torch.distributed.is_initialized()
-    rank, size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if group else (0, 1)
+    rank, size = world()
     device = next(model.parameters()).device
     mine = torch.arange(rank, len(images), size)  # this process's share
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of bits/dim, count)

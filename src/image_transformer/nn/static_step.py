@@ -167,8 +167,8 @@ class StaticSampler:
         like = torch.empty(self.batch, self.model.dist.num_params, device=device, dtype=self.noise[0].dtype)
         end = min((t // self.chunk + 1) * self.chunk, n)
         draws = [self.model.dist.draw_noise(like, generator) for _ in range(t, end)]
+        rows = torch.arange(t, end, device=self.device) % self.chunk
         for j, buffer in enumerate(self.noise):
-            rows = torch.arange(t, end, device=self.device) % self.chunk
             buffer.index_copy_(0, rows, torch.stack([d[j] for d in draws]).to(self.device))
 
     def _capture(self) -> None:

@@ -11,13 +11,6 @@ import torch
 from ..tasks import resolve_device
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process; (0, 1) without torch.distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def init_distributed(device: str) -> torch.device:
     """Join the process group torchrun describes (gloo on CPU, NCCL on GPU); returns this process's device."""
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

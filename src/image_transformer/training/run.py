@@ -20,9 +20,9 @@ from ..files.pretrained import PretrainedModel, build_model, load_model, load_we
 from ..metrics import spread
 from ..nn.config import ImageTransformerConfig
 from ..nn.superres import SuperResolutionTransformer
-from ..tasks import evaluate, format_superres_report, resolve_device, sample_labels, superres_report
+from ..tasks import evaluate, format_superres_report, resolve_device, sample_labels, superres_report, world
 from .config import TrainConfig
-from .distributed import init_distributed, make_deterministic, world
+from .distributed import init_distributed, make_deterministic
 from .guard import run_lock
 from .trainer import Trainer
 

@@ -29,9 +29,9 @@ from ..files.image_files import plot_curve
 from ..files.pretrained import PretrainedModel, load_weights, model_record
 from ..metrics import spread
 from ..nn.config import ADDED_FIELDS
-from ..tasks import evaluate
+from ..tasks import evaluate, world
 from .config import TrainConfig
-from .distributed import autocast, world
+from .distributed import autocast
 from .guard import StopOnSignal, TrainingStopped
 from .schedule import make_optimizer
 
