@@ -8,7 +8,7 @@ import image_transformer
 
 ROOT = Path(image_transformer.__file__).parent
 # a module's layer: its first name under the package (a module or a subpackage)
-LAYERS = {"images": 0, "metrics": 1, "files": 2, "nn": 3, "tasks": 4, "codec": 4, "zoo": 4, "training": 5,
+LAYERS = {"images": 0, "metrics": 1, "files": 2, "nn": 3, "tasks": 4, "codec": 4, "ood": 4, "zoo": 4, "training": 5,
           "cli": 6, "demo": 6, "__init__": 6, "__main__": 6}
 
 

@@ -22,7 +22,7 @@ from . import codec, demo, tasks
 from .files import folders
 from .files.checkpoint import CheckpointError, describe_os_error, run_info, save_or_rescue
 from .files.data import DATASET_KINDS, ImageData, load_split
-from .files.image_files import image_format, read_image, save_grid, save_image
+from .files.image_files import LOSSLESS_FORMATS, image_format, read_image, save_grid, save_image
 from .files.pretrained import average_checkpoints, load_model
 from .images import area_downsample, parse_size
 from .metrics import spread
@@ -35,6 +35,7 @@ from .training import TrainConfig, TrainingRun
 from .training.guard import TrainingStopped
 
 DEFAULT_DATA = "mnist-slice"
+DEFAULT_BATCH_TEST = 16  # score: the typicality test's batch
 DEFAULT_PRESET = "mnist-cpu"  # the budget sweep's winner for MNIST: 10 minutes on 2 CPU cores
 CHECKPOINT_HELP = ("a shipped model's name (see `image-transformer models`), a run directory, checkpoint.pt, a "
                    "save_pretrained directory, or hf-hub:USER/NAME (a Hugging Face Hub repo)")
@@ -411,6 +412,48 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    out = _check_output(args.output)
+    prefix = out.with_suffix("")
+    sets = [args.data, *args.ood]
+    pictures = []  # (set, index) of each heat map, checked before any work
+    for spec in args.heat_maps:
+        name, _, index = spec.rpartition("@")
+        if name not in sets or not index.isdigit():
+            raise ValueError(f"--heat-maps {spec!r}: expected SET@INDEX with SET one of the scored sets "
+                             f"({', '.join(sets)}) and INDEX an image's number in it")
+        pictures.append((name, int(index)))
+    model = load_model(args.checkpoint).to(resolve_device(args.device))
+    background = load_model(args.background).to(resolve_device(args.device)) if args.background else None
+    batch_test = args.batch_test
+    if batch_test is None:  # the default: batches of 16 where the data holds enough images to fit and check it
+        batch_test = DEFAULT_BATCH_TEST
+    report = tasks.score(model, args.data, args.ood, split=args.split, limit=args.limit, codecs=args.codecs,
+                         background=background, batch_test=batch_test, alpha=args.alpha,
+                         batch_size=args.batch_size, use_labels=args.use_labels, seed=args.seed, progress=True,
+                         strict=args.batch_test is not None)
+    print(report.format())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = [save_or_rescue(out, report.write_csv)]
+    summary = json.dumps(report.summary(), indent=2) + "\n"
+    written.append(save_or_rescue(prefix.with_suffix(".json"), lambda p: p.write_text(summary)))
+    if args.ood and args.plots:
+        written += report.plot(prefix)
+    scored = {s.name: s for s in [report.inside, *report.outside]}
+    for name, index in pictures:
+        if index >= len(scored[name].images):
+            print(f"--heat-maps {name}@{index}: {name} holds {len(scored[name].images)} images; no heat map",
+                  file=sys.stderr)
+            continue
+        picture = tasks.heat_maps(model, scored[name].images[index][None], [f"{name}@{index}"])[0]
+        slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")[-40:]
+        target = prefix.with_name(f"{prefix.name}-heat-{slug}-{index}.png")
+        written.append(save_or_rescue(target, lambda p: save_image(picture, p)))
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The web demo: load the models, then serve until interrupted."""
     _set_threads(args.threads)
@@ -631,6 +674,35 @@ def _add_files_and_models(cmds: _Commands) -> None:
     av.add_argument("-o", "--output", required=True, help="pretrained directory to write (config.json + weights)")
 
     cmds.command("presets", "list the presets: architecture and training recipe", cmd_presets)
+
+    sc = cmds.command("score", "per-image out-of-distribution scores: bits/dim, generic codecs' bits, the "
+                      "complexity-corrected scores; AUROC against other sets; the typicality test for batches",
+                      cmd_score, cmds.checkpoint, cmds.split, cmds.seed, cmds.threads, cmds.device)
+    sc.add_argument("--data", required=True, help="the model's own distribution: KIND:PATH as in train, mnist-slice "
+                                                  "or slice:NAME")
+    sc.add_argument("--ood", nargs="+", action="extend", default=[],
+                    help="other sets to tell apart from it: KIND:PATH, 'noise', 'constant', or TRANSFORM:KIND:PATH "
+                         "with TRANSFORM inverted, rotated or flipped (several, or the flag again)")
+    sc.add_argument("--limit", type=NON_NEGATIVE, default=0,
+                    help="images per set, spread evenly over the split (0 = all; noise and constant: 1,000)")
+    sc.add_argument("--codecs", nargs="+", type=str.upper, choices=list(LOSSLESS_FORMATS),
+                    help="generic lossless codecs for the complexity correction (default: every one Pillow writes "
+                         "here; JXL needs pillow-jxl-plugin)")
+    sc.add_argument("--background", help=f"a background model for the likelihood ratio: {CHECKPOINT_HELP}")
+    sc.add_argument("--batch-test", type=NON_NEGATIVE,
+                    help=f"the typicality test for batches of this many images (0 = none; default "
+                         f"{DEFAULT_BATCH_TEST} where --data holds at least {4 * DEFAULT_BATCH_TEST} images)")
+    sc.add_argument("--alpha", type=float, default=0.01,
+                    help="the typicality test's share of in-distribution batches called atypical")
+    sc.add_argument("--use-labels", action="store_true",
+                    help="class-conditional models: score the --data images given their labels (others by p(x))")
+    sc.add_argument("--batch-size", type=POSITIVE, default=64, help="images per forward pass")
+    sc.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                    help="with --ood: ROC curves and score histograms as PNGs beside the CSV")
+    sc.add_argument("--heat-maps", nargs="+", default=[], metavar="SET@INDEX",
+                    help="draw the bits of each pixel of these images (e.g. noise@0) as heat maps beside the CSV")
+    sc.add_argument("-o", "--output", default="scores.csv",
+                    help="CSV of per-image scores; the summary (JSON) and plots go beside it")
 
     w = cmds.command("demo", "a local web page: sample, complete, upscale, compress and score images in the browser "
                             "(needs the demo extra: pip install -e \".[demo]\")", cmd_demo, cmds.threads)

@@ -1,5 +1,6 @@
 """Metrics: bits/dim for likelihoods; PSNR, SSIM, MS-SSIM, input consistency and nearest neighbours for
-super-resolution samples. Pure functions of tensors: nothing here samples a model or writes a file.
+super-resolution samples; AUROC, AUPR and FPR at a TPR for detectors. Pure functions of tensors: nothing here
+samples a model or writes a file.
 
 The image metrics take batches (B, H, W, C) with intensities in 0..255 (uint8, any integer dtype, or
 floats on the same scale; torch tensors or numpy arrays), compute in float64 and return one value per
@@ -19,7 +20,7 @@ from torch import Tensor
 from .images import area_downsample_float, as_tensor, bicubic_downsample_float, parse_size
 
 __all__ = ["bits_per_dim", "psnr", "ssim", "ms_ssim", "consistency", "nearest_neighbour_ms_ssim", "MS_SSIM_WEIGHTS",
-           "spread"]
+           "spread", "roc_curve", "auroc", "aupr", "fpr_at_tpr", "detection"]
 
 
 def bits_per_dim(log_prob: Tensor) -> Tensor:
@@ -227,3 +228,70 @@ def nearest_neighbour_ms_ssim(samples: Tensor, train_images: Tensor | np.ndarray
     neighbours = train_images[picked.numpy()] if isinstance(train_images, np.ndarray) else train_images[picked]
     return index, ms_ssim(samples, _images(neighbours, "train_images").to(samples.device), **ms_ssim_kwargs)
 
+
+
+# ----- detection: how well a score tells two sets apart ---------------------------------------------------
+# Convention: a higher score means "more likely the positive set" (the out-of-distribution images); the scores
+# of the negatives (in-distribution) and positives are given separately, as 1-D arrays or tensors.
+def _scores(negatives: Any, positives: Any) -> tuple[np.ndarray, np.ndarray]:
+    neg = np.asarray(negatives.cpu() if isinstance(negatives, Tensor) else negatives, dtype=np.float64).ravel()
+    pos = np.asarray(positives.cpu() if isinstance(positives, Tensor) else positives, dtype=np.float64).ravel()
+    if len(neg) == 0 or len(pos) == 0:
+        raise ValueError(f"need scores of both sets, got {len(neg)} negatives and {len(pos)} positives")
+    if not (np.isfinite(neg).all() and np.isfinite(pos).all()):
+        raise ValueError("scores must be finite numbers")
+    return neg, pos
+
+
+def roc_curve(negatives: Any, positives: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(FPR, TPR, thresholds) for flagging every score >= threshold, one point per distinct score, highest
+    threshold first; the curve starts at (0, 0) (threshold +inf) and ends at (1, 1)."""
+    neg, pos = _scores(negatives, positives)
+    thresholds = np.unique(np.concatenate([neg, pos]))[::-1]
+    neg_sorted, pos_sorted = np.sort(neg), np.sort(pos)
+    # how many of each set lie at or above each threshold
+    fp = len(neg) - np.searchsorted(neg_sorted, thresholds, side="left")
+    tp = len(pos) - np.searchsorted(pos_sorted, thresholds, side="left")
+    fpr = np.concatenate([[0.0], fp / len(neg)])
+    tpr = np.concatenate([[0.0], tp / len(pos)])
+    return fpr, tpr, np.concatenate([[np.inf], thresholds])
+
+
+def auroc(negatives: Any, positives: Any) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative, ties counting
+    a half (the Mann-Whitney U statistic over the product of the set sizes)."""
+    neg, pos = _scores(negatives, positives)
+    both = np.concatenate([neg, pos])
+    order = np.argsort(both, kind="mergesort")
+    ranks = np.empty(len(both), dtype=np.float64)
+    ranks[order] = np.arange(1, len(both) + 1)
+    # tied scores share the mean of their ranks
+    values, first, counts = np.unique(both[order], return_index=True, return_counts=True)
+    mean_rank = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(mean_rank, counts)
+    u = ranks[len(neg):].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(neg) * len(pos)))
+
+
+def aupr(negatives: Any, positives: Any) -> float:
+    """Area under the precision-recall curve with the positives as the class to find: average precision, the
+    precision at each distinct threshold weighted by the recall it adds."""
+    neg, pos = _scores(negatives, positives)
+    fpr, tpr, _ = roc_curve(neg, pos)
+    tp, fp = tpr[1:] * len(pos), fpr[1:] * len(neg)
+    precision = tp / np.maximum(tp + fp, 1)
+    return float(np.sum(np.diff(tpr) * precision))
+
+
+def fpr_at_tpr(negatives: Any, positives: Any, tpr: float = 0.95) -> float:
+    """The share of negatives flagged by the highest threshold that flags at least ``tpr`` of the positives."""
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    fprs, tprs, _ = roc_curve(negatives, positives)
+    return float(fprs[np.argmax(tprs >= tpr - 1e-12)])
+
+
+def detection(negatives: Any, positives: Any) -> dict[str, float]:
+    """AUROC, AUPR (positives as the class to find) and FPR at 95% TPR of one score on two sets."""
+    return {"auroc": auroc(negatives, positives), "aupr": aupr(negatives, positives),
+            "fpr95": fpr_at_tpr(negatives, positives, 0.95)}

@@ -1,17 +1,18 @@
 """What a user asks of a model: each task takes a model and tensors and returns tensors and plain records.
 
-Sample, complete, upscale, compress and decompress (with what the coding cost), score (bits/dim of a split, the
-bits of each pixel) and the paper's super-resolution report. The command line, the demo, ``tools/`` and
+Sample, complete, upscale, compress and decompress (with what the coding cost), likelihood (bits/dim of a split,
+the bits of each pixel), out-of-distribution scores of whole sets (:func:`score`) and the paper's
+super-resolution report. The command line, the demo, ``tools/`` and
 ``benchmarks/`` call these rather than writing a task again; labels are resolved and checked here (the helpers
 under "labels") and by the model (``check_labels``).
 """
 
 from __future__ import annotations
 
+import csv
 import json
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,11 +20,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import codec
-from .files.image_files import save_grid
+from . import codec, ood
+from .files.data import load_split
+from .files.image_files import heat_map, plot_roc, plot_score_histograms, save_grid
 from .files.pretrained import PretrainedModel
 from .images import enlarge, repeat_image
-from .metrics import bits_per_dim, consistency, nearest_neighbour_ms_ssim, psnr, spread, ssim
+from .metrics import bits_per_dim, consistency, detection, nearest_neighbour_ms_ssim, psnr, spread, ssim
 from .nn.model import ImageTransformer, StepHook
 from .nn.superres import SuperResolutionTransformer
 
@@ -217,11 +219,166 @@ def likelihood(model: PretrainedModel, image: Tensor, labels: Tensor | None = No
     """How well the model predicts ``image`` (uint8 (H, W, C)): its bits/dim, and the bits of each pixel (the sum
     over its channels of -log2 p of each sub-pixel given every earlier one), float (H, W). A super-resolution
     model is scored given the image's own area-downsampled version; a class-conditional one given ``labels`` (1,)."""
-    images = image[None]
-    condition = model.condition_for(images, labels)
-    log_prob = model.log_prob(images, condition).cpu()  # (1, H, W, C) nats
-    bits = -log_prob[0].double().sum(-1) / math.log(2.0)
-    return float(bits_per_dim(log_prob)[0]), bits
+    bits, maps = ood.model_bits(model, image[None], labels, per_pixel=True)
+    return float(bits[0]), maps[0]
+
+
+# ----- out-of-distribution scores of whole sets -----------------------------------------------------------------
+@dataclass
+class ScoredSet:
+    """One set's images and their :func:`ood.score_images` table."""
+
+    name: str  # as the user named it: a data spec, "noise", "inverted:SPEC", ...
+    source: str  # what the images are
+    images: Tensor  # uint8 (N, H, W, C)
+    table: dict[str, Tensor]  # column -> float64 (N,)
+
+
+@dataclass
+class ScoreReport:
+    """The in-distribution set and the others, scored; how well each score tells each other set apart; and the
+    typicality test's verdicts for batches."""
+
+    inside: ScoredSet
+    outside: list[ScoredSet]
+    typicality: ood.TypicalityTest | None = None
+    flagged: dict[str, float] = field(default_factory=dict)  # set name -> share of batches called atypical
+
+    @property
+    def scores(self) -> list[str]:
+        return ood.score_columns(self.inside.table)
+
+    def separation(self) -> dict[str, dict[str, dict[str, float]]]:
+        """set name -> score -> AUROC, AUPR and FPR at 95% TPR (the other set as the one to find)."""
+        return {s.name: {c: detection(self.inside.table[c], s.table[c]) for c in self.scores} for s in self.outside}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One record per image: set, role (in/out), index in its set, then every column."""
+        out = []
+        for role, sets in (("in", [self.inside]), ("out", self.outside)):
+            for s in sets:
+                names = list(s.table)
+                values = torch.stack([s.table[n] for n in names], 1).tolist() if names else []
+                for i, row in enumerate(values):
+                    out.append({"set": s.name, "role": role, "index": i, **dict(zip(names, row))})
+        return out
+
+    def write_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        rows = self.rows()
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["set", "role", "index", *self.inside.table])
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+        return path
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the per-image rows, as plain records (for JSON)."""
+        means = {s.name: {c: float(v.mean()) for c, v in s.table.items()} for s in [self.inside, *self.outside]}
+        result: dict[str, Any] = {"in": self.inside.name, "sources": {s.name: s.source for s in
+                                                                       [self.inside, *self.outside]},
+                                  "images": {s.name: len(s.images) for s in [self.inside, *self.outside]},
+                                  "means": means, "separation": self.separation()}
+        if self.typicality is not None:
+            t = self.typicality
+            result["typicality"] = {"batch_size": t.batch_size, "alpha": t.alpha, "entropy": t.entropy,
+                                    "epsilon": t.epsilon, "flagged": self.flagged}
+        return result
+
+    def format(self) -> str:
+        """The tables the command prints."""
+        lines = [f"in-distribution: {self.inside.name} ({len(self.inside.images)} images)"]
+        width = max(len(c) for c in self.scores)
+        for s in self.outside:
+            lines.append(f"\nvs {s.name} ({len(s.images)} images): mean bits/dim {float(s.table['bits_per_dim'].mean()):.3f}"
+                         f" against {float(self.inside.table['bits_per_dim'].mean()):.3f}")
+            lines.append(f"  {'score':{width}s}  AUROC   AUPR  FPR@95%TPR")
+            for c, d in self.separation()[s.name].items():
+                lines.append(f"  {c:{width}s}  {d['auroc']:.3f}  {d['aupr']:.3f}  {d['fpr95']:.3f}")
+        if self.typicality is not None:
+            t = self.typicality
+            lines.append(f"\ntypicality test, batches of {t.batch_size} (alpha {t.alpha:g}; entropy {t.entropy:.3f} "
+                         f"bits/dim, epsilon {t.epsilon:.4f}): batches called atypical")
+            for name, share in self.flagged.items():
+                lines.append(f"  {name}: {share:.3f}")
+        return "\n".join(lines)
+
+    def plot(self, prefix: str | Path) -> list[Path]:
+        """``PREFIX-roc.png`` (one panel per other set, a curve per score) and ``PREFIX-hist.png`` (one panel per
+        score, a histogram per set)."""
+        prefix = Path(prefix)
+        curves = {s.name: {c: (self.inside.table[c], s.table[c]) for c in self.scores} for s in self.outside}
+        sets = {s.name: s.table for s in [self.inside, *self.outside]}
+        return [plot_roc(curves, prefix.with_name(prefix.name + "-roc.png")),
+                plot_score_histograms(sets, self.scores, prefix.with_name(prefix.name + "-hist.png"))]
+
+
+def load_score_set(spec: str, shape: Sequence[int], split: str = "test", limit: int = 0,
+                   seed: int = 0) -> tuple[Tensor, Tensor | None, str]:
+    """The images (uint8 (N, H, W, C) of ``shape``), labels and description of a set to score: a data spec (its
+    ``split``, resized to ``shape`` where the kind allows), ``noise`` or ``constant`` (``limit`` images, 1,000 if
+    0), or ``TRANSFORM:SPEC`` (``inverted``, ``rotated``, ``flipped``) of a data spec. ``limit`` > 0: that many
+    images spread evenly over the split."""
+    shape = tuple(int(s) for s in shape)
+    kind, _, rest = spec.partition(":")
+    if spec in ood.SYNTHETIC:
+        return ood.synthetic(spec, limit or 1000, shape, seed), None, ood.SYNTHETIC[spec]
+    if kind in ood.TRANSFORMS and rest:
+        images, labels, source = load_score_set(rest, shape, split, limit, seed)
+        return ood.transform(images, kind), labels, f"{source}, {ood.TRANSFORMS[kind]}"
+    data = load_split(spec, split, tuple(shape[:2]))
+    images, labels = data.tensors()
+    if tuple(images.shape[1:]) != shape:
+        raise ValueError(f"{data.source}: images are {'x'.join(map(str, images.shape[1:]))}, the model's are "
+                         f"{'x'.join(map(str, shape))}")
+    idx = spread(len(images), limit)
+    return images[idx], labels[idx] if labels is not None else None, data.source
+
+
+def score(model: PretrainedModel, inside: str, outside: Sequence[str], split: str = "test", limit: int = 0,
+          codecs: Sequence[str] | None = None, background: PretrainedModel | None = None,
+          batch_test: int = 0, alpha: float = 0.01, batch_size: int = 64, use_labels: bool = False,
+          seed: int = 0, progress: bool = False, strict: bool = True) -> ScoreReport:
+    """Score the ``split`` of the data spec ``inside`` (the model's own distribution) and each set of
+    ``outside`` (see :func:`load_score_set`), every image by every score of :func:`ood.score_images`.
+
+    ``batch_test`` > 0 fits the typicality test for batches of that many images on one half of the inside
+    scores (every other image) and reports the share of batches it calls atypical in the other half and in each
+    outside set. ``use_labels``: a class-conditional model scores inside images given their labels (outside
+    images, which have none, are scored by p(x) over the classes); by default every set is scored alike, by p(x).
+    ``strict`` False leaves the typicality test out, rather than refusing, when too few inside images fit it.
+    """
+    shape = tuple(model.image_shape)
+    loaded = {spec: load_score_set(spec, shape, split, limit, seed) for spec in [inside, *outside]}  # all, first
+
+    def scored(spec: str) -> ScoredSet:
+        images, labels, source = loaded[spec]
+        table = ood.score_images(model, images, labels if use_labels and spec == inside else None, codecs,
+                                 background, batch_size, progress)
+        return ScoredSet(spec, source, images, table)
+
+    report = ScoreReport(scored(inside), [scored(spec) for spec in outside])
+    if batch_test:
+        bits = report.inside.table["bits_per_dim"]
+        if len(bits) < 4 * batch_test and not strict:
+            return report
+        if len(bits) < 4 * batch_test:
+            raise ValueError(f"the typicality test for batches of {batch_test} needs at least {4 * batch_test} "
+                             f"in-distribution images (half to fit it, half to check it), got {len(bits)}")
+        report.typicality = ood.TypicalityTest.fit(bits[0::2], batch_test, alpha, seed=seed)
+        report.flagged = {f"{inside} (held-out half)": report.typicality.flagged(bits[1::2]),
+                          **{s.name: report.typicality.flagged(s.table["bits_per_dim"]) for s in report.outside
+                             if len(s.images) >= batch_test}}
+    return report
+
+
+def heat_maps(model: PretrainedModel, images: Tensor, names: Sequence[str]) -> list[Tensor]:
+    """The bits of each pixel of each image drawn as a heat map (uint8 RGB), titled with its name and bits/dim:
+    the picture the demo's Likelihood tab shows."""
+    bits, maps = ood.model_bits(model, images, per_pixel=True)
+    return [torch.from_numpy(heat_map(m, "bits (-log2 p, summed over the pixel's channels)",
+                                      title=f"{name}: {float(b):.3f} bits/dim")) for name, b, m in zip(names, bits, maps)]
 
 
 # ----- the paper's super-resolution evaluation ----------------------------------------------------------

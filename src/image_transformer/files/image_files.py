@@ -10,7 +10,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -298,6 +298,64 @@ def heat_map(values: torch.Tensor | np.ndarray, label: str, title: str = "", siz
     fig.tight_layout()
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _figure(panels: int, size: tuple[float, float]) -> tuple[Any, Any, list[Any]]:
+    """A figure of ``panels``, three to a row, drawn with matplotlib's object interface (safe in threads)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # only when drawing: importing it costs a second
+    from matplotlib.figure import Figure
+
+    cols = min(panels, 3)
+    rows = -(-panels // cols)
+    fig = Figure(figsize=(size[0] * cols, size[1] * rows), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(panels)]
+    return fig, canvas, axes
+
+
+def plot_roc(curves: dict[str, dict[str, tuple[Any, Any]]], path: str | Path) -> Path:
+    """ROC curves: one panel per other set (``curves``: set -> score -> (in scores, out scores)), one line per
+    score, its AUROC in the legend."""
+    from ..metrics import auroc, roc_curve
+
+    fig, _, axes = _figure(max(1, len(curves)), (4.2, 4.0))
+    for ax, (name, scores) in zip(axes, curves.items()):
+        for score, (inside, outside) in scores.items():
+            fpr, tpr, _ = roc_curve(inside, outside)
+            ax.plot(fpr, tpr, label=f"{score} ({auroc(inside, outside):.3f})")
+        ax.plot([0, 1], [0, 1], ":", color="grey", linewidth=0.8)
+        ax.set_title(f"vs {_short(name)}", fontsize=9)
+        ax.set_xlabel("false positive rate (in-distribution flagged)")
+        ax.set_ylabel("true positive rate")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def plot_score_histograms(sets: dict[str, dict[str, Any]], scores: Sequence[str], path: str | Path) -> Path:
+    """One panel per score, a histogram per set (``sets``: set -> score -> values), the first set's filled."""
+    fig, _, axes = _figure(max(1, len(scores)), (4.0, 3.2))
+    for ax, score in zip(axes, scores):
+        values = {name: np.asarray(table[score], dtype=np.float64) for name, table in sets.items()}
+        everything = np.concatenate(list(values.values()))
+        lo, hi = np.quantile(everything, [0.001, 0.999]) if len(everything) else (0.0, 1.0)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 60)
+        for i, (name, v) in enumerate(values.items()):
+            ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, density=True, alpha=0.5 if i == 0 else 0.9,
+                    histtype="stepfilled" if i == 0 else "step", label=_short(name))
+        ax.set_title(score, fontsize=9)
+        ax.set_xlabel("bits/dim")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def _short(name: str, width: int = 40) -> str:
+    return name if len(name) <= width else "..." + name[-(width - 3):]
 
 
 def plot_curve(metrics_path: str | Path, path: str | Path) -> Path:
