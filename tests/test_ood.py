@@ -212,7 +212,7 @@ def test_the_score_command_end_to_end(tiny_mnist, tmp_path, tiny_model, capsys):
     out = tmp_path / "out" / "scores.csv"
     code = main(["score", str(tmp_path / "m"), "--data", f"mnist:{tiny_mnist}", "--split", "train",
                  "--ood", "noise", f"inverted:mnist:{tiny_mnist}", "--limit", "40", "--codecs", "png",
-                 "--batch-test", "4", "--heat-maps", "noise@2", "-o", str(out)])
+                 "--batch-test", "4", "--heat-maps", "noise@2", "--write-reference", "-o", str(out)])
     text = capsys.readouterr().out
     assert code == 0
     assert "vs noise (40 images)" in text and "minus_png" in text and "typicality test, batches of 4" in text
@@ -240,3 +240,26 @@ def test_the_score_command_refuses_bad_requests_in_one_line(tiny_mnist, tmp_path
     assert "typicality" not in capsys.readouterr().out
     assert main(base + ["--batch-test", "16"]) == 2  # asked for, it is refused: 12 cannot fit and check it
     assert "at least 64" in capsys.readouterr().err
+
+
+def test_the_demo_places_an_image_among_the_kept_reference_scores(tiny_mnist, tmp_path, tiny_model, capsys):
+    from image_transformer.demo.jobs import DemoModel, placement
+    from image_transformer.files import folders
+
+    model = tiny_model(image_size=(6, 6), dropout=0.0)
+    model.save_pretrained(tmp_path / "m")
+    shown = DemoModel(str(tmp_path / "m"), model)
+    assert shown.reference() is None and "No reference scores" in placement(None, torch.zeros(6, 6, 1, dtype=torch.uint8), 1.0)
+    assert main(["score", str(tmp_path / "m"), "--data", f"mnist:{tiny_mnist}", "--split", "train", "--codecs", "png",
+                 "--write-reference", "-o", str(tmp_path / "s.csv")]) == 0
+    record = folders.read_reference(tmp_path / "m")
+    assert record["images"] == 48 and len(record["percentiles"]["minus_png"]) == 101
+    inside = tasks.load_score_set(f"mnist:{tiny_mnist}", (6, 6, 1), "train")[0]
+    bits = ood.model_bits(model, inside)[0]
+    middle = int(bits.argsort()[len(bits) // 2])
+    text = placement(DemoModel(str(tmp_path / "m"), model).reference(), inside[middle], float(bits[middle]))
+    assert "within the range" in text and "| minus_png |" in text
+    # an image far above every held-out score
+    assert "looks out of distribution" in placement(record, inside[middle], float(bits.max()) + 50.0)
+    assert ood.percentile(record, "bits_per_dim", float(bits.min()) - 1) == 0.0
+    assert ood.percentile(record, "bits_per_dim", float(bits.max()) + 1) == 100.0

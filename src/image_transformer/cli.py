@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import codec, demo, tasks
+from . import codec, demo, ood, tasks
 from .files import folders
 from .files.checkpoint import CheckpointError, describe_os_error, run_info, save_or_rescue
 from .files.data import DATASET_KINDS, ImageData, load_split
@@ -440,6 +440,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     written.append(save_or_rescue(prefix.with_suffix(".json"), lambda p: p.write_text(summary)))
     if args.ood and args.plots:
         written += report.plot(prefix)
+    if args.write_reference:
+        record = ood.reference(report.inside.table, f"{report.inside.source} ({args.split} split)")
+        text = json.dumps(record, indent=1) + "\n"
+        written.append(save_or_rescue(folders.reference_path(args.checkpoint), lambda p: p.write_text(text)))
     scored = {s.name: s for s in [report.inside, *report.outside]}
     for name, index in pictures:
         if index >= len(scored[name].images):
@@ -701,6 +705,9 @@ def _add_files_and_models(cmds: _Commands) -> None:
                     help="with --ood: ROC curves and score histograms as PNGs beside the CSV")
     sc.add_argument("--heat-maps", nargs="+", default=[], metavar="SET@INDEX",
                     help="draw the bits of each pixel of these images (e.g. noise@0) as heat maps beside the CSV")
+    sc.add_argument("--write-reference", action="store_true",
+                    help=f"keep the --data images' score percentiles beside the model ({folders.REFERENCE_NAME}), "
+                         f"where the demo's Likelihood tab places a new image among them")
     sc.add_argument("-o", "--output", default="scores.csv",
                     help="CSV of per-image scores; the summary (JSON) and plots go beside it")
 

@@ -29,8 +29,8 @@ from .files.image_files import LOSSLESS_FORMATS, lossless_bytes, lossless_format
 from .files.pretrained import PretrainedModel
 from .images import check_images
 
-__all__ = ["model_bits", "codec_bits", "score_images", "score_columns", "TypicalityTest", "synthetic", "transform",
-           "SYNTHETIC", "TRANSFORMS"]
+__all__ = ["model_bits", "codec_bits", "score_images", "score_columns", "reference", "percentile", "TypicalityTest",
+           "synthetic", "transform", "SYNTHETIC", "TRANSFORMS"]
 
 LN2 = math.log(2.0)
 
@@ -126,6 +126,22 @@ def score_columns(table: dict[str, Tensor]) -> list[str]:
     """The columns of a :func:`score_images` table that are out-of-distribution scores (higher: less like the
     training data), the raw likelihood first."""
     return [name for name in table if name == "bits_per_dim" or name.startswith("minus_") or name == "ratio"]
+
+
+# ----- where one image falls among held-out ones --------------------------------------------------------------
+def reference(table: dict[str, Tensor], source: str) -> dict[str, object]:
+    """Held-out in-distribution images' scores, kept as the percentiles 0, 1, ..., 100 of each score column: enough
+    to place a new image among them (:func:`percentile`) without the images."""
+    columns = score_columns(table)
+    return {"source": source, "images": int(len(table["bits_per_dim"])),
+            "percentiles": {c: [round(float(v), 5) for v in np.percentile(table[c].numpy(), np.arange(101))]
+                            for c in columns}}
+
+
+def percentile(record: dict[str, object], column: str, value: float) -> float:
+    """The share (0..100) of the reference's held-out images whose ``column`` score is below ``value``."""
+    points = np.asarray(record["percentiles"][column], dtype=np.float64)  # type: ignore[index]
+    return float(np.interp(value, points, np.arange(len(points)), left=0.0, right=100.0))
 
 
 # ----- typicality, for batches -----------------------------------------------------------------------------

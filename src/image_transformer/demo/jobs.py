@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .. import codec, tasks
+from .. import codec, ood, tasks
 from ..files import folders
 from ..files.checkpoint import run_info
 from ..files.data import load_split
@@ -84,10 +84,18 @@ class DemoModel:
     name: str
     model: PretrainedModel
     _held_out: tuple[Tensor, Tensor | None, str] | None = field(default=None, repr=False)
+    _reference: dict[str, Any] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def describe(self) -> str:
         return f"`{self.name}`: {describe(self.model)}"
+
+    def reference(self) -> dict[str, Any] | None:
+        """The held-out images' out-of-distribution scores kept beside the model (see ``score --write-reference``)."""
+        with self._lock:
+            if self._reference is None:
+                self._reference = folders.read_reference(self.name) or {}
+            return self._reference or None
 
     def held_out(self) -> tuple[Tensor, Tensor | None, str]:
         """:func:`held_out_images` of this model, read once."""
@@ -427,6 +435,31 @@ def size_table(result: CompressResult) -> str:
 def likelihood(model: PretrainedModel, image: Tensor, label: int | None = None) -> tuple[float, Tensor]:
     """:func:`tasks.likelihood` given ``label`` for a class-conditional model: bits/dim and the bits of each pixel."""
     return tasks.likelihood(model, image, labels_for(model, 1, label))
+
+
+def placement(reference: dict[str, Any] | None, image: Tensor, bits_per_dim: float) -> str:
+    """Markdown: the image's complexity-corrected scores and where it and its bits/dim fall among the held-out
+    images of ``reference`` (:func:`ood.reference`); what is missing when there is no reference."""
+    if not reference:
+        return ("No reference scores are kept with this model, so the image cannot be placed among its training "
+                "distribution's (`image-transformer score MODEL --data SPEC --write-reference` keeps them).")
+    rows = ["| score | this image | higher than (held-out images) |", "|---|---|---|"]
+    have = reference["percentiles"]
+    kept = [c[len("minus_"):].upper() for c in have if c.startswith("minus_") and c != "minus_best"]
+    sizes = {c: float(ood.codec_bits(image[None], c)[0]) for c in kept if c in lossless_formats()}
+    values = {"bits_per_dim": bits_per_dim, **{f"minus_{c.lower()}": bits_per_dim - v for c, v in sizes.items()}}
+    if sizes and len(sizes) == len(kept) and "minus_best" in have:  # the best of the same codecs only
+        values["minus_best"] = bits_per_dim - min(sizes.values())
+    shares = {}
+    for column, value in values.items():
+        shares[column] = ood.percentile(reference, column, value)
+        rows.append(f"| {column} | {value:.3f} | {shares[column]:.1f}% |")
+    corrected = [share for column, share in shares.items() if column != "bits_per_dim"] or [shares["bits_per_dim"]]
+    verdict = (f"**looks out of distribution**: its score is above {max(corrected):.1f}% of the held-out images'"
+               if max(corrected) >= 99.0 else "within the range of the training distribution")
+    return (f"Against {reference.get('images', '?')} held-out images ({reference.get('source', 'source unknown')}); "
+            f"higher scores are less like the training data, and the corrected scores (bits/dim minus a generic "
+            f"codec's) are the ones to trust: {verdict}.\n\n" + "\n".join(rows))
 
 
 # ----- display ------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from ..nn.model import StepHook
 from ..tasks import labels_for
 from .jobs import (
     CSS, DISPLAY_PIXELS, MAX_FILES, TEMPERATURES, Cancelled, DemoModel, cannot, check_job, complete, compress, display,
-    drawing_image, likelihood, load_models, prepare, request_pixels, sample_stream, size_table, upscale,
+    drawing_image, likelihood, load_models, placement, prepare, request_pixels, sample_stream, size_table, upscale,
     upscale_input,
 )
 
@@ -581,7 +581,7 @@ def likelihood_tab(app: DemoApp) -> None:
                                title=f"{bpd:.3f} bits/dim")
             text = (f"## {bpd:.3f} bits/dim\n{float(bits.sum()):,.0f} bits in all for {x.numel():,} sub-pixels "
                     f"(least surprising pixel {float(bits.min()):.2f} bits, most {float(bits.max()):.2f}); "
-                    f"{seconds:.2f} s{_notes(notes)}.")
+                    f"{seconds:.2f} s{_notes(notes)}.\n\n" + placement(app.models[name].reference(), x, bpd))
             return display(x), picture, text
         except FAILURES as e:
             return None, None, failure(e)

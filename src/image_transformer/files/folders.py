@@ -46,9 +46,12 @@ SHIPPED = Path(__file__).resolve().parents[1] / "pretrained"  # tests point this
 HUB_PREFIX = "hf-hub:"  # the prefix timm uses for a Hub repo where a path or a name is also accepted
 SLICE_NAME = "test_slice.safetensors"
 GRID_NAME = "samples.png"
+# held-out images' out-of-distribution scores (their percentiles), for placing a new image among them: written by
+# `image-transformer score --write-reference`, read by the demo's Likelihood tab
+REFERENCE_NAME = "ood_reference.json"
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, SLICE_NAME, GRID_NAME)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]*$")  # never a path, never a repo id
-HUB_FILES = [CONFIG_NAME, "*.safetensors", CARD_NAME, "*.png"]  # what a Hub download fetches
+HUB_FILES = [CONFIG_NAME, "*.safetensors", CARD_NAME, "*.png", REFERENCE_NAME]  # what a Hub download fetches
 HOW_TO_TRAIN = ("tools/train_zoo.sh trains them (an hour or more each on a CPU) and tools/ship_model.py writes a "
                 "finished run into {folder}/NAME/")
 
@@ -211,6 +214,23 @@ def is_named(name_or_path: str | Path) -> bool:
     """Whether ``name_or_path`` names a model (shipped or on the Hub) rather than a path on this machine."""
     text = str(name_or_path)
     return text.startswith(HUB_PREFIX) or (text in shipped_names() and not Path(text).exists())
+
+
+def reference_path(name_or_path: str | Path) -> Path:
+    """Where the out-of-distribution reference scores of a model (shipped name, folder or checkpoint) live: beside
+    its config or checkpoint."""
+    path = resolve(name_or_path)
+    return (path if path.is_dir() else path.parent) / REFERENCE_NAME
+
+
+def read_reference(name_or_path: str | Path) -> dict[str, Any] | None:
+    """The model's reference scores (see :data:`REFERENCE_NAME`), or None when it has none or they cannot be read."""
+    try:
+        path = reference_path(name_or_path)
+        record = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("percentiles"), dict) else None
 
 
 # ----- checking a model against its test slice -------------------------------------------------------------------
