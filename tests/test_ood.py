@@ -161,6 +161,16 @@ def test_a_class_conditional_model_without_labels_scores_p_of_x(tiny_model):
     assert torch.allclose(given_labels, -per_class[[0, 1, 2, 0, 1], range(5)] / (16 * math.log(2)), atol=1e-9)
 
 
+def test_bf16_scores_stay_close_to_fp32_and_unknown_precisions_are_refused(learned):
+    model, images = learned
+    x = images(16, 5)
+    exact, _ = ood.model_bits(model, x)
+    fast, _ = ood.model_bits(model, x, precision="bf16")
+    assert not torch.equal(exact, fast) and torch.allclose(exact, fast, atol=0.05)
+    with pytest.raises(ValueError, match="unknown precision"):
+        ood.model_bits(model, x, precision="fp8")
+
+
 def test_the_per_pixel_bits_add_up_to_the_images_bits(tiny_model):
     model = tiny_model(dropout=0.0)
     x = ood.synthetic("noise", 3, (4, 4, 1))
@@ -263,3 +273,23 @@ def test_the_demo_places_an_image_among_the_kept_reference_scores(tiny_mnist, tm
     assert "looks out of distribution" in placement(record, inside[middle], float(bits.max()) + 50.0)
     assert ood.percentile(record, "bits_per_dim", float(bits.min()) - 1) == 0.0
     assert ood.percentile(record, "bits_per_dim", float(bits.max()) + 1) == 100.0
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10-jpeg"])
+def test_the_shipped_references_place_noise_out_and_their_test_images_in(name):
+    from image_transformer.demo.jobs import DemoModel, placement
+    from image_transformer.files import folders
+    from image_transformer.files.pretrained import load_model
+
+    model = load_model(name)
+    shown = DemoModel(name, model)
+    record = shown.reference()
+    assert record is not None and record["images"] == 1000
+    for column in ("bits_per_dim", "minus_png", "minus_webp"):
+        assert np.all(np.diff(record["percentiles"][column]) >= 0), column
+    held = folders.read_slice(folders.shipped_folder(name))["images"]
+    bits, _ = ood.model_bits(model, held)
+    typical = int(bits.argsort()[len(bits) // 2])
+    assert "within the range" in placement(record, held[typical], float(bits[typical]))
+    noise = ood.synthetic("noise", 1, model.image_shape)
+    assert "looks out of distribution" in placement(record, noise[0], float(ood.model_bits(model, noise)[0][0]))

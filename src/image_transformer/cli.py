@@ -432,7 +432,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     report = tasks.score(model, args.data, args.ood, split=args.split, limit=args.limit, codecs=args.codecs,
                          background=background, batch_test=batch_test, alpha=args.alpha,
                          batch_size=args.batch_size, use_labels=args.use_labels, seed=args.seed, progress=True,
-                         strict=args.batch_test is not None)
+                         strict=args.batch_test is not None, precision=args.precision)
     print(report.format())
     out.parent.mkdir(parents=True, exist_ok=True)
     written = [save_or_rescue(out, report.write_csv)]
@@ -441,8 +441,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.ood and args.plots:
         written += report.plot(prefix)
     if args.write_reference:
-        record = ood.reference(report.inside.table, f"{report.inside.source} ({args.split} split)")
-        text = json.dumps(record, indent=1) + "\n"
+        record = ood.reference(report.inside.table, report.inside.source)
+        columns = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in record["percentiles"].items())
+        text = (f'{{"source": {json.dumps(record["source"])}, "images": {record["images"]},\n'
+                f' "percentiles": {{\n{columns}\n }}}}\n')  # a line per score
         written.append(save_or_rescue(folders.reference_path(args.checkpoint), lambda p: p.write_text(text)))
     scored = {s.name: s for s in [report.inside, *report.outside]}
     for name, index in pictures:
@@ -701,6 +703,9 @@ def _add_files_and_models(cmds: _Commands) -> None:
     sc.add_argument("--use-labels", action="store_true",
                     help="class-conditional models: score the --data images given their labels (others by p(x))")
     sc.add_argument("--batch-size", type=POSITIVE, default=64, help="images per forward pass")
+    sc.add_argument("--precision", choices=list(ood.PRECISIONS), default="fp32",
+                    help="bf16: the network under bf16 autocast, about twice as fast on a CPU with bf16 instructions, "
+                         "within about 0.001 bits/dim (the distributions stay in fp32)")
     sc.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
                     help="with --ood: ROC curves and score histograms as PNGs beside the CSV")
     sc.add_argument("--heat-maps", nargs="+", default=[], metavar="SET@INDEX",

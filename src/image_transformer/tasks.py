@@ -339,7 +339,7 @@ def load_score_set(spec: str, shape: Sequence[int], split: str = "test", limit: 
 def score(model: PretrainedModel, inside: str, outside: Sequence[str], split: str = "test", limit: int = 0,
           codecs: Sequence[str] | None = None, background: PretrainedModel | None = None,
           batch_test: int = 0, alpha: float = 0.01, batch_size: int = 64, use_labels: bool = False,
-          seed: int = 0, progress: bool = False, strict: bool = True) -> ScoreReport:
+          seed: int = 0, progress: bool = False, strict: bool = True, precision: str = "fp32") -> ScoreReport:
     """Score the ``split`` of the data spec ``inside`` (the model's own distribution) and each set of
     ``outside`` (see :func:`load_score_set`), every image by every score of :func:`ood.score_images`.
 
@@ -347,6 +347,7 @@ def score(model: PretrainedModel, inside: str, outside: Sequence[str], split: st
     scores (every other image) and reports the share of batches it calls atypical in the other half and in each
     outside set. ``use_labels``: a class-conditional model scores inside images given their labels (outside
     images, which have none, are scored by p(x) over the classes); by default every set is scored alike, by p(x).
+    ``precision`` "bf16": the network under bf16 autocast (:func:`ood.model_bits`).
     ``strict`` False leaves the typicality test out, rather than refusing, when too few inside images fit it.
     """
     shape = tuple(model.image_shape)
@@ -355,7 +356,7 @@ def score(model: PretrainedModel, inside: str, outside: Sequence[str], split: st
     def scored(spec: str) -> ScoredSet:
         images, labels, source = loaded[spec]
         table = ood.score_images(model, images, labels if use_labels and spec == inside else None, codecs,
-                                 background, batch_size, progress)
+                                 background, batch_size, progress, precision)
         return ScoredSet(spec, source, images, table)
 
     report = ScoreReport(scored(inside), [scored(spec) for spec in outside])
