@@ -244,7 +244,8 @@ def test_files_of_the_old_super_resolution_model_still_load():
     # the same keys and values (the order is the dataclass's), and the fields added since at their defaults
     assert config.to_dict() == {**record["config"], **ADDED_FIELDS}
     assert isinstance(config, ImageTransformerConfig) and config.decoder.to_dict() == {
-        k: v for k, v in {**record["config"], **ADDED_FIELDS}.items() if k not in ("input_size", "encoder_layers")}
+        k: v for k, v in {**record["config"], **ADDED_FIELDS}.items()
+        if k not in ("input_size", "encoder_layers", "encoder_positions", "encoder_input", "input_skip")}
     expected = torch.load(OLD / "expected.pt")
     model = load_model(OLD / "pretrained")
     images = expected["images"]
@@ -282,3 +283,53 @@ def test_encoder_and_decoder_are_stacks_of_the_same_block():
     assert all(type(b) is Block and b.cross is None for b in model.encoder.blocks)
     assert all(type(b) is Block and b.cross is not None for b in model.decoder.blocks)
     assert model.encoder.layout.full and not model.decoder.layout.full  # unmasked vs generation order
+
+
+def test_aligned_input_positions_are_the_targets_own_at_the_centre_of_each_block():
+    from image_transformer.nn.embeddings import sinusoidal_2d
+    from image_transformer.nn.superres import aligned_points
+
+    same = tiny(size=(4, 6), input_size=(4, 6))  # no downsampling: the input's positions are the target's
+    table = sinusoidal_2d(*same.config.grid_shape, same.config.hidden_size)  # grid [4, 18], sub-pixels
+    assert torch.allclose(same.encoder.aligned.double(), table.double(), atol=1e-6)
+    rows, cols = aligned_points(tiny(size=(8, 12), input_size=(2, 3)).config)  # blocks of 4x4 target pixels
+    # input pixel (1, 2), channel 1: the centre of target rows 4..7 and columns 8..11, its channel-1 sub-pixel
+    k = (1 * 3 + 2) * 3 + 1
+    assert (float(rows[k]), float(cols[k])) == (5.5, 9.5 * 3 + 1)
+    rows, cols = aligned_points(tiny("local_1d", "dmol", size=(8, 12), input_size=(2, 3)).config)
+    assert (float(rows[k]), float(cols[k])) == (5.5, 9.5)  # a position is a pixel: every channel at its centre
+    learned = tiny(size=(8, 12), input_size=(2, 3), position_encoding="learned")
+    assert learned.encoder.where[k] == 6 * 36 + 30  # the nearest point of the target's grid [8, 36]
+    own = tiny(encoder_positions="own")
+    assert own.encoder.aligned if hasattr(own.encoder, "aligned") else own.encoder.positions is not None
+
+
+def test_a_briefly_trained_model_uses_its_input():
+    """Targets whose 4x4 blocks take the grey of the input pixel under them (plus noise): a model that reads its
+    input learns them in seconds, and shuffled inputs must then cost it far more bits."""
+    g = torch.Generator().manual_seed(0)
+
+    def pairs(n):
+        low = torch.randint(0, 256, (n, 2, 2, 1), generator=g, dtype=torch.uint8)
+        high = low.repeat_interleave(4, 1).repeat_interleave(4, 2).long()
+        high = (high + torch.randint(-6, 7, high.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+        return high, area_downsample(high, (2, 2))
+
+    cfg = SuperResolutionConfig(image_size=(8, 8), input_size=(2, 2), channels=1, encoder_layers=1, hidden_size=32,
+                                num_layers=2, num_heads=2, ffn_size=64, dropout=0.0, attention="local_1d",
+                                query_length=16, memory_length=16, distribution="dmol", num_mixtures=2)
+    torch.manual_seed(0)
+    model = SuperResolutionTransformer(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(250):
+        high, low = pairs(32)
+        loss = -model.log_prob(high, low).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    high, low = pairs(128)
+    with torch.no_grad():
+        right = float(-model.log_prob(high, low).mean() / math.log(2))
+        shuffled = float(-model.log_prob(high, low.roll(1, 0)).mean() / math.log(2))
+    assert shuffled - right > 1.0, (right, shuffled)

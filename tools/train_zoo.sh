@@ -14,9 +14,10 @@
 # card lists exactly those commands.
 #
 # The settings below are those the shipped models were trained with (their cards list the exact commands): the
-# budget sweep's winners (issue 16: mnist-cpu, cifar10-cpu) trained for an hour or more (mnist grown to d 192);
-# mnist and celeba-sr were trained side by side, THREADS=1 each; cifar10-jpeg with THREADS=1 beside experiments
-# (issue 14) on the other core. A linear decay ends with each model's MINUTES; a resumed or
+# budget sweep's winners (mnist-cpu, cifar10-cpu) trained for an hour or more (mnist grown to d 192);
+# mnist was trained beside the first celeba-sr, THREADS=1 each; cifar10-jpeg with THREADS=1 beside experiments on
+# the other core; celeba-sr (the model that uses its input: input_skip, a linear encoder input, aligned positions,
+# the super-resolution defaults) with THREADS=2 on a machine doing light work beside it. A linear decay ends with each model's MINUTES; a resumed or
 # extended run (MORE_MINUTES) decays again over its new minutes. To train a model afresh with other settings,
 # change its PRESET, FLAGS, MINUTES here, then delete its run folder (or choose another RUNS).
 # Every setting below can also be given in the environment (MNIST_MINUTES=120 tools/train_zoo.sh mnist), and:
@@ -63,8 +64,8 @@ CIFAR_LICENCE=${CIFAR_LICENCE:-"CIFAR-10 by Alex Krizhevsky, Vinod Nair and Geof
 # ----- celeba-sr: 8x8 -> 32x32 super-resolution on CelebA faces, the last 1,000 held out --------------------------
 CELEBA_DATA=${CELEBA_DATA:-"celeba:$DATA/celeba-10k.tar.gz"}
 CELEBA_PRESET=${CELEBA_PRESET:-cifar10-cpu}
-CELEBA_MINUTES=${CELEBA_MINUTES:-115}
-CELEBA_FLAGS=${CELEBA_FLAGS:-"--num-heads 4 --task superres --image-size 32 --input-size 8 --encoder-layers 2 --dropout 0.1 --steps 1000000 --batch-size 8 --lr 2e-3 --warmup 100 --schedule linear --eval-every 500 --eval-images 200 --num-samples 32"}
+CELEBA_MINUTES=${CELEBA_MINUTES:-70}
+CELEBA_FLAGS=${CELEBA_FLAGS:-"--task superres --image-size 32 --input-size 8 --encoder-layers 2 --dropout 0.1 --steps 1000000 --batch-size 8 --lr 2e-3 --warmup 100 --schedule linear --eval-every 500 --eval-images 200 --num-samples 32"}
 CELEBA_EVAL_FLAGS=${CELEBA_EVAL_FLAGS:-"--samples 32"}
 CELEBA_DESCRIPTION=${CELEBA_DESCRIPTION:-"CelebA aligned faces (the first 10,000, stored as 89x109 JPEGs), centre-cropped and area-downsampled to 32x32, inputs 8x8: trained on the first 9,000 faces; held-out bits/dim and the paper's consistency figures on the last 1,000"}
 CELEBA_NAME=${CELEBA_NAME:-"CelebA 8x8 -> 32x32"}

@@ -37,6 +37,23 @@ class SubPixelInput(ChannelEmbedding):
         return super().forward(values[..., 0], self.channel[index])
 
 
+class SubPixelLinear(nn.Module):
+    """Sub-pixel positions (grid [H, W*C]) read as numbers: the intensity scaled to [-1, 1] times its channel's
+    vector, plus that channel's bias. Nearby intensities start out near each other, as the mixture decoder's own
+    pixel input has them; a table of 256 unrelated rows has to learn that order value by value first."""
+
+    def __init__(self, channels: int, dim: int, num_positions: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(channels, dim))  # entries of about 1, as the tables' after scaling
+        self.bias = nn.Parameter(torch.zeros(channels, dim))
+        self.register_buffer("channel", torch.arange(num_positions) % channels, persistent=False)
+
+    def forward(self, values: Tensor, index: Tensor) -> Tensor:
+        """values (B, m, 1) long at grid positions ``index`` (m,) -> (B, m, d)."""
+        c = self.channel[index]
+        return to_unit(values, self.weight.dtype) * self.weight[c] + self.bias[c]
+
+
 class PixelConv(nn.Module):
     """The 1xC convolution with stride C over a row of sub-pixels, i.e. one linear map per pixel.
 
@@ -84,19 +101,23 @@ class PixelInput(PixelConv):
         return F.relu(out) if self.relu else out
 
 
-def sinusoidal_2d(rows: int, cols: int, dim: int) -> Tensor:
-    """(rows*cols, dim): half of the dimensions encode the row, half the column (sin and cos)."""
+def sinusoidal_at(rows: Tensor, cols: Tensor, dim: int) -> Tensor:
+    """(m, dim) encodings of the points (rows[i], cols[i]), which may be fractional: half of the dimensions encode
+    the row, half the column (sin and cos)."""
 
-    def encode(length: int, d: int) -> Tensor:  # (length, d)
-        pos = torch.arange(length, dtype=torch.float32)[:, None]
+    def encode(pos: Tensor, d: int) -> Tensor:  # (m,) -> (m, d)
         freq = torch.exp(-math.log(10000.0) * torch.arange(d // 2, dtype=torch.float32) / max(d // 2 - 1, 1))
-        angles = pos * freq
+        angles = pos.float()[:, None] * freq
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
     half = dim // 2
-    row = encode(rows, half)[:, None, :].expand(rows, cols, half)
-    col = encode(cols, half)[None, :, :].expand(rows, cols, half)
-    return torch.cat([row, col], dim=-1).reshape(rows * cols, dim)
+    return torch.cat([encode(rows, half), encode(cols, half)], dim=-1)
+
+
+def sinusoidal_2d(rows: int, cols: int, dim: int) -> Tensor:
+    """(rows*cols, dim): the encodings of the grid's points, row by row."""
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    return sinusoidal_at(r.reshape(-1), c.reshape(-1), dim)
 
 
 class PositionEncoding(nn.Module):

@@ -99,6 +99,9 @@ class ImageTransformer(PretrainedModel):
         self.blocks = nn.ModuleList(Block(cfg, cross_attention) for _ in range(cfg.num_layers))
         self.norm_out = nn.LayerNorm(cfg.hidden_size) if cfg.norm == "pre" else nn.Identity()
         self.head = nn.Linear(cfg.hidden_size, self.dist.num_params)  # shared by all channels
+        # super-resolution: for each grid position, the context rows (encoder outputs of the input sub-pixels) under
+        # it, (n, k), whose mean is added to the position's input; set by the model that owns the encoder
+        self.register_buffer("context_under", None, persistent=False)
 
     # ----- shapes -------------------------------------------------------------------------------
     @property
@@ -162,6 +165,13 @@ class ImageTransformer(PretrainedModel):
             x = x + self.classes(labels)[:, None]
         return self.drop(x)
 
+    def under(self, context: Tensor | None) -> Tensor | None:
+        """(B, n, d): for each grid position, the mean of the context rows under it (see ``context_under``); None
+        without them. Known before any value is drawn, so it changes nothing about who sees whom."""
+        if context is None or self.context_under is None:
+            return None
+        return context[:, self.context_under].mean(2)
+
     def _hidden(self, values: Tensor, labels: Tensor | None, context: Tensor | None = None,
                 caches: list[KVCache] | None = None, steps: int = 0) -> Tensor:
         """(B, n, k) values -> (B, n, d) outputs of the last block, all positions in parallel.
@@ -172,6 +182,9 @@ class ImageTransformer(PretrainedModel):
         if values.shape[0] == 0:  # an empty batch: nothing to compute (the head reshapes need a size)
             return self.head.weight.new_zeros(0, self.layout.n, self.config.hidden_size)
         x = self._embed(values, torch.arange(self.layout.n, device=values.device), labels)
+        under = self.under(context)
+        if under is not None:
+            x = x + under
         for i, block in enumerate(self.blocks):
             x = block(x, self.layout, context, caches[i] if caches else None, steps)
         return x
@@ -339,6 +352,8 @@ class ImageTransformer(PretrainedModel):
         prev_src = self.layout.prev[step_order].clamp(max=n - 1)  # (n,): grid position read by each step
         inputs = self.positions(step_order)  # (n, d): position encodings in generation order
         classes = self.classes(labels) if self.classes is not None else None  # (B, d)
+        under = self.under(context)  # (B, n, d) or None
+        under = under[:, step_order] if under is not None else None  # in generation order
         last = values[:, order[start - 1], None] if start > 0 else None  # (B, 1, k): the value before step t
         for t in range(start, n):
             x = inputs[t].expand(b, -1)  # (B, d)
@@ -346,6 +361,8 @@ class ImageTransformer(PretrainedModel):
                 x = x + self.values_in(last, prev_src[t : t + 1])[:, 0]
             if classes is not None:
                 x = x + classes
+            if under is not None:
+                x = x + under[:, t]
             for block, cache in zip(self.blocks, caches):
                 x = block.step(x, cache, t)
             last = values[:, order[t], None]  # (B, 1, k), a view: filled just below

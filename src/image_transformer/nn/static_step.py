@@ -135,6 +135,8 @@ class StaticSampler:
                        for block in model.blocks]
         self.values = torch.zeros(batch, n, model.dist.values_per_position, dtype=torch.long, device=self.device)
         self.classes = torch.zeros(batch, cfg.hidden_size, device=self.device, dtype=w.dtype) if conditional else None
+        under = model.under(context)  # (B, n, d): static, refilled by each call
+        self.under = None if under is None else torch.zeros_like(under)
         order = layout.order.to(self.device)
         self.order = order
         self.prev_src = layout.prev[order].clamp(max=n - 1)  # (n,): grid position read by each step
@@ -154,6 +156,8 @@ class StaticSampler:
         x = x + m.values_in(last, src)[:, 0] * self.has_prev.index_select(0, t)
         if self.classes is not None:
             x = x + self.classes
+        if self.under is not None:
+            x = x + self.under.index_select(1, pos)[:, 0]
         for block, cache in zip(m.blocks, self.caches):
             x = block.step(x, cache, t)
         params = m.head(m.norm_out(x))  # (B, P)
@@ -196,6 +200,8 @@ class StaticSampler:
         self.values.copy_(values)
         if self.classes is not None:
             self.classes.copy_(m.classes(labels))
+        if self.under is not None:
+            self.under.copy_(m.under(context))
         for block, cache in zip(m.blocks, self.caches):
             if block.cross is not None:
                 for buffer, new in zip(cache.context, block.cross.context_kv(context)):

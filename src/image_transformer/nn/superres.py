@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..files.pretrained import PretrainedModel
 from ..images import area_downsample, check_images
 from .config import SuperResolutionConfig
-from .embeddings import PositionEncoding, SubPixelInput
+from .embeddings import PositionEncoding, SubPixelInput, SubPixelLinear, sinusoidal_at
 from .model import Block, ImageTransformer, StepHook
 from .order import unmasked
 
@@ -32,27 +32,72 @@ __all__ = ["SuperResolutionConfig", "SuperResolutionTransformer", "SuperResoluti
 
 
 # ----- the network -----------------------------------------------------------------------------------------
+def aligned_points(cfg: SuperResolutionConfig) -> tuple[Tensor, Tensor]:
+    """(rows, cols), each (h*w*C,): the centre of the target pixels each input sub-pixel covers, in the target's own
+    position grid ([H, W*C] where a position is a sub-pixel, [H, W] where it is a pixel); fractional."""
+    (h, w), (H, W), C = cfg.input_size, cfg.image_size, cfg.channels
+    i, j, c = torch.meshgrid(torch.arange(h), torch.arange(w), torch.arange(C), indexing="ij")  # input order (h, w, C)
+    row = (i + 0.5) * (H / h) - 0.5
+    x = (j + 0.5) * (W / w) - 0.5
+    per_pixel = cfg.grid_shape[1] // W  # C where a position is a sub-pixel, 1 where it is a pixel
+    col = x * per_pixel + (c if per_pixel > 1 else 0)
+    return row.reshape(-1), col.reshape(-1)
+
+
+def under_index(cfg: SuperResolutionConfig) -> Tensor:
+    """(n, k): for each of the target's grid positions, the input sub-pixels (rows of the encoder's output, in the
+    input's (h, w, C) order) under it: the one of its own channel where a position is a sub-pixel (k = 1), all C of
+    its pixel where a position is a pixel (k = C)."""
+    (h, w), (H, W), C = cfg.input_size, cfg.image_size, cfg.channels
+    rows, cols = cfg.grid_shape
+    per_pixel = cols // W
+    r, col = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    i, j = r * h // H, (col // per_pixel) * w // W  # the input pixel under each position
+    base = ((i * w + j) * C).reshape(-1, 1)
+    if per_pixel > 1:  # a sub-pixel: its own channel
+        return base + (col % per_pixel).reshape(-1, 1)
+    return base + torch.arange(C)  # a pixel: every channel
+
+
 class SuperResolutionEncoder(nn.Module):
     """Low-resolution image (B, h, w, C) uint8 -> context (B, h*w*C, d).
 
-    Channel-specific embeddings of the 256 intensities of each sub-pixel (grid [h, w*C]) plus 2D position
-    encodings of that grid, dropout, then ``encoder_layers`` blocks in which every position sees every position.
+    Each sub-pixel's intensity read by its channel (``encoder_input``: a table of 256 embeddings, or a linear map of
+    the intensity) plus position encodings, dropout, then
+    ``encoder_layers`` blocks in which every position sees every position. The positions (``encoder_positions``):
+    "aligned", each input sub-pixel at the centre of the target pixels it covers (:func:`aligned_points`) in the
+    target's frame, so that a target position's query and the keys of the input under it start out alike and
+    cross-attention can find them by matching positions (sinusoids at those points; learned tables over the
+    target's grid at the nearest points); "own", the input's grid [h, w*C], which no linear map lines up with the
+    target's (the sinusoids' frequencies are not spaced by the scale factor).
     """
 
     def __init__(self, config: SuperResolutionConfig):
         super().__init__()
         cfg = config
         self.layout = unmasked(cfg.encoder_grid)
-        self.values_in = SubPixelInput(cfg.channels, cfg.hidden_size, self.layout.n)
-        self.positions = PositionEncoding(cfg.encoder_grid, cfg.hidden_size, cfg.position_encoding)
+        reader = SubPixelLinear if cfg.encoder_input == "linear" else SubPixelInput
+        self.values_in = reader(cfg.channels, cfg.hidden_size, self.layout.n)
         self.register_buffer("index", torch.arange(self.layout.n), persistent=False)
+        if cfg.encoder_positions == "own":
+            self.positions = PositionEncoding(cfg.encoder_grid, cfg.hidden_size, cfg.position_encoding)
+            self.register_buffer("where", self.index, persistent=False)
+        elif cfg.position_encoding == "sinusoidal":
+            self.positions = None
+            self.register_buffer("aligned", sinusoidal_at(*aligned_points(cfg), cfg.hidden_size), persistent=False)
+        else:
+            rows, cols = aligned_points(cfg)
+            self.positions = PositionEncoding(cfg.grid_shape, cfg.hidden_size, cfg.position_encoding)
+            self.register_buffer("where", rows.round().long() * cfg.grid_shape[1] + cols.round().long(),
+                                 persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.encoder_layers))
         self.norm_out = nn.LayerNorm(cfg.hidden_size) if cfg.norm == "pre" else nn.Identity()
 
     def forward(self, inputs: Tensor) -> Tensor:
         values = inputs.long().reshape(inputs.shape[0], -1, 1)  # (B, m, 1): row-major (h, w, C) = grid [h, w*C]
-        x = self.drop(self.values_in(values, self.index) + self.positions(self.index))  # (B, m, d)
+        where = self.aligned if self.positions is None else self.positions(self.where)  # (m, d)
+        x = self.drop(self.values_in(values, self.index) + where)  # (B, m, d)
         for block in self.blocks:
             x = block(x, self.layout)
         return self.norm_out(x)
@@ -73,6 +118,8 @@ class SuperResolutionTransformer(PretrainedModel):
         self.config = config
         self.encoder = SuperResolutionEncoder(config)
         self.decoder = ImageTransformer(config.decoder, cross_attention=True)
+        if config.input_skip:
+            self.decoder.context_under = under_index(config)
 
     @classmethod
     def upgrade_state_dict(cls, state: dict[str, Tensor]) -> dict[str, Tensor]:
