@@ -83,8 +83,11 @@ def test_superres_train_eval_upscale(tiny_mnist, tmp_path, capsys):
     assert grid.shape[1] > grid.shape[0]  # 2 rows of 5 columns
     (out / "superres.png").unlink()
     (tmp_path / "elsewhere").mkdir()
+    capsys.readouterr()
     assert run("eval", out, "--samples", 2, "-o", tmp_path / "elsewhere" / "e.json") == 0
-    assert "superres" in json.loads((tmp_path / "elsewhere" / "e.json").read_text())
+    result = json.loads((tmp_path / "elsewhere" / "e.json").read_text())
+    assert "superres" in result and "the right input is worth" in capsys.readouterr().out
+    assert result["input_gain"] == pytest.approx(result["shuffled_input_bits_per_dim"] - result["bits_per_dim"])
     # the report's files go where -o says, not beside the checkpoint
     assert (tmp_path / "elsewhere" / "superres.png").is_file() and not (out / "superres.png").exists()
     Image.fromarray(np.full((3, 3), 90, np.uint8)).save(tmp_path / "low.png")

@@ -221,6 +221,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(model, x, condition, batch_size=args.batch_size, progress=True)
     result.update(checkpoint=str(args.checkpoint), data=data.source, split=args.split)
     print(f"{args.split} bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images ({data.source})")
+    if superres and len(x) > 1:
+        result.update(tasks.input_gain(model, x, condition, result["bits_per_dim"], batch_size=args.batch_size))
+        print(f"given another image's input (inputs shifted by one): {result['shuffled_input_bits_per_dim']:.4f} "
+              f"bits/dim; the right input is worth {result['input_gain']:.4f} bits/dim")
     if superres and args.samples:
         train_x = load_split(spec, "train", tuple(image_size) if image_size else None).tensors()[0]
         result["superres"] = superres_report(model, x, condition, train_x, out.parent, args.samples, args.seed,

@@ -383,6 +383,18 @@ def heat_maps(model: PretrainedModel, images: Tensor, names: Sequence[str]) -> l
 
 
 # ----- the paper's super-resolution evaluation ----------------------------------------------------------
+def input_gain(model: SuperResolutionTransformer, images: Tensor, inputs: Tensor, bits: float | None = None,
+               batch_size: int = 64) -> dict[str, float]:
+    """What the input is worth: bits/dim of ``images`` given another image's input (``inputs`` shifted by one),
+    and how much more that is than given their own (``bits``, computed when not given). A model that ignores its
+    input gains nothing."""
+    if len(images) < 2:
+        raise ValueError("the input's worth needs at least 2 images, to give each another one's input")
+    own = bits if bits is not None else evaluate(model, images, inputs, batch_size)["bits_per_dim"]
+    other = evaluate(model, images, inputs.roll(1, 0), batch_size)["bits_per_dim"]
+    return {"shuffled_input_bits_per_dim": other, "input_gain": other - own}
+
+
 def superres_report(model: SuperResolutionTransformer, images: Tensor, inputs: Tensor,
                     train_images: Tensor | None, out: Path, num: int, seed: int,
                     temperatures: Sequence[float] = TEMPERATURES, progress: bool = False) -> dict[str, Any]:
