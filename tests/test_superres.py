@@ -300,8 +300,9 @@ def test_aligned_input_positions_are_the_targets_own_at_the_centre_of_each_block
     assert (float(rows[k]), float(cols[k])) == (5.5, 9.5)  # a position is a pixel: every channel at its centre
     learned = tiny(size=(8, 12), input_size=(2, 3), position_encoding="learned")
     assert learned.encoder.where[k] == 6 * 36 + 30  # the nearest point of the target's grid [8, 36]
-    own = tiny(encoder_positions="own")
-    assert own.encoder.aligned if hasattr(own.encoder, "aligned") else own.encoder.positions is not None
+    own = tiny(encoder_positions="own")  # the input's own grid [2, 9]
+    assert own.encoder.positions is not None and not hasattr(own.encoder, "aligned")
+    assert torch.equal(own.encoder.where, torch.arange(18))
 
 
 def test_a_briefly_trained_model_uses_its_input():
@@ -338,3 +339,18 @@ def test_a_briefly_trained_model_uses_its_input():
     # the check has teeth: the design before these options (cross-attention alone, tables of input intensities)
     # learns the same pairs without its input
     assert gain(input_skip=False, encoder_input="table", encoder_positions="own") < 0.1
+
+
+def test_each_target_position_is_given_the_input_under_it():
+    from image_transformer.nn.superres import under_index
+
+    cat = tiny(size=(8, 12), input_size=(2, 3))  # 4x4 target pixels per input pixel, sub-pixel positions [8, 36]
+    under = cat.decoder.context_under
+    assert under.shape == (8 * 36, 1) and torch.equal(under, under_index(cat.config))
+    # target pixel (5, 9), channel 2 -> input pixel (1, 2), channel 2
+    assert int(under[5 * 36 + 9 * 3 + 2, 0]) == (1 * 3 + 2) * 3 + 2
+    mix = tiny("local_1d", "dmol", size=(8, 12), input_size=(2, 3))  # pixel positions [8, 12]: all 3 channels
+    assert mix.decoder.context_under[5 * 12 + 9].tolist() == [(1 * 3 + 2) * 3 + c for c in range(3)]
+    context = torch.randn(1, 18, mix.config.hidden_size, dtype=torch.float64)
+    assert torch.allclose(mix.decoder.under(context)[0, 5 * 12 + 9], context[0, 15:18].mean(0))
+    assert tiny(input_skip=False).decoder.under(context) is None
