@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from ..images import CHANNEL_NAMES
+from ..metrics import auroc, roc_curve
 
 
 PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow's mode
@@ -316,8 +317,6 @@ def _figure(panels: int, size: tuple[float, float]) -> tuple[Any, Any, list[Any]
 def plot_roc(curves: dict[str, dict[str, tuple[Any, Any]]], path: str | Path) -> Path:
     """ROC curves: one panel per other set (``curves``: set -> score -> (in scores, out scores)), one line per
     score, its AUROC in the legend."""
-    from ..metrics import auroc, roc_curve
-
     fig, _, axes = _figure(max(1, len(curves)), (4.2, 4.0))
     for ax, (name, scores) in zip(axes, curves.items()):
         for score, (inside, outside) in scores.items():
