@@ -430,9 +430,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         pictures.append((name, int(index)))
     model = load_model(args.checkpoint).to(resolve_device(args.device))
     background = load_model(args.background).to(resolve_device(args.device)) if args.background else None
-    batch_test = args.batch_test
-    if batch_test is None:  # the default: batches of 16 where the data holds enough images to fit and check it
-        batch_test = DEFAULT_BATCH_TEST
+    # unless given, the typicality test runs for batches of 16 where the data holds enough images (strict=False)
+    batch_test = DEFAULT_BATCH_TEST if args.batch_test is None else args.batch_test
     report = tasks.score(model, args.data, args.ood, split=args.split, limit=args.limit, codecs=args.codecs,
                          background=background, batch_test=batch_test, alpha=args.alpha,
                          batch_size=args.batch_size, use_labels=args.use_labels, seed=args.seed, progress=True,
@@ -446,10 +445,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         written += report.plot(prefix)
     if args.write_reference:
         record = ood.reference(report.inside.table, report.inside.source)
-        columns = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in record["percentiles"].items())
-        text = (f'{{"source": {json.dumps(record["source"])}, "images": {record["images"]},\n'
-                f' "percentiles": {{\n{columns}\n }}}}\n')  # a line per score
-        written.append(save_or_rescue(folders.reference_path(args.checkpoint), lambda p: p.write_text(text)))
+        written.append(save_or_rescue(folders.reference_path(args.checkpoint),
+                                      lambda p: folders.write_reference(p, record)))
     scored = {s.name: s for s in [report.inside, *report.outside]}
     for name, index in pictures:
         if index >= len(scored[name].images):

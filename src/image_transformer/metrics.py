@@ -263,12 +263,10 @@ def auroc(negatives: Any, positives: Any) -> float:
     neg, pos = _scores(negatives, positives)
     both = np.concatenate([neg, pos])
     order = np.argsort(both, kind="mergesort")
+    # ranks from 1 in sorted order, tied scores sharing the mean of theirs
+    _, first, counts = np.unique(both[order], return_index=True, return_counts=True)
     ranks = np.empty(len(both), dtype=np.float64)
-    ranks[order] = np.arange(1, len(both) + 1)
-    # tied scores share the mean of their ranks
-    values, first, counts = np.unique(both[order], return_index=True, return_counts=True)
-    mean_rank = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(mean_rank, counts)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
     u = ranks[len(neg):].sum() - len(pos) * (len(pos) + 1) / 2.0
     return float(u / (len(neg) * len(pos)))
 

@@ -29,7 +29,7 @@ from .files.image_files import LOSSLESS_FORMATS, lossless_bytes, lossless_format
 from .files.pretrained import PretrainedModel
 from .images import check_images
 
-__all__ = ["model_bits", "codec_bits", "score_images", "score_columns", "reference", "percentile", "TypicalityTest",
+__all__ = ["model_bits", "codec_bits", "score_images", "complexity_scores", "score_columns", "reference", "percentile", "TypicalityTest",
            "synthetic", "transform", "SYNTHETIC", "TRANSFORMS"]
 
 LN2 = math.log(2.0)
@@ -111,23 +111,31 @@ def score_images(model: PretrainedModel, images: Tensor, labels: Tensor | None =
 
     ``precision``: as :func:`model_bits`.
     """
-    codecs = [c.upper() for c in (lossless_formats() if codecs is None else codecs)]
-    table: dict[str, Tensor] = {"bits_per_dim": model_bits(model, images, labels, batch_size, progress=progress,
-                                                           precision=precision)[0]}
-    for fmt in codecs:
-        table[f"{fmt.lower()}_bits_per_dim"] = codec_bits(images, fmt, progress=progress)
-    for fmt in codecs:
-        table[f"minus_{fmt.lower()}"] = table["bits_per_dim"] - table[f"{fmt.lower()}_bits_per_dim"]
-    if len(codecs) > 1:
-        best = torch.stack([table[f"{fmt.lower()}_bits_per_dim"] for fmt in codecs]).min(0).values
-        table["minus_best"] = table["bits_per_dim"] - best
+    if background is not None and tuple(background.image_shape) != tuple(model.image_shape):
+        raise ValueError(f"the background model is for {tuple(background.image_shape)} images, the model for "
+                         f"{tuple(model.image_shape)}: both must score the same images")
+    bits = model_bits(model, images, labels, batch_size, progress=progress, precision=precision)[0]
+    table = complexity_scores(bits, images, codecs, progress)
     if background is not None:
-        if tuple(background.image_shape) != tuple(model.image_shape):
-            raise ValueError(f"the background model is for {tuple(background.image_shape)} images, the model for "
-                             f"{tuple(model.image_shape)}: both must score the same images")
         table["background_bits_per_dim"] = model_bits(background, images, None, batch_size, progress=progress,
                                                       precision=precision)[0]
         table["ratio"] = table["bits_per_dim"] - table["background_bits_per_dim"]
+    return table
+
+
+def complexity_scores(bits: Tensor, images: Tensor, codecs: Sequence[str] | None = None,
+                      progress: bool = False) -> dict[str, Tensor]:
+    """The columns of :func:`score_images` that need no second model, from the model's bits/dim ``bits`` (N,) of
+    ``images``: ``bits_per_dim``, each codec's bits/dim, ``minus_<codec>`` and, with several codecs, ``minus_best``."""
+    codecs = [c.upper() for c in (lossless_formats() if codecs is None else codecs)]
+    table: dict[str, Tensor] = {"bits_per_dim": bits}
+    for fmt in codecs:
+        table[f"{fmt.lower()}_bits_per_dim"] = codec_bits(images, fmt, progress=progress)
+    for fmt in codecs:
+        table[f"minus_{fmt.lower()}"] = bits - table[f"{fmt.lower()}_bits_per_dim"]
+    if len(codecs) > 1:
+        best = torch.stack([table[f"{fmt.lower()}_bits_per_dim"] for fmt in codecs]).min(0).values
+        table["minus_best"] = bits - best
     return table
 
 

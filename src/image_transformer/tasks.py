@@ -290,11 +290,12 @@ class ScoreReport:
         """The tables the command prints."""
         lines = [f"in-distribution: {self.inside.name} ({len(self.inside.images)} images)"]
         width = max(len(c) for c in self.scores)
+        separation = self.separation()
         for s in self.outside:
             lines.append(f"\nvs {s.name} ({len(s.images)} images): mean bits/dim {float(s.table['bits_per_dim'].mean()):.3f}"
                          f" against {float(self.inside.table['bits_per_dim'].mean()):.3f}")
             lines.append(f"  {'score':{width}s}  AUROC   AUPR  FPR@95%TPR")
-            for c, d in self.separation()[s.name].items():
+            for c, d in separation[s.name].items():
                 lines.append(f"  {c:{width}s}  {d['auroc']:.3f}  {d['aupr']:.3f}  {d['fpr95']:.3f}")
         if self.typicality is not None:
             t = self.typicality

@@ -446,14 +446,16 @@ def placement(reference: dict[str, Any] | None, image: Tensor, bits_per_dim: flo
     rows = ["| score | this image | higher than (held-out images) |", "|---|---|---|"]
     have = reference["percentiles"]
     kept = [c[len("minus_"):].upper() for c in have if c.startswith("minus_") and c != "minus_best"]
-    sizes = {c: float(ood.codec_bits(image[None], c)[0]) for c in kept if c in lossless_formats()}
-    values = {"bits_per_dim": bits_per_dim, **{f"minus_{c.lower()}": bits_per_dim - v for c, v in sizes.items()}}
-    if sizes and len(sizes) == len(kept) and "minus_best" in have:  # the best of the same codecs only
-        values["minus_best"] = bits_per_dim - min(sizes.values())
+    codecs = [c for c in kept if c in lossless_formats()]
+    table = ood.complexity_scores(torch.tensor([bits_per_dim], dtype=torch.float64), image[None], codecs)
+    if len(codecs) < len(kept):  # the reference's best is over codecs this installation lacks
+        table.pop("minus_best", None)
     shares = {}
-    for column, value in values.items():
-        shares[column] = ood.percentile(reference, column, value)
-        rows.append(f"| {column} | {value:.3f} | {shares[column]:.1f}% |")
+    for column in ood.score_columns(table):
+        if column in have:
+            value = float(table[column][0])
+            shares[column] = ood.percentile(reference, column, value)
+            rows.append(f"| {column} | {value:.3f} | {shares[column]:.1f}% |")
     corrected = [share for column, share in shares.items() if column != "bits_per_dim"] or [shares["bits_per_dim"]]
     verdict = (f"**looks out of distribution**: its score is above {max(corrected):.1f}% of the held-out images'"
                if max(corrected) >= 99.0 else "within the range of the training distribution")

@@ -223,6 +223,16 @@ def reference_path(name_or_path: str | Path) -> Path:
     return (path if path.is_dir() else path.parent) / REFERENCE_NAME
 
 
+def write_reference(path: str | Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` (:func:`ood.reference`'s) to ``path`` (see :func:`reference_path`), a line per score."""
+    columns = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in record["percentiles"].items())
+    text = (f'{{"source": {json.dumps(record["source"])}, "images": {record["images"]},\n'
+            f' "percentiles": {{\n{columns}\n }}}}\n')
+    path = Path(path)
+    path.write_text(text)
+    return path
+
+
 def read_reference(name_or_path: str | Path) -> dict[str, Any] | None:
     """The model's reference scores (see :data:`REFERENCE_NAME`), or None when it has none or they cannot be read."""
     try:

@@ -275,32 +275,6 @@ def lossless_bytes(image: torch.Tensor | np.ndarray, fmt: str) -> bytes:
 
 
 # ----- plots -------------------------------------------------------------------------------------------------
-def heat_map(values: torch.Tensor | np.ndarray, label: str, title: str = "", size: float = 4.0) -> np.ndarray:
-    """A (H, W) array of numbers drawn as a heat map with a colour bar, as a uint8 RGB image (h, w, 3).
-
-    Each value is one block of colour (no smoothing). Drawn with matplotlib's object interface, not pyplot, so
-    that threads (a web server's) can draw at once.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # only when drawing: importing it costs a second
-    from matplotlib.figure import Figure
-
-    values = values.cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-    if values.ndim != 2:
-        raise ValueError(f"a heat map needs a (H, W) array, got shape {values.shape}")
-    fig = Figure(figsize=(size * 1.25, size), dpi=100)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    shown = ax.imshow(values, cmap="inferno", interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.colorbar(shown, ax=ax, label=label)
-    fig.tight_layout()
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
 def _figure(panels: int, size: tuple[float, float]) -> tuple[Any, Any, list[Any]]:
     """A figure of ``panels``, three to a row, drawn with matplotlib's object interface (safe in threads)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # only when drawing: importing it costs a second
@@ -312,6 +286,27 @@ def _figure(panels: int, size: tuple[float, float]) -> tuple[Any, Any, list[Any]
     canvas = FigureCanvasAgg(fig)
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(panels)]
     return fig, canvas, axes
+
+
+def heat_map(values: torch.Tensor | np.ndarray, label: str, title: str = "", size: float = 4.0) -> np.ndarray:
+    """A (H, W) array of numbers drawn as a heat map with a colour bar, as a uint8 RGB image (h, w, 3).
+
+    Each value is one block of colour (no smoothing). Drawn with matplotlib's object interface, not pyplot, so
+    that threads (a web server's) can draw at once.
+    """
+    values = values.cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"a heat map needs a (H, W) array, got shape {values.shape}")
+    fig, canvas, (ax,) = _figure(1, (size * 1.25, size))
+    shown = ax.imshow(values, cmap="inferno", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(shown, ax=ax, label=label)
+    fig.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def plot_roc(curves: dict[str, dict[str, tuple[Any, Any]]], path: str | Path) -> Path:
