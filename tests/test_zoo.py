@@ -196,7 +196,9 @@ def test_every_shipped_model_is_complete_loads_offline_and_reproduces_its_card(n
     folder = REAL_ZOO / name
     card = zoo.read_card(folder)
     model = PretrainedModel.from_pretrained(name)
-    assert type(model).__name__ == card["model_type"] and model.config.to_dict() == card["config"]
+    assert type(model).__name__ == card["model_type"]
+    # a card written before a config field existed reads it at the value that keeps the model what it was
+    assert model.config.to_dict() == type(model.config).from_dict(card["config"]).to_dict()
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert card["test"]["full_split"], "a shipped card reports the whole test split"
     assert abs(card["test"]["bits_per_dim"] - card["test"]["bits_per_dim_float32"]) < 0.01

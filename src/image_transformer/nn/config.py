@@ -21,7 +21,7 @@ NORMS = ("post", "pre")
 # encoder_input: ... and read the input's intensities from tables.
 # input_skip: ... and reached their input through cross-attention alone.
 ADDED_FIELDS: dict[str, Any] = {"norm": "post", "pixel_input_relu": False, "encoder_positions": "own",
-                                "encoder_input": "table", "input_skip": False}
+                                "encoder_input": "table", "input_skip": False, "neighbourhood": 0}
 ENCODER_POSITIONS = ("aligned", "own")
 ENCODER_INPUTS = ("auto", "table", "linear")
 
@@ -103,6 +103,10 @@ class ImageTransformerConfig:
     pixel_input_relu: bool = option(True, "dmol: a ReLU after the 1xC strided convolution of the pixel input, as "
                                           "tensor2tensor has (models saved before this option have none)")
 
+    neighbourhood: int = option(0, "0 = none; an odd size k >= 3: each position's input also reads the values it may "
+                                   "already see in the k x k window around it on the position grid (a masked "
+                                   "convolution before the first block: attention starts from local context)")
+
     def __post_init__(self) -> None:
         problems = field_type_problems(self) or self.problems()
         if problems:
@@ -147,6 +151,8 @@ class ImageTransformerConfig:
             problems.append(f"num_mixtures must be >= 1, got {self.num_mixtures}")
         if self.num_classes < 0:
             problems.append(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.neighbourhood != 0 and (self.neighbourhood < 3 or self.neighbourhood % 2 == 0):
+            problems.append(f"neighbourhood must be 0 or an odd size >= 3, got {self.neighbourhood}")
         return problems
 
     @property

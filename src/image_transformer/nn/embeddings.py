@@ -149,3 +149,39 @@ class PositionEncoding(nn.Module):
         if self.kind == "sinusoidal":
             return self.table[index]
         return self.rows[index // self.num_cols] + self.cols[index % self.num_cols]
+
+
+class NeighbourhoodInput(nn.Module):
+    """A masked convolution over the values a position may already see: for each grid position, the intensities
+    (scaled to [-1, 1]) of the earlier positions in a ``size`` x ``size`` window around it on the position grid, and
+    one flag per window slot saying whether it is visible, through a small two-layer network to d dimensions.
+
+    Why: self-attention learns where its neighbours are from position encodings, slowly; a convolutional model
+    (PixelCNN++) has its neighbourhood from the first step. Given before the first block, this hands every position
+    its local context at once, and attention builds on it. Visible means earlier in the layout's generation order
+    (``rank``), so it holds for any order (raster, or the 2D layouts' block raster); window slots no position can
+    ever see are dropped. A position's own value is never visible: it is the one being predicted.
+    """
+
+    def __init__(self, grid: tuple[int, int], rank: Tensor, size: int, values_per_position: int, dim: int):
+        super().__init__()
+        rows, cols = grid
+        r = size // 2
+        row, col = torch.arange(rows * cols) // cols, torch.arange(rows * cols) % cols
+        dy, dx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+        nrow, ncol = row[:, None] + dy.reshape(-1), col[:, None] + dx.reshape(-1)  # (n, size^2)
+        inside = (nrow >= 0) & (nrow < rows) & (ncol >= 0) & (ncol < cols)
+        neighbour = torch.where(inside, nrow * cols + ncol, 0)
+        visible = inside & (rank[neighbour] < rank[:, None])
+        used = visible.any(0)  # slots some position sees
+        self.register_buffer("neighbour", neighbour[:, used], persistent=False)  # (n, K) grid positions
+        self.register_buffer("visible", visible[:, used].float(), persistent=False)  # (n, K)
+        slots = int(used.sum())
+        self.net = nn.Sequential(nn.Linear(slots * (values_per_position + 1), dim), nn.ReLU(), nn.Linear(dim, dim))
+
+    def forward(self, values: Tensor, index: Tensor) -> Tensor:
+        """values (B, n, k) long, filled at least where positions ``index`` (m,) see -> (B, m, d)."""
+        visible = self.visible[index].to(self.net[0].weight.dtype)  # (m, K)
+        seen = to_unit(values[:, self.neighbour[index]], visible.dtype) * visible[..., None]  # (B, m, K, k)
+        flags = visible.expand(values.shape[0], -1, -1)[..., None]  # (B, m, K, 1)
+        return self.net(torch.cat([seen, flags], -1).flatten(2))

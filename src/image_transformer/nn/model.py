@@ -20,7 +20,7 @@ from ..files.pretrained import PretrainedModel
 from ..images import check_images
 from .config import ImageTransformerConfig
 from .distributions import make_distribution
-from .embeddings import PositionEncoding
+from .embeddings import NeighbourhoodInput, PositionEncoding
 from .order import Layout, make_layout
 from .static_step import StepHook, sampler_for
 
@@ -94,6 +94,9 @@ class ImageTransformer(PretrainedModel):
         )
         self.values_in = self.dist.input_embedding(cfg.hidden_size, self.layout.n, relu=cfg.pixel_input_relu)
         self.positions = PositionEncoding(grid, cfg.hidden_size, cfg.position_encoding)
+        self.neighbourhood = NeighbourhoodInput(grid, self.layout.rank, cfg.neighbourhood,
+                                                self.dist.values_per_position, cfg.hidden_size
+                                                ) if cfg.neighbourhood else None
         self.classes = nn.Embedding(cfg.num_classes, cfg.hidden_size) if cfg.num_classes else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, cross_attention) for _ in range(cfg.num_layers))
@@ -161,6 +164,8 @@ class ImageTransformer(PretrainedModel):
         has_prev = (src < n)[None, :, None]
         src = src.clamp(max=n - 1)
         x = self.values_in(values[:, src], src) * has_prev + self.positions(index)
+        if self.neighbourhood is not None:
+            x = x + self.neighbourhood(values, index)
         if self.classes is not None:
             x = x + self.classes(labels)[:, None]
         return self.drop(x)
@@ -359,6 +364,8 @@ class ImageTransformer(PretrainedModel):
             x = inputs[t].expand(b, -1)  # (B, d)
             if last is not None:
                 x = x + self.values_in(last, prev_src[t : t + 1])[:, 0]
+            if self.neighbourhood is not None:
+                x = x + self.neighbourhood(values, step_order[t : t + 1])[:, 0]
             if classes is not None:
                 x = x + classes
             if under is not None:

@@ -154,6 +154,8 @@ class StaticSampler:
         x = m.positions(pos).expand(self.batch, -1)  # (B, d)
         last = self.values.index_select(1, src)  # (B, 1, k): the value generated just before step t
         x = x + m.values_in(last, src)[:, 0] * self.has_prev.index_select(0, t)
+        if m.neighbourhood is not None:
+            x = x + m.neighbourhood(self.values, pos)[:, 0]
         if self.classes is not None:
             x = x + self.classes
         if self.under is not None:

@@ -1,0 +1,79 @@
+"""The neighbourhood input (a masked convolution before the first block): autoregressive and normalised for every
+layout and distribution, sampled alike by every sampler, and really reading the window it claims to."""
+
+import itertools
+
+import pytest
+import torch
+
+from image_transformer import ImageTransformerConfig
+from image_transformer.nn.config import ConfigError
+from image_transformer.nn.embeddings import NeighbourhoodInput
+from image_transformer.nn.order import make_layout
+
+from test_model import ATTENTION, tiny
+from test_static_step import static_generate
+
+CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 3]))
+
+
+@pytest.mark.parametrize("attention,distribution,channels", CASES)
+def test_autoregressive_and_normalised_every_position(attention, distribution, channels, dependency_violations,
+                                                      normalization_errors):
+    model = tiny(attention, distribution, channels, neighbourhood=3)
+    violations, later = dependency_violations(model.log_prob, model.generation_order(), model.image_shape)
+    assert violations == [] and later > 0
+    small = tiny(attention, distribution, channels, size=(3, 4), neighbourhood=5)
+    assert normalization_errors(small.log_prob, small.image_shape).max() < 1e-6
+
+
+@pytest.mark.parametrize("attention,distribution", list(itertools.product(ATTENTION, ["categorical", "dmol"])))
+def test_every_sampler_draws_the_same_images(attention, distribution):
+    model = tiny(attention, distribution, 3, size=(4, 5), neighbourhood=5)
+    cached = model.sample(2, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(cached, model.sample(2, generator=torch.Generator().manual_seed(5), use_cache=False))
+    values = torch.zeros(2, model.layout.n, model.dist.values_per_position, dtype=torch.long)
+    static = static_generate(model, values, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(model.to_images(static).to(torch.uint8), cached)
+    if attention != "local_2d":  # a known prefix goes through the parallel pass first
+        done = model.complete(cached, 2, generator=torch.Generator().manual_seed(9))
+        assert torch.equal(done[:, :2], cached[:, :2])
+        again = model.complete(cached, 2, generator=torch.Generator().manual_seed(9), use_cache=False)
+        assert torch.equal(done, again)
+
+
+def test_it_reads_the_pixel_above_which_attention_here_cannot():
+    """Blocks of one position and no memory: without the window a position sees only the value just before it, so
+    the pixel above cannot matter; with it, it must."""
+    x = torch.randint(0, 256, (1, 4, 5, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    above = x.clone()
+    above[0, 1, 2] = 255 - above[0, 1, 2]  # the pixel above (2, 2)
+    for size, reacts in [(0, False), (3, True)]:
+        model = tiny("local_1d", "dmol", 3, size=(4, 5), query_length=1, memory_length=0, neighbourhood=size)
+        changed = not torch.allclose(model.log_prob(x)[0, 2, 2], model.log_prob(above)[0, 2, 2])
+        assert changed == reacts, size
+
+
+@pytest.mark.parametrize("attention", list(ATTENTION))
+def test_the_window_holds_exactly_the_earlier_positions_around_each_one(attention):
+    layout = make_layout(attention, (5, 6), 7, 5, (2, 4), (1, 3))
+    stem = NeighbourhoodInput(layout.grid, layout.rank, 3, 1, 8)
+    cols = layout.grid[1]
+    for p in range(layout.n):
+        seen = {int(q) for q, v in zip(stem.neighbour[p], stem.visible[p]) if v}
+        r, c = divmod(p, cols)
+        window = {(r + dy) * cols + c + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                  if 0 <= r + dy < 5 and 0 <= c + dx < cols}
+        assert seen == {q for q in window if layout.rank[q] < layout.rank[p]}
+    if attention != "local_2d":  # raster order: the row above and the one to the left
+        assert stem.neighbour.shape[1] == 4
+
+
+def test_config_refuses_even_or_tiny_windows_and_old_configs_load_without_one():
+    for bad in (1, 2, 4, -3):
+        with pytest.raises(ConfigError, match="neighbourhood must be 0 or an odd size"):
+            ImageTransformerConfig(neighbourhood=bad)
+    old = ImageTransformerConfig().to_dict()
+    del old["neighbourhood"]
+    assert ImageTransformerConfig.from_dict(old).neighbourhood == 0
+    assert tiny().neighbourhood is None
