@@ -203,7 +203,7 @@ def test_complete_runs_the_known_rows_as_one_parallel_pass(attention):
     start = model.known_prefix(rows)
     calls = []
     step = model.blocks[0].step
-    model.blocks[0].step = lambda x, cache, t: (calls.append(t), step(x, cache, t))[1]
+    model.blocks[0].step = lambda x, cache, t, pos: (calls.append(t), step(x, cache, t, pos))[1]
     x = torch.randint(0, 256, (2, 4, 6, 3), dtype=torch.uint8)
     out = model.complete(x, rows, generator=torch.Generator().manual_seed(0))
     del model.blocks[0].step

@@ -69,11 +69,13 @@ def test_the_window_holds_exactly_the_earlier_positions_around_each_one(attentio
         assert stem.neighbour.shape[1] == 4
 
 
-def test_config_refuses_even_or_tiny_windows_and_old_configs_load_without_one():
-    for bad in (1, 2, 4, -3):
-        with pytest.raises(ConfigError, match="neighbourhood must be 0 or an odd size"):
-            ImageTransformerConfig(neighbourhood=bad)
+def test_config_refuses_even_or_tiny_windows_and_old_configs_load_without_them():
+    for name, bad in itertools.product(("neighbourhood", "conv_size"), (1, 2, 4, -3)):
+        with pytest.raises(ConfigError, match=f"{name} must be 0 or an odd size"):
+            ImageTransformerConfig(**{name: bad})
     old = ImageTransformerConfig().to_dict()
-    del old["neighbourhood"]
-    assert ImageTransformerConfig.from_dict(old).neighbourhood == 0
-    assert tiny().neighbourhood is None
+    del old["neighbourhood"], old["conv_size"]
+    loaded = ImageTransformerConfig.from_dict(old)
+    assert loaded.neighbourhood == 0 and loaded.conv_size == 0
+    model = tiny()
+    assert model.neighbourhood is None and all(block.conv is None for block in model.blocks)

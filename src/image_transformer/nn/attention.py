@@ -123,12 +123,14 @@ class KVCache:
     Otherwise (2D local) ``window`` (two (B, h, E + L, dh) tensors) holds the current block's earlier
     memory right-aligned before slot E = ``max_earlier`` (gathered once per block), then the block's own
     steps, so a step again reads one slice. All buffers are allocated here, once.
-    ``context`` holds the layer's precomputed cross-attention keys and values, if it has any.
+    ``context`` holds the layer's precomputed cross-attention keys and values, if it has any; ``inputs`` its
+    convolution's inputs by grid position (B, n, d), if it has one.
     """
 
     def __init__(self, batch: int, plan: StepPlan, heads: int, head_dim: int, device: torch.device,
-                 dtype: torch.dtype, context: tuple[Tensor, Tensor] | None = None):
+                 dtype: torch.dtype, context: tuple[Tensor, Tensor] | None = None, inputs: Tensor | None = None):
         self.plan = plan
+        self.inputs = inputs
 
         def buffer(length: int) -> Tensor:
             return torch.zeros(batch, heads, length, head_dim, device=device, dtype=dtype)

@@ -21,7 +21,8 @@ NORMS = ("post", "pre")
 # encoder_input: ... and read the input's intensities from tables.
 # input_skip: ... and reached their input through cross-attention alone.
 ADDED_FIELDS: dict[str, Any] = {"norm": "post", "pixel_input_relu": False, "encoder_positions": "own",
-                                "encoder_input": "table", "input_skip": False, "neighbourhood": 0}
+                                "encoder_input": "table", "input_skip": False, "neighbourhood": 0,
+                                "conv_size": 0}
 ENCODER_POSITIONS = ("aligned", "own")
 ENCODER_INPUTS = ("auto", "table", "linear")
 
@@ -107,6 +108,10 @@ class ImageTransformerConfig:
                                    "already see in the k x k window around it on the position grid (a masked "
                                    "convolution before the first block: attention starts from local context)")
 
+    conv_size: int = option(0, "0 = none; an odd size k >= 3: each block starts with a causal k x k depthwise "
+                               "convolution over the position grid (masked to what each position may see), a ReLU "
+                               "and a pointwise map, as PixelSNAIL interleaves convolutions with attention")
+
     def __post_init__(self) -> None:
         problems = field_type_problems(self) or self.problems()
         if problems:
@@ -151,8 +156,10 @@ class ImageTransformerConfig:
             problems.append(f"num_mixtures must be >= 1, got {self.num_mixtures}")
         if self.num_classes < 0:
             problems.append(f"num_classes must be >= 0, got {self.num_classes}")
-        if self.neighbourhood != 0 and (self.neighbourhood < 3 or self.neighbourhood % 2 == 0):
-            problems.append(f"neighbourhood must be 0 or an odd size >= 3, got {self.neighbourhood}")
+        for name in ("neighbourhood", "conv_size"):
+            size = getattr(self, name)
+            if size != 0 and (size < 3 or size % 2 == 0):
+                problems.append(f"{name} must be 0 or an odd size >= 3, got {size}")
         return problems
 
     @property

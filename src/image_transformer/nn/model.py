@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .attention import BlockSelfAttention, CrossAttention, KVCache
+from .conv import CausalConv
 from ..files.pretrained import PretrainedModel
 from ..images import check_images
 from .config import ImageTransformerConfig
@@ -40,11 +41,19 @@ class Block(nn.Module):
     instead reads a normalised copy and adds to an un-normalised residual stream,
     q' = q + Dropout(F(LayerNorm(q))) (Xiong et al. 2020: stable at higher learning rates without long
     warm-up); a stack of such blocks is then normalised once more at its output.
+
+    Given the decoder's ``layout`` and ``cfg.conv_size``, a causal convolution sub-layer (:mod:`.conv`) comes
+    first, in the same residual form, as PixelSNAIL interleaves convolutions with attention.
     """
 
-    def __init__(self, cfg: ImageTransformerConfig, cross_attention: bool = False):
+    def __init__(self, cfg: ImageTransformerConfig, cross_attention: bool = False, layout: Layout | None = None):
         super().__init__()
         self.pre_norm = cfg.norm == "pre"
+        if layout is not None and cfg.conv_size:
+            self.conv = CausalConv(layout.grid, layout.rank, cfg.conv_size, cfg.hidden_size)
+            self.norm_conv = nn.LayerNorm(cfg.hidden_size)
+        else:
+            self.conv = None
         self.attn = BlockSelfAttention(cfg.hidden_size, cfg.num_heads, cfg.attention_dropout)
         self.norm1 = nn.LayerNorm(cfg.hidden_size)
         if cross_attention:
@@ -63,16 +72,38 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, layout: Layout, context: Tensor | None = None,
                 cache: KVCache | None = None, steps: int = 0) -> Tensor:  # (B, n, d)
+        if self.conv is not None:
+            x = self._residual(x, self.norm_conv, lambda h: self._conv(h, layout, cache, steps))
         x = self._residual(x, self.norm1, lambda h: self.attn(h, layout, cache, steps))
         if self.cross is not None:
             x = self._residual(x, self.norm_cross, lambda h: self.cross(h, context))
         return self._residual(x, self.norm2, self.ffn)
 
-    def step(self, x: Tensor, cache: KVCache, t: int) -> Tensor:  # (B, d); eval mode, so no dropout
+    def _conv(self, h: Tensor, layout: Layout, cache: KVCache | None, steps: int) -> Tensor:
+        if cache is not None and steps:  # a known prefix: its inputs are what later steps' convolutions read
+            known = layout.order[:steps]
+            cache.inputs.index_copy_(1, known, h.index_select(1, known))
+        return self.conv(h)
+
+    def new_inputs(self, batch: int, n: int, device: torch.device, dtype: torch.dtype) -> Tensor | None:
+        """The buffer of the convolution's inputs at every grid position (B, n, d) that the cached step fills;
+        None without a convolution."""
+        if self.conv is None:
+            return None
+        return torch.zeros(batch, n, self.norm1.normalized_shape[0], device=device, dtype=dtype)
+
+    def step(self, x: Tensor, cache: KVCache, t: int, pos: Tensor) -> Tensor:  # (B, d); eval mode, so no dropout
+        """Generation step ``t`` at grid position ``pos`` (1,) long."""
+        if self.conv is not None:
+            x = self._residual(x, self.norm_conv, lambda h: self._conv_step(h, cache, pos))
         x = self._residual(x, self.norm1, lambda h: self.attn.step(h, cache, t))
         if self.cross is not None:
             x = self._residual(x, self.norm_cross, lambda h: self.cross(h[:, None], cache.context)[:, 0])
         return self._residual(x, self.norm2, self.ffn)
+
+    def _conv_step(self, h: Tensor, cache: KVCache, pos: Tensor) -> Tensor:
+        cache.inputs.index_copy_(1, pos, h[:, None])
+        return self.conv.step(cache.inputs, pos)
 
 
 class ImageTransformer(PretrainedModel):
@@ -99,7 +130,7 @@ class ImageTransformer(PretrainedModel):
                                                 ) if cfg.neighbourhood else None
         self.classes = nn.Embedding(cfg.num_classes, cfg.hidden_size) if cfg.num_classes else None
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg, cross_attention) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(Block(cfg, cross_attention, self.layout) for _ in range(cfg.num_layers))
         self.norm_out = nn.LayerNorm(cfg.hidden_size) if cfg.norm == "pre" else nn.Identity()
         self.head = nn.Linear(cfg.hidden_size, self.dist.num_params)  # shared by all channels
         # super-resolution: for each grid position, the context rows (encoder outputs of the input sub-pixels) under
@@ -346,7 +377,8 @@ class ImageTransformer(PretrainedModel):
         w = self.head.weight
         heads = self.config.num_heads
         caches = [KVCache(b, plan, heads, self.config.hidden_size // heads, w.device, w.dtype,
-                          block.cross.context_kv(context) if block.cross is not None else None)
+                          block.cross.context_kv(context) if block.cross is not None else None,
+                          block.new_inputs(b, n, w.device, w.dtype))
                   for block in self.blocks]
         if start >= n:
             return values
@@ -370,8 +402,9 @@ class ImageTransformer(PretrainedModel):
                 x = x + classes
             if under is not None:
                 x = x + under[:, t]
+            pos = step_order[t : t + 1]
             for block, cache in zip(self.blocks, caches):
-                x = block.step(x, cache, t)
+                x = block.step(x, cache, t, pos)
             last = values[:, order[t], None]  # (B, 1, k), a view: filled just below
             last.copy_(choose(t, self.head(self.norm_out(x)))[:, None])
         return values

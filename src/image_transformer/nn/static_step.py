@@ -76,8 +76,9 @@ class StaticKVCache:
     step's rows. ``context`` holds the layer's cross-attention keys and values, if it has any."""
 
     def __init__(self, batch: int, index: StepIndex, n: int, heads: int, head_dim: int, device: torch.device,
-                 dtype: torch.dtype, context: tuple[Tensor, Tensor] | None = None):
+                 dtype: torch.dtype, context: tuple[Tensor, Tensor] | None = None, inputs: Tensor | None = None):
         self.index = index
+        self.inputs = inputs  # the convolution's inputs by grid position (B, n, d), where the block has one
         length = index.width if index.contiguous else n
         self.k = torch.zeros(batch, heads, length, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
@@ -131,7 +132,8 @@ class StaticSampler:
         heads = cfg.num_heads
         self.caches = [StaticKVCache(batch, self.index, n, heads, cfg.hidden_size // heads, self.device, w.dtype,
                                      None if block.cross is None else  # static copies, refilled by each call
-                                     tuple(t.clone() for t in block.cross.context_kv(context)))
+                                     tuple(t.clone() for t in block.cross.context_kv(context)),
+                                     block.new_inputs(batch, n, self.device, w.dtype))
                        for block in model.blocks]
         self.values = torch.zeros(batch, n, model.dist.values_per_position, dtype=torch.long, device=self.device)
         self.classes = torch.zeros(batch, cfg.hidden_size, device=self.device, dtype=w.dtype) if conditional else None
@@ -161,7 +163,7 @@ class StaticSampler:
         if self.under is not None:
             x = x + self.under.index_select(1, pos)[:, 0]
         for block, cache in zip(m.blocks, self.caches):
-            x = block.step(x, cache, t)
+            x = block.step(x, cache, t, pos)
         params = m.head(m.norm_out(x))  # (B, P)
         slot = t % self.chunk
         drawn = m.dist.sample(params, self.temperature, noise=[u.index_select(0, slot)[0] for u in self.noise])
