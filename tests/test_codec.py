@@ -88,6 +88,12 @@ def stream():
     return model, codec.encode(model, images(3))
 
 
+@pytest.fixture(scope="module")
+def stream_v1():
+    model = tiny()
+    return model, codec.encode(model, images(3), format_version=1)
+
+
 def test_another_model_is_refused(stream):
     model, data = stream
     with pytest.raises(codec.CodecError, match="different model"):
@@ -111,7 +117,8 @@ def test_damaged_streams_are_refused_by_name(stream, damage, message):
 
 
 def forge(data: bytes, **fields) -> bytes:
-    """``data`` with header fields replaced and the header's CRC recomputed, as anyone editing a stream can."""
+    """``data`` (a version 1 stream) with header fields replaced and the header's CRC recomputed, as anyone editing a
+    stream can."""
     prefix = codec._PREFIX
     _, version, length = prefix.unpack_from(data)
     header = json.loads(data[prefix.size : prefix.size + length])
@@ -138,22 +145,97 @@ def forge(data: bytes, **fields) -> bytes:
     (dict(count=10**9, batch_size=10**9), "more than one batch may hold"),
     (dict(count=10**8, labels=None, names=None), "more than .* bytes of payload can hold"),
 ])
-def test_forged_header_fields_are_refused_before_anything_is_allocated(stream, fields, message):
-    model, data = stream
+def test_forged_header_fields_are_refused_before_anything_is_allocated(stream_v1, fields, message):
+    model, data = stream_v1
     with pytest.raises(codec.CodecError, match=message):
         codec.decode(forge(data, **fields), model)
+
+
+FIXED = ("fingerprint", "height", "width", "channels", "count", "batch_size", "payload_bytes", "payload_crc",
+         "images_crc", "flags")
+
+
+def forge2(data: bytes, tail: bytes | None = None, **fields) -> bytes:
+    """A version 2 stream with fixed header fields (and, given ``tail``, what follows them) replaced and the header's
+    CRC recomputed."""
+    prefix = codec._PREFIX
+    _, version, length = prefix.unpack_from(data)
+    assert version == 2
+    body = data[prefix.size : prefix.size + length]
+    values = dict(zip(FIXED, codec._FIXED.unpack_from(body)))
+    values.update(fields)
+    body = codec._FIXED.pack(*values.values()) + (body[codec._FIXED.size :] if tail is None else tail)
+    return prefix.pack(codec.MAGIC, version, len(body)) + body + struct.pack("<I", zlib.crc32(body)) + \
+        data[prefix.size + length + 4 :]
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+    (dict(count=0), "count must be an integer >= 1, got 0"),
+    (dict(channels=9), "shape must be"),
+    (dict(height=0), "shape must be"),
+    (dict(flags=8), "unknown flags"),
+    (dict(flags=1), "ends inside the labels"),
+    (dict(flags=2), "ends before the names"),
+    (dict(count=2**31, batch_size=2**31), "more than one batch may hold"),
+    (dict(count=10**8), "more than .* bytes of payload can hold"),
+    (dict(fingerprint=bytes(16)), "different model"),
+])
+def test_forged_binary_header_fields_are_refused_by_name(stream, fields, message):
+    model, data = stream
+    with pytest.raises(codec.CodecError, match=message):
+        codec.decode(forge2(data, **fields), model)
+    with pytest.raises(codec.CodecError, match="bytes after its last field"):
+        codec.decode(forge2(data, tail=b"\0"), model)
+
+
+def test_version_2_keeps_the_header_small_and_version_1_streams_still_decode(stream):
+    model, data = stream
+    header, payload = codec.read_header(data)
+    assert header.version == 2 and len(data) - len(payload) == 14 + 42 + 4  # prefix, fixed fields, CRC
+    x = images(3)
+    labels_and_names = codec.encode(model, x, names=["a.png", "b.png", "c.png"])
+    old = codec.encode(model, x, format_version=1)
+    assert codec.read_header(old)[0].version == 1
+    assert len(old) - len(codec.read_header(old)[1]) > 3 * (len(data) - len(payload))  # JSON and a 64-digit hash
+    for stream_ in (old, labels_and_names):
+        assert torch.equal(codec.decode(stream_, model)[0], x)
+    with pytest.raises(ValueError, match="format_version must be one of"):
+        codec.encode(model, x, format_version=3)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_the_mixtures_fast_tables_are_its_likelihoods(channels):
+    """``channel_table`` (version 2) equals ``value_probs`` (the likelihood's own arithmetic), so files cost the
+    model's bits, and sums to one."""
+    dist = tiny(distribution="dmol", channels=channels).dist
+    g = torch.Generator().manual_seed(0)
+    params = torch.randn(32, dist.num_params, generator=g, dtype=torch.float64) * 3
+    values = torch.randint(0, 256, (32, channels), generator=g)
+    for c in range(channels):
+        fast, exact = dist.channel_table(params, values, c), dist.value_probs(params, values, c)
+        assert torch.allclose(fast, exact, rtol=1e-4, atol=1e-10)
+        assert torch.allclose(fast.sum(-1), torch.ones(32, dtype=torch.float64), atol=1e-12)
+    changed = values.clone()
+    changed[:, -1] = 255 - changed[:, -1]  # the channel being coded and later ones never matter
+    assert torch.equal(dist.channel_table(params, values, channels - 1), dist.channel_table(params, changed, channels - 1))
 
 
 def test_many_names_are_stored_deflated_and_read_back(stream):
     model, _ = stream
     names = [f"IMG_{i:05d}.png" for i in range(300)]
     x = images(300)
-    data = codec.encode(model, x, names=names, batch_size=300)
-    header, payload = codec.read_header(data)
-    assert header.names == names
     plain = len(json.dumps(names, separators=(",", ":")))
-    assert len(data) - len(payload) < plain / 3  # the whole header, against the names alone as plain JSON
-    bomb = base64.b64encode(zlib.compress(b"[" + b'"x",' * 10**6 + b'"x"]')).decode()
+    for version in (1, 2):
+        data = codec.encode(model, x, names=names, batch_size=300, format_version=version)
+        header, payload = codec.read_header(data)
+        assert header.names == names
+        assert len(data) - len(payload) < plain / 3  # the whole header, against the names alone as plain JSON
+    deflated_bomb = zlib.compress(b"[" + b'"x",' * 10**6 + b'"x"]')
+    with pytest.raises(codec.CodecError, match="names_z holds more than 300 names can take"):
+        codec.read_header(forge2(data, tail=struct.pack("<I", len(deflated_bomb)) + deflated_bomb))
+    data = codec.encode(model, x, names=names, batch_size=300, format_version=1)
+    bomb = base64.b64encode(deflated_bomb).decode()
     for forged, message in ((dict(names_z="not base64!"), "names_z is not deflated base64"),
                             (dict(names_z=bomb), "names_z holds more than 300 names can take"),
                             (dict(names_z=base64.b64encode(zlib.compress(b'["a.png"]')).decode()),
@@ -164,7 +246,7 @@ def test_many_names_are_stored_deflated_and_read_back(stream):
 
 def test_a_forged_count_stops_where_the_payload_runs_out(stream):
     model, data = stream
-    data = codec.encode(model, images(2), batch_size=1)
+    data = codec.encode(model, images(2), batch_size=1, format_version=1)
     # within what the payload could hold at the least cost per value, so only the decoder's exhaustion tells
     with pytest.raises(codec.CodecError, match="payload ends 499,998 images before the count"):
         codec.decode(forge(data, count=500_000), model)

@@ -14,11 +14,16 @@ an error, never a silently wrong image.
 
 Container (little-endian)::
 
-    magic b"\\x89ITC\\r\\n\\x1a\\n" | version u16 | header length u32 | header (JSON, UTF-8) | header CRC32 u32 | payload
+    magic b"\\x89ITC\\r\\n\\x1a\\n" | version u16 | header length u32 | header | header CRC32 u32 | payload
 
-The header holds the model fingerprint, image shape, count, batch size, labels, names (deflated when that is
-shorter), payload length,
-payload CRC32 and image CRC32. The payload is the range coder's 32-bit words.
+The header holds the model fingerprint, image shape, count, batch size, payload length, payload CRC32, image CRC32,
+and the labels and names where there are any. The payload is the range coder's 32-bit words.
+
+- Version 2 (written): a binary header, 42 bytes without labels or names (the first 16 bytes of the fingerprint,
+  then H, W u16, C u8, count, batch size, payload bytes, payload CRC, images CRC u32, flags u8; labels as u16,
+  names as deflated JSON behind a u32 length), and the mixture's coding tables from ``channel_table``.
+- Version 1 (read, and written on request): a JSON header (the whole fingerprint in hex, names deflated when that
+  is shorter) and the tables from ``value_probs``, the whole likelihood for every candidate value.
 """
 
 from __future__ import annotations
@@ -44,8 +49,13 @@ from .nn.superres import SuperResolutionTransformer
 __all__ = ["encode", "decode", "read_header", "fingerprint", "Header", "CodecError", "Cost", "FORMAT_VERSION"]
 
 MAGIC = b"\x89ITC\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what encode writes; decode reads 1 and 2
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length
+# version 2's fixed fields: fingerprint (16 bytes), H, W, C, count, batch size, payload bytes, payload CRC, images CRC,
+# flags; then labels (count u16) and names (u32 length, deflated JSON) as the flags say
+_FIXED = struct.Struct("<16sHHBIIIIIB")
+_LABELS, _NAMES = 1, 2
+FINGERPRINT_HEX = {1: 64, 2: 32}  # hexadecimal digits of the fingerprint a header keeps
 
 
 class CodecError(ValueError):
@@ -65,6 +75,7 @@ class Header:
     images_crc: int
     labels: list[int] | None = None
     names: list[str] | None = None
+    version: int = FORMAT_VERSION
 
 
 def fingerprint(model: nn.Module) -> str:
@@ -117,14 +128,16 @@ def _crc(images: Tensor) -> int:
     return zlib.crc32(images.contiguous().cpu().numpy().tobytes())
 
 
-def _code(model: ImageTransformer, values: Tensor, labels: Tensor | None, code_value, bar: tqdm) -> None:
-    """Run the cached step over one batch; ``code_value(probs (B, 256) float64, c) -> (B,) long`` per value."""
+def _code(model: ImageTransformer, values: Tensor, labels: Tensor | None, code_value, bar: tqdm, version: int) -> None:
+    """Run the cached step over one batch; ``code_value(probs (B, 256) float64, c) -> (B,) long`` per value, with the
+    coding tables of the stream's format ``version``."""
     k = model.dist.values_per_position
+    table = model.dist.value_probs if version == 1 else model.dist.channel_table
 
     def choose(t: int, params: Tensor) -> Tensor:
         chosen = torch.zeros(params.shape[0], k, dtype=torch.long)
         for c in range(k):
-            chosen[:, c] = code_value(t, model.dist.value_probs(params, chosen, c), c)
+            chosen[:, c] = code_value(t, table(params, chosen, c), c)
         bar.update(1)
         return chosen
 
@@ -133,9 +146,11 @@ def _code(model: ImageTransformer, values: Tensor, labels: Tensor | None, code_v
 
 @torch.no_grad()
 def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None, *, names: list[str] | None = None,
-           batch_size: int = 64, progress: bool = False, cost: Cost | None = None) -> bytes:
+           batch_size: int = 64, progress: bool = False, cost: Cost | None = None,
+           format_version: int = FORMAT_VERSION) -> bytes:
     """Compress uint8 images (B, H, W, C) (and their labels, for class-conditional models) to bytes; ``cost``, when
-    given, counts what each image cost under the coding tables (the model's own bits, at no extra pass)."""
+    given, counts what each image cost under the coding tables (the model's own bits, at no extra pass).
+    ``format_version`` 1 writes the older container and tables, for readers that know no other."""
     import constriction
 
     model = _check_model(model)
@@ -148,6 +163,10 @@ def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None
         raise ValueError(f"names must have one entry per image: {len(names)} names for {b} images")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if format_version not in FINGERPRINT_HEX:
+        raise ValueError(f"format_version must be one of {sorted(FINGERPRINT_HEX)}, got {format_version!r}")
+    if format_version == 2 and labels is not None and labels.numel() and int(labels.max()) > 0xFFFF:
+        raise ValueError("format version 2 stores labels as 16-bit numbers: a label above 65535 needs version 1")
     images = images.to(torch.uint8).cpu()
     family = constriction.stream.model.Categorical(perfect=False)
     coder = constriction.stream.queue.RangeEncoder()
@@ -169,12 +188,12 @@ def encode(model: ImageTransformer, images: Tensor, labels: Tensor | None = None
                 return symbols
 
             values = torch.zeros_like(truth, device=model.head.weight.device)
-            _code(model, values, chunk_labels, code_value, bar)
+            _code(model, values, chunk_labels, code_value, bar, format_version)
     payload = coder.get_compressed().astype("<u4").tobytes()
     header = Header(
-        fingerprint=fingerprint(model), shape=tuple(model.image_shape), count=b, batch_size=batch_size,
-        payload_bytes=len(payload), payload_crc=zlib.crc32(payload), images_crc=_crc(images),
-        labels=None if labels is None else labels.tolist(), names=names,
+        fingerprint=fingerprint(model)[: FINGERPRINT_HEX[format_version]], shape=tuple(model.image_shape), count=b,
+        batch_size=batch_size, payload_bytes=len(payload), payload_crc=zlib.crc32(payload), images_crc=_crc(images),
+        labels=None if labels is None else labels.tolist(), names=names, version=format_version,
     )
     return _pack(header) + payload
 
@@ -213,12 +232,51 @@ def _unpack_names(d: dict, count: int) -> object:
 
 
 def _pack(header: Header) -> bytes:
-    body = json.dumps({
-        "fingerprint": header.fingerprint, "shape": list(header.shape), "count": header.count,
-        "batch_size": header.batch_size, "payload_bytes": header.payload_bytes, "payload_crc": header.payload_crc,
-        "images_crc": header.images_crc, "labels": header.labels, **_pack_names(header.names),
-    }, separators=(",", ":")).encode()
-    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(body)) + body + struct.pack("<I", zlib.crc32(body))
+    if header.version == 1:
+        body = json.dumps({
+            "fingerprint": header.fingerprint, "shape": list(header.shape), "count": header.count,
+            "batch_size": header.batch_size, "payload_bytes": header.payload_bytes, "payload_crc": header.payload_crc,
+            "images_crc": header.images_crc, "labels": header.labels, **_pack_names(header.names),
+        }, separators=(",", ":")).encode()
+    else:
+        flags = (_LABELS if header.labels is not None else 0) | (_NAMES if header.names is not None else 0)
+        body = _FIXED.pack(bytes.fromhex(header.fingerprint), *header.shape, header.count, header.batch_size,
+                           header.payload_bytes, header.payload_crc, header.images_crc, flags)
+        if header.labels is not None:
+            body += struct.pack(f"<{len(header.labels)}H", *header.labels)
+        if header.names is not None:
+            names = zlib.compress(json.dumps(header.names, separators=(",", ":")).encode(), 9)
+            body += struct.pack("<I", len(names)) + names
+    return _PREFIX.pack(MAGIC, header.version, len(body)) + body + struct.pack("<I", zlib.crc32(body))
+
+
+def _unpack_v2(body: bytes) -> dict:
+    """Version 2's binary header as the fields version 1 spells in JSON, for the same checks."""
+    if len(body) < _FIXED.size:
+        raise ValueError(f"{len(body)} bytes, fewer than the {_FIXED.size} of its fixed fields")
+    fp, h, w, c, count, batch, payload_bytes, payload_crc, images_crc, flags = _FIXED.unpack_from(body)
+    if flags & ~(_LABELS | _NAMES):
+        raise ValueError(f"unknown flags {flags:#04x}")
+    d: dict = dict(fingerprint=fp.hex(), shape=[h, w, c], count=count, batch_size=batch, payload_bytes=payload_bytes,
+                   payload_crc=payload_crc, images_crc=images_crc, labels=None, names=None)
+    at = _FIXED.size
+    if flags & _LABELS:
+        if len(body) < at + 2 * count:
+            raise ValueError(f"it ends inside the labels of {count:,} images")
+        d["labels"] = list(struct.unpack_from(f"<{count}H", body, at))
+        at += 2 * count
+    if flags & _NAMES:
+        if len(body) < at + 4:
+            raise ValueError("it ends before the names' length")
+        (length,) = struct.unpack_from("<I", body, at)
+        at += 4
+        if len(body) < at + length:
+            raise ValueError("it ends inside the names")
+        d["names_z"] = base64.b64encode(body[at : at + length]).decode()  # inflated, within limits, by the checks
+        at += length
+    if at != len(body):
+        raise ValueError(f"{len(body) - at} bytes after its last field")
+    return d
 
 
 MAX_BATCH_VALUES = 1 << 28  # values one decoded batch may hold (int64: 2 GiB); the encoder's batches stay far below
@@ -228,7 +286,7 @@ MIN_BITS_PER_VALUE = -math.log2(1 - 255 / 2**24)
 STATE_BITS = 96  # what a range decoder may still hold when it has read all its words, with room to spare
 
 
-def _parse_header(d: object) -> Header:
+def _parse_header(d: object, version: int = 1) -> Header:
     """A header's fields, each checked for its type and range before anything is allocated from it: a header is
     protected only by a CRC, which anyone who edits it can recompute."""
     if not isinstance(d, dict):
@@ -245,9 +303,10 @@ def _parse_header(d: object) -> Header:
             raise ValueError(f"{key} must be an integer {span}, got {value!r}")
         return value
 
-    fingerprint = d["fingerprint"]
-    if not isinstance(fingerprint, str) or len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
-        raise ValueError(f"fingerprint must be 64 hexadecimal digits, got {fingerprint!r:.80}")
+    fingerprint, digits = d["fingerprint"], FINGERPRINT_HEX[version]
+    if (not isinstance(fingerprint, str) or len(fingerprint) != digits
+            or any(c not in "0123456789abcdef" for c in fingerprint)):
+        raise ValueError(f"fingerprint must be {digits} hexadecimal digits, got {fingerprint!r:.80}")
     shape = d["shape"]
     if (not isinstance(shape, list) or len(shape) != 3 or any(isinstance(x, bool) or not isinstance(x, int)
                                                              for x in shape)
@@ -267,7 +326,7 @@ def _parse_header(d: object) -> Header:
         raise ValueError(f"names must be null or {count} strings, got {names!r:.80}")
     return Header(fingerprint=fingerprint, shape=tuple(shape), count=count, batch_size=batch_size,
                   payload_bytes=integer("payload_bytes", 0), payload_crc=integer("payload_crc", 0, 2**32 - 1),
-                  images_crc=integer("images_crc", 0, 2**32 - 1), labels=labels, names=names)
+                  images_crc=integer("images_crc", 0, 2**32 - 1), labels=labels, names=names, version=version)
 
 
 def read_header(data: bytes) -> tuple[Header, bytes]:
@@ -290,8 +349,8 @@ def read_header(data: bytes) -> tuple[Header, bytes]:
     if zlib.crc32(body) != struct.unpack_from("<I", data, end)[0]:
         raise CodecError("the stream's header is corrupted (checksum mismatch)")
     try:
-        header = _parse_header(json.loads(body))
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        header = _parse_header(json.loads(body) if version == 1 else _unpack_v2(body), version)
+    except (ValueError, UnicodeDecodeError, struct.error) as e:  # JSONDecodeError is a ValueError
         raise CodecError(f"the stream's header is malformed: {e}") from None
     values = header.count * header.shape[0] * header.shape[1] * header.shape[2]
     if values * MIN_BITS_PER_VALUE > 8 * header.payload_bytes + STATE_BITS:
@@ -316,7 +375,7 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False, cost
 
     model = _check_model(model)
     header, payload = read_header(data)
-    if header.fingerprint != fingerprint(model):
+    if header.fingerprint != fingerprint(model)[: len(header.fingerprint)]:
         raise CodecError("the stream was written with a different model (fingerprint mismatch): decode it with "
                          "the model that encoded it")
     if header.shape != tuple(model.image_shape):
@@ -352,7 +411,7 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False, cost
             values = torch.zeros(n_chunk, model.layout.n, model.dist.values_per_position, dtype=torch.long,
                                  device=model.head.weight.device)
             try:
-                _code(model, values, None if labels is None else labels[lo : lo + size], code_value, bar)
+                _code(model, values, None if labels is None else labels[lo : lo + size], code_value, bar, header.version)
             except (RuntimeError, ValueError, AssertionError) as e:  # the range decoder ran off its data
                 raise CodecError(f"the stream does not decode with this model: {e}") from None
             out.append(model.to_images(values.cpu()).to(torch.uint8))

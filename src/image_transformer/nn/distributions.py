@@ -13,7 +13,8 @@ A new distribution is one class here and one entry in :data:`DISTRIBUTIONS`.
   in the order it draws them; ``sample(..., noise=...)`` takes them instead of drawing (the CUDA-graph sampler
   draws them ahead, into a buffer the captured step reads).
 - ``value_probs(params (B, P), values (B, k), c) -> (B, 256)`` float64: P(value c = v | values before c)
-  for every v, the table an entropy coder codes value c with (its rows sum to one).
+  for every v through the likelihood's own arithmetic, and ``channel_table`` (same signature) the same table computed
+  from value c's bins alone: the tables an entropy coder codes value c with (rows sum to one).
 
 Random numbers are drawn in a fixed pattern per call (uniforms in float64 on the generator's device, then cast
 to the parameters' dtype and device), so two callers that pass the same parameters and the same generator state
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..images import from_unit, to_unit
+from ..images import HALF_RANGE, from_unit, to_unit
 from .embeddings import PixelInput, SubPixelInput
 
 __all__ = ["Categorical", "DiscretizedLogisticMixture", "DISTRIBUTIONS", "make_distribution"]
@@ -102,6 +103,8 @@ class Categorical:
     def value_probs(self, logits: Tensor, values: Tensor, c: int = 0) -> Tensor:
         """logits (B, 256) -> (B, 256) float64 probabilities of the position's one value."""
         return F.softmax(logits.double(), dim=-1)
+
+    channel_table = value_probs  # the table is one softmax either way
 
 
 def _log1mexp(z: Tensor) -> Tensor:
@@ -223,6 +226,29 @@ class DiscretizedLogisticMixture:
         candidates[:, :, c] = torch.arange(256, device=values.device)
         lp = self.log_prob(params.double()[:, None, :].expand(b, 256, -1), candidates)[..., c]  # (B, 256)
         return lp.exp()
+
+    def channel_table(self, params: Tensor, values: Tensor, c: int) -> Tensor:
+        """params (B, P), values (B, C) -> (B, 256) float64: P(channel c = v | channels < c) from channel c's bins
+        alone: the components re-weighted by how well they explain the earlier channels, then each component's
+        logistic CDF at the 255 inner bin edges (given the earlier channels), differenced and mixed.
+
+        ``value_probs``'s table (equal up to about 1e-12) at a small part of the work: that one runs the whole
+        likelihood, every channel of every component in log space, for each of the 256 candidates. The entropy
+        coder quantises tables to 24 bits, so differencing CDFs in float64 loses nothing it could use.
+        """
+        logits, means, log_scales, coeffs = self._unpack(params.double())
+        values = values.long()
+        x = to_unit(values, torch.float64)[:, None, :]  # (B, 1, C): broadcast over components
+        log_w = F.log_softmax(logits, dim=-1)  # (B, M)
+        for j in range(c):  # how well each component explains the earlier channels
+            mean = self._channel_mean(means, coeffs, x, j)  # (B, M)
+            log_w = log_w + discretized_logistic_log_prob(values[:, None, j], mean, log_scales[..., j])
+        weights = F.softmax(log_w, dim=-1)[:, None, :]  # (B, 1, M)
+        mean = self._channel_mean(means, coeffs, x, c)[..., None]  # (B, M, 1)
+        edges = torch.arange(1, 256, device=params.device, dtype=torch.float64) / HALF_RANGE - 1.0 - 1.0 / 255.0
+        cdf = torch.sigmoid((edges - mean) * torch.exp(-log_scales[..., c, None]))  # (B, M, 255)
+        cdf = F.pad(F.pad(cdf, (1, 0), value=0.0), (0, 1), value=1.0)  # (B, M, 257): the edge bins take the tails
+        return torch.matmul(weights, cdf.diff(dim=-1))[:, 0]  # (B, 256)
 
     def draw_noise(self, params: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         """The uniforms of one ``sample`` call: [(..., M) for the component, (..., C) for the logistic noise]."""
