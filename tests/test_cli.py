@@ -3,8 +3,10 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -424,7 +426,7 @@ def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):
 
 
 def test_decompress_keeps_only_base_names_and_non_ascii_paths_work(trained, tmp_path, capsys):
-    from test_codec import forge
+    from test_codec import forge2
 
     folder = tmp_path / "données ünï 画像"
     folder.mkdir()
@@ -432,7 +434,8 @@ def test_decompress_keeps_only_base_names_and_non_ascii_paths_work(trained, tmp_
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (6, 6), dtype=np.uint8)).save(image)
     assert run("compress", trained, image, "-o", folder / "flux-ß.itc") == 0
     # a stream whose names try to climb out of the output folder
-    data = forge((folder / "flux-ß.itc").read_bytes(), names=["../../évadé.png"])
+    names = zlib.compress(json.dumps(["../../évadé.png"]).encode())
+    data = forge2((folder / "flux-ß.itc").read_bytes(), flags=2, tail=struct.pack("<I", len(names)) + names)
     (folder / "évadé.itc").write_bytes(data)
     assert run("decompress", folder / "évadé.itc", "--model", trained, "-o", folder / "sortie") == 0
     assert [p.name for p in (folder / "sortie").iterdir()] == ["évadé.png"]
