@@ -12,8 +12,11 @@ For the images of a split (``--limit`` for the first N), in one run:
   lossless (the ``pillow-jxl-plugin`` package from PyPI, effort 9) when it is installed; each as one file
   per image (summed) and as one mosaic holding all the images (sparing them their per-file headers).
   Raw is 8 bits/dim.
-- speed: images/s of encode and decode at batch 1 and at batch ``--batch-size``, median [min-max] over
-  ``--repeats`` on ``--speed-images`` images.
+- speed: images/s and raw KB/s of encode and decode at batch 1 and at batch ``--batch-size``, and sampling the same
+  number of images from the same model (the cached step the coder runs, without the coding), with the ratio of
+  coding to sampling time; median [min-max] over ``--repeats``, taken round-robin on ``--speed-images`` images.
+- ``--format-version 1`` codes with the older container and tables (the whole likelihood for every candidate value)
+  for a before/after comparison.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-speed", action="store_true", help="only the compression table")
     p.add_argument("--speed-only", action="store_true", help="only the speed table")
+    p.add_argument("--format-version", type=int, default=codec.FORMAT_VERSION, choices=[1, 2],
+                   help="the stream format to write (1: the older tables and JSON header)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model).eval()
@@ -99,7 +104,8 @@ def compression_table(model, images: torch.Tensor, labels: torch.Tensor | None, 
     n, dims = len(images), images.numel()
     model_bpd = evaluate(model, images, labels, batch_size=args.batch_size)["bits_per_dim"]
     start = time.perf_counter()
-    stream = codec.encode(model, images, labels, batch_size=args.batch_size, progress=True)
+    stream = codec.encode(model, images, labels, batch_size=args.batch_size, progress=True,
+                          format_version=args.format_version)
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
     decoded, got = codec.decode(stream, model, progress=True)
@@ -111,7 +117,8 @@ def compression_table(model, images: torch.Tensor, labels: torch.Tensor | None, 
           f"(batch {args.batch_size}, {n / encode_s:.2f} / {n / decode_s:.2f} images/s)")
     print(f"model's own -log2 p: {model_bpd:.4f} bits/dim; payload {payload_bpd:.4f} bits/dim "
           f"(overhead {100 * (payload_bpd / model_bpd - 1):+.3f}%); whole file with its "
-          f"{len(stream) - len(payload)}-byte header: {8 * len(stream) / dims:.4f} bits/dim")
+          f"{len(stream) - len(payload)}-byte header ({100 * (len(stream) - len(payload)) / len(stream):.1f}% of "
+          f"the file): {8 * len(stream) / dims:.4f} bits/dim")
 
     arr = images.numpy()
     formats = lossless_formats()
@@ -136,13 +143,29 @@ def speed_table(model, images: torch.Tensor, labels: torch.Tensor | None, args: 
     few = images[: min(4, n)]
     few_labels = labels[: len(few)] if labels is not None else None
     some, some_labels = images[:k], (labels[:k] if labels is not None else None)
-    print(f"\nspeed (images/s, median [min-max] of {args.repeats})")
+    version = args.format_version
+    print(f"\nspeed (median [min-max] of {args.repeats}, round-robin; format version {version})")
     for batch, x, y in ((1, few, few_labels), (args.batch_size, some, some_labels)):
-        data1 = codec.encode(model, x, y, batch_size=batch)
-        enc = timed(lambda: codec.encode(model, x, y, batch_size=batch), args.repeats)
-        dec = timed(lambda: codec.decode(data1, model), args.repeats)
-        print(f"batch {batch:3d} ({len(x)} images): encode {fmt([len(x) / s for s in enc])}, "
-              f"decode {fmt([len(x) / s for s in dec])}")
+        stream = codec.encode(model, x, y, batch_size=batch, format_version=version)
+        jobs = {
+            "encode": lambda: codec.encode(model, x, y, batch_size=batch, format_version=version),
+            "decode": lambda: codec.decode(stream, model),
+            # the same images drawn from the model, batch by batch: the cached step without the coding
+            "sample": lambda: [model.sample(len(x[i : i + batch]), None if y is None else y[i : i + batch])
+                               for i in range(0, len(x), batch)],
+        }
+        times: dict[str, list[float]] = {name: [] for name in jobs}
+        for _ in range(args.repeats):
+            for name, job in jobs.items():
+                times[name] += timed(job, 1)
+        kb = x.numel() / 1000
+        rates = {name: [len(x) / t for t in ts] for name, ts in times.items()}
+        print(f"batch {batch:3d} ({len(x)} images): "
+              + "; ".join(f"{name} {fmt(r)} images/s ({fmt([kb / t for t in times[name]])} raw KB/s)"
+                          for name, r in rates.items()))
+        sample = statistics.median(times["sample"])
+        print(f"          coding time / sampling time: encode {statistics.median(times['encode']) / sample:.2f}x, "
+              f"decode {statistics.median(times['decode']) / sample:.2f}x")
 
 
 if __name__ == "__main__":
