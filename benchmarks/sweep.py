@@ -70,7 +70,18 @@ CANDIDATES: dict[str, dict[str, tuple[str, dict, dict]]] = {
         "pre-norm": _vary(_CIFAR_BASE, model=dict(norm="pre")),
         "bf16": _vary(_CIFAR_BASE, train=dict(precision="bf16")),
         "cifar10-cpu": ("cifar10-cpu", {}, {}),  # the winners together: the preset and its recipe
-        "heads4": ("cifar10-cpu", dict(num_heads=4), {}),  # the preset as first made (4 heads of 32, not 2 of 64)
+        "cifar10-cpu-no-conv": ("cifar10-cpu", dict(conv_size=0), {}),  # the preset before its convolutions
+        # the preset as first made (4 heads of 32, not 2 of 64; no convolutions)
+        "heads4": ("cifar10-cpu", dict(conv_size=0, num_heads=4), {}),
+        # what a convolutional peer has and the Image Transformer lacks, from cifar10-cpu as it was before them:
+        # the neighbourhood before the first block (a masked convolution stem), a causal convolution in every
+        # block (PixelSNAIL); then, with the convolution, bf16 autocast and the peer's learning rate
+        "stem5": ("cifar10-cpu", dict(conv_size=0, neighbourhood=5), {}),
+        "stem7": ("cifar10-cpu", dict(conv_size=0, neighbourhood=7), {}),
+        "conv3": ("cifar10-cpu", dict(conv_size=3), {}),
+        "conv5": ("cifar10-cpu", dict(conv_size=5), {}),
+        "conv3-bf16": ("cifar10-cpu", dict(conv_size=3), dict(precision="bf16")),
+        "conv3-lr1e-3": ("cifar10-cpu", dict(conv_size=3), dict(lr=1e-3)),
     },
     "mnist": {
         "base": _MNIST_BASE,
