@@ -68,6 +68,8 @@ def main() -> None:
     p.add_argument("--nr-filters", type=int, default=33, help="33 with 5 blocks a stage: 2.30M parameters for RGB")
     p.add_argument("--nr-logistic-mix", type=int, default=10)
     p.add_argument("--eval-images", type=int, default=0, help="held-out images, spread over the test split; 0 = all")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: the network under CPU autocast, its output and the loss in fp32 (evaluation in fp32)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -101,7 +103,9 @@ def main() -> None:
         for group in opt.param_groups:  # linear to zero as the clock runs out, or the repository's per-step decay
             group["lr"] = lr * (1.0 - elapsed / budget) if args.recipe == "short" else lr * 0.999995**steps
         x = to_peer(train[torch.randint(0, len(train), (args.batch_size,), generator=g)])
-        loss = loss_fn(x, model(x)) / (args.batch_size * dims)  # the peer's loss is summed nats
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            out = model(x)
+        loss = loss_fn(x, out.float()) / (args.batch_size * dims)  # the peer's loss is summed nats
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -115,6 +119,7 @@ def main() -> None:
             model.init_padding = None  # the peer keeps a padding tensor sized by the first batch it saw
             total += float(loss_fn(x, model(x)))
     print(json.dumps({"model": "PixelCNN++ (pclucas14/pixel-cnn-pp)", "recipe": args.recipe, "data": args.data,
+                      "precision": args.precision,
                       "parameters": sum(q.numel() for q in model.parameters()), "batch_size": args.batch_size,
                       "steps": steps, "minutes": round(minutes, 2),
                       "images_per_s": round(steps * args.batch_size / (minutes * 60.0), 2),
