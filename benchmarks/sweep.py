@@ -46,6 +46,7 @@ EVAL_LIMIT = {"cifar": 0, "mnist": 2000}
 # (the mixture input without tensor2tensor's ReLU: the model the issue measured, and the sweep's first rows)
 _CIFAR_BASE = ("cifar10-1d-dmol-tiny", dict(pixel_input_relu=False), dict(batch_size=8, lr=2e-3, warmup=50))
 _MNIST_BASE = ("mnist-tiny", {}, dict(batch_size=16, lr=2e-3, warmup=100))
+_FP32 = dict(precision="fp32")  # cifar10-cpu's candidates from before its recipe trained in bf16
 
 
 def _vary(base: tuple[str, dict, dict], preset: str | None = None, model: dict | None = None,
@@ -70,18 +71,17 @@ CANDIDATES: dict[str, dict[str, tuple[str, dict, dict]]] = {
         "pre-norm": _vary(_CIFAR_BASE, model=dict(norm="pre")),
         "bf16": _vary(_CIFAR_BASE, train=dict(precision="bf16")),
         "cifar10-cpu": ("cifar10-cpu", {}, {}),  # the winners together: the preset and its recipe
-        "cifar10-cpu-no-conv": ("cifar10-cpu", dict(conv_size=0), {}),  # the preset before its convolutions
+        "cifar10-cpu-no-conv": ("cifar10-cpu", dict(conv_size=0), _FP32),  # the preset before its convolutions
         # the preset as first made (4 heads of 32, not 2 of 64; no convolutions)
-        "heads4": ("cifar10-cpu", dict(conv_size=0, num_heads=4), {}),
+        "heads4": ("cifar10-cpu", dict(conv_size=0, num_heads=4), _FP32),
         # what a convolutional peer has and the Image Transformer lacks, from cifar10-cpu as it was before them:
         # the neighbourhood before the first block (a masked convolution stem), a causal convolution in every
-        # block (PixelSNAIL); then, with the convolution, bf16 autocast and the peer's learning rate
-        "stem5": ("cifar10-cpu", dict(conv_size=0, neighbourhood=5), {}),
-        "stem7": ("cifar10-cpu", dict(conv_size=0, neighbourhood=7), {}),
-        "conv3": ("cifar10-cpu", dict(conv_size=3), {}),
-        "conv5": ("cifar10-cpu", dict(conv_size=5), {}),
+        # block (PixelSNAIL); then, with the convolution, bf16 autocast
+        "stem5": ("cifar10-cpu", dict(conv_size=0, neighbourhood=5), _FP32),
+        "stem7": ("cifar10-cpu", dict(conv_size=0, neighbourhood=7), _FP32),
+        "conv3": ("cifar10-cpu", dict(conv_size=3), _FP32),
+        "conv5": ("cifar10-cpu", dict(conv_size=5), _FP32),
         "conv3-bf16": ("cifar10-cpu", dict(conv_size=3), dict(precision="bf16")),
-        "conv3-lr1e-3": ("cifar10-cpu", dict(conv_size=3), dict(lr=1e-3)),
     },
     "mnist": {
         "base": _MNIST_BASE,
@@ -91,7 +91,9 @@ CANDIDATES: dict[str, dict[str, tuple[str, dict, dict]]] = {
         "batch32": _vary(_MNIST_BASE, train=dict(batch_size=32)),
         "wide-d192": _vary(_MNIST_BASE, model=dict(hidden_size=192, ffn_size=384)),
         "mnist-cpu": ("mnist-cpu", {}, {}),  # the CIFAR winners applied to MNIST: the preset and its recipe
-        "blocks112": ("mnist-cpu", dict(query_length=112, memory_length=112), {}),  # the preset as first made
+        # the preset before its convolutions and bf16, and as first made (blocks of 112)
+        "mnist-cpu-no-conv": ("mnist-cpu", dict(conv_size=0), _FP32),
+        "blocks112": ("mnist-cpu", dict(conv_size=0, query_length=112, memory_length=112), _FP32),
     },
 }
 
