@@ -380,11 +380,13 @@ def test_a_decompression_bomb_is_one_line_and_writes_nothing(trained, tmp_path, 
 
 
 def test_a_forged_stream_is_one_line_and_writes_nothing(trained, tmp_path, capsys):
-    from test_codec import forge
+    from test_codec import forge2
 
     assert run("compress", trained / "model", "--data", f"mnist:{tiny_mnist_path(trained)}", "--limit", 2,
                "-o", tmp_path / "s.itc") == 0
-    (tmp_path / "bad.itc").write_bytes(forge((tmp_path / "s.itc").read_bytes(), names=[5, 6]))
+    names = zlib.compress(json.dumps([5, 6]).encode())
+    forged = forge2((tmp_path / "s.itc").read_bytes(), flags=2, tail=struct.pack("<I", len(names)) + names)
+    (tmp_path / "bad.itc").write_bytes(forged)
     capsys.readouterr()
     assert run("decompress", tmp_path / "bad.itc", "--model", trained, "-o", tmp_path / "out") == 2
     err = capsys.readouterr().err
