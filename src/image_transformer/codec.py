@@ -5,7 +5,7 @@ with its categorical model (probabilities quantized inside the library, the same
 
 Determinism: encoder and decoder run the same path, the sampler's cached step (``ImageTransformer.cached_steps``),
 over the same batches (the batch size is stored in the file), with the coding table of each value from
-``dist.value_probs`` (float64). The encoder feeds the true values back in, the decoder the decoded ones,
+``dist.channel_table`` (float64; ``value_probs`` for format version 1). The encoder feeds the true values back in, the decoder the decoded ones,
 so both compute bit-identical probabilities; the known-prefix parallel pass is *not* used (its sums are
 grouped differently and are not bit-identical to the step's). Decoding needs the same weights (checked
 by fingerprint) and the same arithmetic: the same torch build on the same kind of CPU. A CRC of the
