@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .order import window
+
 
 def causal_taps(grid: tuple[int, int], rank: Tensor, size: int) -> Tensor:
     """(size, size) bool: the kernel offsets at which, for every position of the grid, the neighbour (where it is
@@ -21,18 +23,9 @@ def causal_taps(grid: tuple[int, int], rank: Tensor, size: int) -> Tensor:
     orders this is PixelCNN's mask B (the rows above, and the row's own positions up to p); for the 2D layouts'
     block-raster order it drops the offsets that reach into a later block.
     """
-    rows, cols = grid
-    r = size // 2
-    pos = torch.arange(rows * cols)
-    row, col = pos // cols, pos % cols
-    taps = torch.zeros(size, size, dtype=torch.bool)
-    for i, dy in enumerate(range(-r, r + 1)):
-        for j, dx in enumerate(range(-r, r + 1)):
-            nr, nc = row + dy, col + dx
-            inside = (nr >= 0) & (nr < rows) & (nc >= 0) & (nc < cols)
-            if inside.any():
-                taps[i, j] = bool((rank[(nr * cols + nc)[inside]] <= rank[pos[inside]]).all())
-    return taps
+    neighbour, inside = window(grid, size)  # (n, size^2) each
+    causal = ~inside | (rank[neighbour] <= rank[:, None])  # outside the grid constrains nothing
+    return (causal.all(0) & inside.any(0)).reshape(size, size)
 
 
 class CausalConv(nn.Module):
@@ -48,16 +41,11 @@ class CausalConv(nn.Module):
         self.register_buffer("mask", taps.float(), persistent=False)  # (size, size)
         # for the one-position step: the kept taps (K,) as flat kernel indices, and for each position the grid
         # index of its neighbour at each tap (n, K) and whether that neighbour is inside the grid
-        rows, cols = grid
-        r = size // 2
         tap = taps.reshape(-1).nonzero()[:, 0]
-        dy, dx = tap // size - r, tap % size - r
-        pos = torch.arange(rows * cols)
-        nr, nc = (pos // cols)[:, None] + dy, (pos % cols)[:, None] + dx
-        inside = (nr >= 0) & (nr < rows) & (nc >= 0) & (nc < cols)
+        neighbour, inside = window(grid, size)
         self.register_buffer("taps", tap, persistent=False)
-        self.register_buffer("neighbour", torch.where(inside, nr * cols + nc, 0), persistent=False)
-        self.register_buffer("inside", inside.float(), persistent=False)
+        self.register_buffer("neighbour", neighbour[:, tap], persistent=False)
+        self.register_buffer("inside", inside[:, tap].float(), persistent=False)
 
     def forward(self, h: Tensor) -> Tensor:
         """h (B, n, d) in grid order -> (B, n, d)."""

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..images import to_unit
+from .order import window
 
 
 class ChannelEmbedding(nn.Module):
@@ -165,13 +166,7 @@ class NeighbourhoodInput(nn.Module):
 
     def __init__(self, grid: tuple[int, int], rank: Tensor, size: int, values_per_position: int, dim: int):
         super().__init__()
-        rows, cols = grid
-        r = size // 2
-        row, col = torch.arange(rows * cols) // cols, torch.arange(rows * cols) % cols
-        dy, dx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
-        nrow, ncol = row[:, None] + dy.reshape(-1), col[:, None] + dx.reshape(-1)  # (n, size^2)
-        inside = (nrow >= 0) & (nrow < rows) & (ncol >= 0) & (ncol < cols)
-        neighbour = torch.where(inside, nrow * cols + ncol, 0)
+        neighbour, inside = window(grid, size)  # (n, size^2) each
         visible = inside & (rank[neighbour] < rank[:, None])
         used = visible.any(0)  # slots some position sees
         self.register_buffer("neighbour", neighbour[:, used], persistent=False)  # (n, K) grid positions

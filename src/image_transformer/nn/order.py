@@ -150,6 +150,20 @@ class StepPlan:
         return StepPlan(contiguous, block, first, low, earlier, max(e.numel() for e in earlier), max(count))
 
 
+def window(grid: tuple[int, int], size: int) -> tuple[Tensor, Tensor]:
+    """The ``size`` x ``size`` window around every grid position, as the convolutions that read it need it:
+    (n, size^2) flat indices of the neighbour at each offset (raster order of offsets, 0 where outside the grid) and
+    (n, size^2) bool, whether that neighbour is inside the grid. Who of them a position may see is the caller's rank
+    comparison."""
+    rows, cols = grid
+    r = size // 2
+    pos = torch.arange(rows * cols)
+    dy, dx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+    nrow, ncol = (pos // cols)[:, None] + dy.reshape(-1), (pos % cols)[:, None] + dx.reshape(-1)
+    inside = (nrow >= 0) & (nrow < rows) & (ncol >= 0) & (ncol < cols)
+    return torch.where(inside, nrow * cols + ncol, 0), inside
+
+
 def raster_1d(grid: tuple[int, int], query_length: int, memory_length: int) -> Layout:
     """1D local attention in raster order.
 
