@@ -1,5 +1,6 @@
-"""The blocks' causal convolution: autoregressive and normalised for every layout and distribution, its mask as
-large as causality allows and no larger, its one-position step equal to the parallel pass, every sampler alike."""
+"""The blocks' causal convolution (and the neighbourhood input): autoregressive and normalised for every layout and
+distribution, every sampler alike; the convolution's mask as large as causality allows and no larger, its
+one-position step equal to the parallel pass."""
 
 import itertools
 
@@ -13,30 +14,40 @@ from image_transformer.nn.order import make_layout
 from test_model import ATTENTION, tiny
 from test_static_step import static_generate
 
-CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 3]))
 LAYOUT = dict(query_length=7, memory_length=5, query_shape=(2, 4), memory_flange=(1, 3))
+# each local option: (the dependency check's settings, the normalisation check's, the samplers'); the neighbourhood
+# input (tests/test_neighbourhood.py) goes through the same checks as the blocks' convolution
+OPTIONS = {
+    "neighbourhood": (dict(neighbourhood=3), dict(neighbourhood=5), dict(neighbourhood=5)),
+    "conv": (dict(conv_size=3), dict(conv_size=5, neighbourhood=3), dict(conv_size=3, neighbourhood=3)),
+}
 
 
-@pytest.mark.parametrize("attention,distribution,channels", CASES)
-def test_autoregressive_and_normalised_every_position(attention, distribution, channels, dependency_violations,
-                                                      normalization_errors):
-    model = tiny(attention, distribution, channels, conv_size=3)
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("attention,distribution,channels",
+                         list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 3])))
+def test_autoregressive_and_normalised_every_position(option, attention, distribution, channels,
+                                                      dependency_violations, normalization_errors):
+    causal, normalised, _ = OPTIONS[option]
+    model = tiny(attention, distribution, channels, **causal)
     violations, later = dependency_violations(model.log_prob, model.generation_order(), model.image_shape)
     assert violations == [] and later > 0
-    small = tiny(attention, distribution, channels, size=(3, 4), conv_size=5, neighbourhood=3)
+    small = tiny(attention, distribution, channels, size=(3, 4), **normalised)
     assert normalization_errors(small.log_prob, small.image_shape).max() < 1e-6
 
 
+@pytest.mark.parametrize("option", list(OPTIONS))
 @pytest.mark.parametrize("attention,distribution", list(itertools.product(ATTENTION, ["categorical", "dmol"])))
-def test_every_sampler_draws_the_same_images(attention, distribution):
-    model = tiny(attention, distribution, 3, size=(4, 5), conv_size=3, neighbourhood=3)
+def test_every_sampler_draws_the_same_images(option, attention, distribution):
+    model = tiny(attention, distribution, 3, size=(4, 5), **OPTIONS[option][2])
     cached = model.sample(2, generator=torch.Generator().manual_seed(5))
     assert torch.equal(cached, model.sample(2, generator=torch.Generator().manual_seed(5), use_cache=False))
     values = torch.zeros(2, model.layout.n, model.dist.values_per_position, dtype=torch.long)
     static = static_generate(model, values, generator=torch.Generator().manual_seed(5))
     assert torch.equal(model.to_images(static).to(torch.uint8), cached)
-    if attention != "local_2d":  # a known prefix fills the convolutions' buffers in the parallel pass
+    if attention != "local_2d":  # a known prefix fills the inputs' and convolutions' buffers in the parallel pass
         done = model.complete(cached, 2, generator=torch.Generator().manual_seed(9))
+        assert torch.equal(done[:, :2], cached[:, :2])
         assert torch.equal(done, model.complete(cached, 2, generator=torch.Generator().manual_seed(9),
                                                 use_cache=False))
         values = model.to_positions(cached)

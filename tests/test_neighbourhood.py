@@ -1,5 +1,5 @@
-"""The neighbourhood input (a masked convolution before the first block): autoregressive and normalised for every
-layout and distribution, sampled alike by every sampler, and really reading the window it claims to."""
+"""The neighbourhood input (a masked convolution before the first block) reads exactly the window it claims to; its
+autoregressive, normalisation and sampler checks are tests/test_conv.py's, run for both options."""
 
 import itertools
 
@@ -12,34 +12,6 @@ from image_transformer.nn.embeddings import NeighbourhoodInput
 from image_transformer.nn.order import make_layout
 
 from test_model import ATTENTION, tiny
-from test_static_step import static_generate
-
-CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 3]))
-
-
-@pytest.mark.parametrize("attention,distribution,channels", CASES)
-def test_autoregressive_and_normalised_every_position(attention, distribution, channels, dependency_violations,
-                                                      normalization_errors):
-    model = tiny(attention, distribution, channels, neighbourhood=3)
-    violations, later = dependency_violations(model.log_prob, model.generation_order(), model.image_shape)
-    assert violations == [] and later > 0
-    small = tiny(attention, distribution, channels, size=(3, 4), neighbourhood=5)
-    assert normalization_errors(small.log_prob, small.image_shape).max() < 1e-6
-
-
-@pytest.mark.parametrize("attention,distribution", list(itertools.product(ATTENTION, ["categorical", "dmol"])))
-def test_every_sampler_draws_the_same_images(attention, distribution):
-    model = tiny(attention, distribution, 3, size=(4, 5), neighbourhood=5)
-    cached = model.sample(2, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(cached, model.sample(2, generator=torch.Generator().manual_seed(5), use_cache=False))
-    values = torch.zeros(2, model.layout.n, model.dist.values_per_position, dtype=torch.long)
-    static = static_generate(model, values, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(model.to_images(static).to(torch.uint8), cached)
-    if attention != "local_2d":  # a known prefix goes through the parallel pass first
-        done = model.complete(cached, 2, generator=torch.Generator().manual_seed(9))
-        assert torch.equal(done[:, :2], cached[:, :2])
-        again = model.complete(cached, 2, generator=torch.Generator().manual_seed(9), use_cache=False)
-        assert torch.equal(done, again)
 
 
 def test_it_reads_the_pixel_above_which_attention_here_cannot():
