@@ -166,3 +166,28 @@ def test_fresh_run_refuses_to_overwrite_a_checkpoint(tiny_mnist, tmp_path, capsy
     assert run(*args) == 2
     assert "pass --resume" in capsys.readouterr().err
     assert run(*args, "--overwrite") == 0
+
+
+def test_the_trainer_is_freed_before_the_process_group_is_destroyed(tmp_path, monkeypatch):
+    """Its DDP wrapper holds the process group: freed at interpreter exit instead, gloo can abort the process."""
+    import gc
+    import weakref
+
+    from image_transformer.training import run as training_run
+
+    made = []
+
+    class Recorded(Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    monkeypatch.setattr(training_run, "Trainer", Recorded)
+    gc.disable()  # no automatic collection may do it by chance
+    try:
+        assert run("train", "--data", "mnist-slice", "--preset", "tiny", "--steps", 2, "--batch-size", 4,
+                   "--eval-images", 4, "--final-eval-images", 4, "--num-samples", 0, "--quiet",
+                   "--out", tmp_path / "run") == 0
+        assert len(made) == 1 and made[0]() is None
+    finally:
+        gc.enable()

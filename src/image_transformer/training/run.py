@@ -4,6 +4,7 @@ and the run's last files: ``model/``, ``eval.json`` and the samples."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 from dataclasses import dataclass, field
@@ -73,8 +74,12 @@ class TrainingRun:
             device = init_distributed(self.device)
             try:
                 self._train_and_finish(device)
-                if torch.distributed.is_initialized():  # no process tears gloo down while a peer still uses it:
-                    torch.distributed.barrier()  # a rare abort at exit of the process that finished first
+                # The trainer is in a reference cycle (its schedule reads its clock), so without a collection it,
+                # and the DDP wrapper holding the process group, would be freed at some later collection or at
+                # interpreter exit, after the group is destroyed: free them here, while the group is whole.
+                gc.collect()
+                if torch.distributed.is_initialized():  # no process tears gloo down while a peer still uses it
+                    torch.distributed.barrier()
             finally:
                 if torch.distributed.is_initialized():
                     torch.distributed.destroy_process_group()
