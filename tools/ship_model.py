@@ -105,8 +105,8 @@ def _card_body(name: str, meta: dict[str, Any], summary: str) -> str:
     test, data = meta["test"], meta["data"]
     stages = "".join(f"; stage {i}: {s['steps']:,} steps, {s['train_minutes']:.1f} minutes on {s['data']}"
                      for i, s in enumerate(meta.get("stages", []), 1))
-    others = "".join(f"| bits/dim elsewhere | {e['bits_per_dim']:.4f} over {e['images']:,} images of {e['data']} "
-                     f"(float32 weights, `{e['file']}`) |\n" for e in meta.get("other_evaluations", []))
+    others = [f"| bits/dim elsewhere | {e['bits_per_dim']:.4f} over {e['images']:,} images of {e['data']} "
+              f"(float32 weights, `{e['file']}`) |" for e in meta.get("other_evaluations", [])]
     kind = meta["model_type"]
     use = (f"image-transformer upscale {name} --data {data['spec']} --index 0 1 2 -o upscaled.png"
            if kind == "SuperResolutionTransformer" else f"image-transformer sample {name} -n 16 -o samples.png")
@@ -121,7 +121,7 @@ def _card_body(name: str, meta: dict[str, Any], summary: str) -> str:
         f"{'' if test.get('full_split') else ' (spread over the split)'}, weights as shipped "
         f"({meta['weights_dtype']}; {test['bits_per_dim_float32']:.4f} before rounding) |",
         f"| training | {meta['steps']:,} steps, {meta['train_minutes']:.1f} minutes on {meta['hardware']}{stages} |",
-        *([others.rstrip("\n")] if others else []),
+        *others,
         "",
     ]
     if "superres" in test:
@@ -146,9 +146,9 @@ def ship(run: str | Path, name: str, *, description: str, licence: str, commands
     ``half`` and that moves bits/dim by less than ``tolerance``, else in float32. ``test_images`` (0 = the whole
     split) limits that evaluation, and the card then says so. Steps and minutes come from the run's ``eval.json``
     (summed over the runs it started from with ``train --init``, each listed as a stage), the data from
-    ``run.json``; other ``eval-*.json`` records in the run folder (another data set's bits/dim) are listed too. The card's header and text are filled from
-    those records, ``commands`` (the exact commands that made the run) and the given data ``description`` and
-    ``licence``.
+    ``run.json``; other ``eval-*.json`` records in the run folder (another data set's bits/dim) are listed too.
+    The card's header and text are filled from those records, ``commands`` (the exact commands that made the run)
+    and the given data ``description`` and ``licence``.
     """
     if not NAME_PATTERN.match(name):
         raise ValueError(f"{name!r}: a model name is lower-case letters, digits, '-' and '.'")

@@ -124,12 +124,12 @@ train_run() {
     fi
 }
 
-# evaluate_run NAME EVAL_FLAGS: the whole test split -> RUNS/NAME/eval-test.json (again when the weights are newer)
+# evaluate_run NAME FILE EVAL_FLAGS: eval RUNS/NAME -> RUNS/NAME/FILE (again when the weights are newer)
 evaluate_run() {
-    local name=$1 eval_flags=$2 out="$RUNS/$1"
-    if [[ ! -f "$out/eval-test.json" || "$out/checkpoint.pt" -nt "$out/eval-test.json" ]]; then
+    local name=$1 file="$RUNS/$1/$2" eval_flags=$3
+    if [[ ! -f "$file" || "$RUNS/$name/checkpoint.pt" -nt "$file" ]]; then
         # shellcheck disable=SC2086
-        run "$name" $IT eval "$out" --split test $eval_flags --threads "$THREADS"
+        run "$name" $IT eval "$RUNS/$name" $eval_flags -o "$file" --threads "$THREADS"
     fi
 }
 
@@ -145,7 +145,7 @@ ship_run() {
 # model NAME DATA PRESET MINUTES FLAGS EVAL_FLAGS DESCRIPTION LICENCE DATA_NAME: a model trained in one run
 model() {
     train_run "$1" "$RUNS/$1" "$2" "$3" "$4" "$5" "$MORE_MINUTES"
-    evaluate_run "$1" "$6"
+    evaluate_run "$1" eval-test.json "--split test $6"
     ship_run "$1" "$7" "$8" "$9"
 }
 
@@ -178,11 +178,8 @@ for name in "${names[@]}"; do
             train_run "$name" "$RUNS/$name-pretrain" "$CIFAR_DATA" "$COLOUR_PRESET" "$COLOUR_MINUTES" "$COLOUR_FLAGS" 0
             train_run "$name" "$RUNS/$name" "npz:$COLOUR_HOLDOUT" "$COLOUR_PRESET" "$COLOUR_TUNE_MINUTES" \
                 "--init $RUNS/$name-pretrain/model $COLOUR_TUNE_FLAGS" "$MORE_MINUTES"
-            evaluate_run "$name" ""
-            if [[ ! -f "$RUNS/$name/eval-jpeg-test.json" || "$RUNS/$name/checkpoint.pt" -nt "$RUNS/$name/eval-jpeg-test.json" ]]; then
-                run "$name" $IT eval "$RUNS/$name" --data "$CIFAR_DATA" --split test \
-                    -o "$RUNS/$name/eval-jpeg-test.json" --threads "$THREADS"
-            fi
+            evaluate_run "$name" eval-test.json "--split test"
+            evaluate_run "$name" eval-jpeg-test.json "--data $CIFAR_DATA --split test"
             ship_run "$name" "$COLOUR_DESCRIPTION" "$COLOUR_LICENCE" "$COLOUR_NAME" ;;
         *) echo "unknown model $name: mnist, cifar10-jpeg, celeba-sr or cifar10" >&2; exit 2 ;;
     esac
