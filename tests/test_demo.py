@@ -108,6 +108,26 @@ def test_sampling_stops_when_asked_and_when_the_page_goes_away():
     assert not any(t.name == "image-transformer-sampling" for t in threading.enumerate())
 
 
+def test_a_stalled_sampler_sends_no_repeated_frames_but_does_send_a_cancel(monkeypatch):
+    monkeypatch.setattr(demo.jobs, "HEARTBEAT", 0.3)
+    model, seen = in_step(generator())  # stalls at step 1 until seen(1): never, so it stays stalled
+    stop = threading.Event()
+    snaps, started = [], time.monotonic()
+    for snap in demo.sample_stream(model, 2, stop=stop, every=0.001):
+        snaps.append(snap)
+        seen(0)
+        if time.monotonic() - started > 0.7 and not stop.is_set():
+            stop.set()  # Cancel pressed while stalled: shown at once, before the sampler moves
+            count = len(snaps)
+        elif stop.is_set():
+            seen(1)
+    # 0.7 s of a stall at every=0.001 s: the first frames and a heartbeat every 0.3 s, not hundreds of copies
+    assert 2 <= count <= 6, count
+    after = snaps[count]  # the first frame after the cancel came from the changed stop flag, not the heartbeat
+    assert after.done == snaps[count - 1].done and after.seconds - snaps[count - 1].seconds < 0.25
+    assert snaps[-1].cancelled
+
+
 def test_sampling_refuses_a_super_resolution_model_and_bad_counts():
     with pytest.raises(ValueError, match="super-resolution model .*cannot sample.*Upscale tab"):
         next(demo.sample_stream(superres(), 2))

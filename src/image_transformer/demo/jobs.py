@@ -61,6 +61,7 @@ def check_count(job: str, num: Any) -> int:
         raise ValueError(f"the number of images must be a positive integer up to {top}, got {num!r}")
     return int(num)
 MAX_SEED = 2**63 - 1  # torch's seeds are 64-bit
+HEARTBEAT = 2.0  # seconds between snapshots of a sampler that has not moved
 
 
 def generator(seed: Any) -> torch.Generator:
@@ -264,7 +265,8 @@ def sample_stream(model: ImageTransformer, num: int, temperature: float = 1.0, s
                   label: int | None = None, *, stop: threading.Event | None = None,
                   every: float = 0.25) -> Iterator[Snapshot]:
     """Sample as ``image-transformer sample`` does, showing the images as they grow: a :class:`Snapshot` every
-    ``every`` seconds, the last one finished, its images those of ``model.sample`` with the same arguments.
+    ``every`` seconds in which the sampler moved (or ``stop`` was set; else every :data:`HEARTBEAT` seconds), the last
+    one finished, its images those of ``model.sample`` with the same arguments.
 
     A class-conditional model samples ``label``, or with None one row of images per class (``num`` // classes each,
     at least one). The sampler runs in a thread; setting ``stop`` (or closing this generator) ends it at the next
@@ -299,11 +301,19 @@ def sample_stream(model: ImageTransformer, num: int, temperature: float = 1.0, s
     start = time.monotonic()
     thread = threading.Thread(target=work, name="image-transformer-sampling", daemon=True)
     thread.start()
+    shown: tuple[int, bool] | None = None
+    last = start
     try:
         while not finished.wait(every):
             values, done = live["values"], live["done"]
+            # A stalled sampler sends no copies of the same frame (a browser under load would queue them up and
+            # show a Cancel late), only a heartbeat now and then for the seconds on the status line.
+            state = (done, stop is not None and stop.is_set())
+            if state == shown and time.monotonic() - last < HEARTBEAT:
+                continue
+            shown, last = state, time.monotonic()
             images = partial_images(model, values, done) if values is not None else blank
-            yield Snapshot(images, done, total, time.monotonic() - start, nrow)
+            yield Snapshot(images, done, total, last - start, nrow)
         error = result.get("error")
         if isinstance(error, Cancelled):
             values, done = live["values"], live["done"]
