@@ -7,7 +7,9 @@ A model's card records its test bits/dim, measured when it was shipped; the test
 test images against the card, not the whole split. This evaluates the weights as shipped on the data the card
 names and prints the card's figure, the measured one and their difference. Where the card's data spec points at a
 scratch copy that is not there (the CIFAR-10 JPEG archive unpacked to /tmp), ``--data NAME=SPEC`` gives another
-spec; the defaults read the archives in ``../shared/data`` directly.
+spec; the defaults read the archives in ``../shared/data`` directly. ``cifar10`` is tested on the lossless subset's
+held-out split: write it first (``python tools/make_cifar_holdout.py
+../shared/data/cifar10-lossless-subset/cifar-10-batches-py runs/zoo/cifar-holdout``, the path its card names).
 """
 
 from __future__ import annotations

