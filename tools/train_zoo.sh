@@ -19,7 +19,7 @@
 # the other core; celeba-sr (the model that uses its input: input_skip, a linear encoder input, aligned positions,
 # the super-resolution defaults) with THREADS=2 on a machine doing light work beside it; cifar10 with THREADS=2 on a
 # machine doing light work (8 layers rather than cifar10-cpu's 4: twice the parameters at half the images/s, about
-# 2.5 passes over the 50,000 images in the first run; other sizes were not trained this long).
+# 2.3 passes over the 50,000 images in the first run; other sizes were not trained this long).
 # A linear decay ends with each model's MINUTES; a resumed or extended run (MORE_MINUTES) decays again over its new
 # minutes. To train a model afresh with other settings, change its PRESET, FLAGS, MINUTES here, then delete its run
 # folder (or choose another RUNS).
