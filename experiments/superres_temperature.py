@@ -26,6 +26,7 @@ import torch
 
 import common
 from image_transformer.files import folders as zoo
+from image_transformer.codec import fingerprint
 from image_transformer.files.pretrained import load_model
 from image_transformer.nn.config import SuperResolutionConfig
 from image_transformer.zoo import PRESETS
@@ -100,7 +101,7 @@ def score(args, out, model, spec, train_x, test_x, input_size, steps, minutes, s
     return {"data": spec.replace(str(common.ROOT / ".."), ".."), "image_size": [h, w], "input_size": list(input_size),
             "parameters": model.num_parameters(), "steps": steps, "minutes": minutes,
             "bits_per_dim": bpd["bits_per_dim"], "eval_images": bpd["num_images"], "report": report,
-            "grid": str(folder / "superres.png"), "model": source}
+            "grid": str(folder / "superres.png"), "model": source, "weights": fingerprint(model)}
 
 
 def command(args, r) -> str:
@@ -164,6 +165,18 @@ def result_name(args) -> str:
     return f"{EXPERIMENT}-{args.minutes:g}min"
 
 
+def stored_result(path: Path, model: str | None = None) -> dict | None:
+    """The result stored at ``path``, or None: none stored, or it scored other weights than ``model``'s now (a shipped
+    name or a run folder can be trained again under the same name)."""
+    if not path.exists():
+        return None
+    r = json.loads(path.read_text())
+    if model is not None and r.get("weights") != fingerprint(load_model(model)):
+        print(f"{path.name}: scored other weights than {model}'s; scoring again")
+        return None
+    return r
+
+
 def main() -> None:
     p = common.parser(__doc__, default_minutes=30)
     p.add_argument("--samples", type=int, default=32, help="held-out inputs sampled at each temperature")
@@ -171,9 +184,10 @@ def main() -> None:
     args = p.parse_args()
     out = common.setup(args)
     path = out / "RESULTS" / f"{result_name(args)}.json"
-    if path.exists() or args.report:
-        r = json.loads(path.read_text())
-    else:
+    r = stored_result(path, None if args.report else args.model)
+    if r is None and args.report:
+        raise SystemExit(f"{path}: nothing stored to report")
+    if r is None:
         r = train_and_report(args, out)
         path.write_text(json.dumps(r, indent=1) + "\n")
     write_report(args, out, r)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow  # each runs a few short trainings
 
@@ -67,3 +68,25 @@ def test_an_identical_run_is_shared_between_experiments_and_a_different_one_is_n
     run_script("categorical_vs_mixture.py", tmp_path, "--only", "cifar-mixture")
     mixture = json.loads((tmp_path / "RESULTS" / "categorical_vs_mixture-0.04min-cifar-mixture.json").read_text())
     assert "same_run_as" not in mixture and mixture["model"]["distribution"] == "dmol"
+
+
+def test_a_stored_super_resolution_score_is_reused_only_for_the_same_weights(tmp_path, monkeypatch):
+    """A shipped name or run folder trained again keeps its name: its stored temperature result must not be reused."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import superres_temperature as experiment
+    from image_transformer.codec import fingerprint
+    from image_transformer.files.pretrained import load_model
+    from test_superres import tiny
+
+    folder = tmp_path / "model"
+    tiny().save_pretrained(folder)
+    path = tmp_path / "result.json"
+    assert experiment.stored_result(path, str(folder)) is None  # nothing stored yet
+    path.write_text(json.dumps({"bits_per_dim": 3.0, "weights": fingerprint(load_model(folder))}))
+    assert experiment.stored_result(path, str(folder))["bits_per_dim"] == 3.0
+    assert experiment.stored_result(path)["bits_per_dim"] == 3.0  # --report reads what is stored
+    retrained = tiny()
+    with torch.no_grad():
+        next(retrained.parameters()).add_(0.5)
+    retrained.save_pretrained(folder)
+    assert experiment.stored_result(path, str(folder)) is None
