@@ -53,6 +53,10 @@ def test_class_labels_are_stored_and_restored():
     assert torch.equal(out, x) and torch.equal(got, labels)
     with pytest.raises(ValueError, match="pass labels"):
         codec.encode(model, x)
+    data = codec.encode(model, x, labels, format_version=1)
+    for forged in ([3, 0, 4], None):  # a label past the model's classes; none for a class-conditional model
+        with pytest.raises(codec.CodecError, match="labels do not fit the model"):
+            codec.decode(forge(data, labels=forged), model)
 
 
 def test_decoding_does_not_depend_on_the_thread_count():
@@ -135,6 +139,7 @@ def forge(data: bytes, **fields) -> bytes:
     (dict(count=True), "count must be an integer"),
     (dict(labels="xyz"), "labels must be null or 3 integers"),
     (dict(labels=[0, 1]), "labels must be null or 3 integers"),
+    (dict(labels=[0, 1, 2]), "labels do not fit the model: .*unconditional"),
     (dict(names=[5, 6, 7]), "names must be null or 3 strings"),
     (dict(names=["a.png"]), "names must be null or 3 strings"),
     (dict(shape=[4, 5]), "shape must be"),

@@ -383,7 +383,10 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False, cost
     labels = None
     if header.labels is not None:
         labels = torch.tensor(header.labels, dtype=torch.long)
-    labels = model.check_labels(labels, header.count)
+    try:
+        labels = model.check_labels(labels, header.count)
+    except ValueError as e:  # labels an edited header gives (or leaves out) that this model cannot take
+        raise CodecError(f"the stream's labels do not fit the model: {e}") from None
     family = constriction.stream.model.Categorical(perfect=False)
     if len(payload) % 4:
         raise CodecError("the stream's payload is not a whole number of 32-bit words")
