@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train, evaluate and ship the models that come with the package (src/image_transformer/pretrained/NAME/).
 #
-#   tools/train_zoo.sh [mnist] [cifar10-jpeg] [celeba-sr] [cifar10]   (no argument: all four, one after the other)
+#   tools/train_zoo.sh [mnist] [cifar10-jpeg] [celeba-sr] [cifar10] [cifar10-sr]   (no argument: all, one after another)
 #
 # For each model: train (an hour or more on a 2-core CPU), evaluate on the whole test split, then
 # tools/ship_model.py writes the package folder: weights (half precision when that moves test bits/dim by less
@@ -20,7 +20,9 @@
 # the super-resolution defaults; cifar10-cpu's blocks as they are now, 3x3 causal convolutions and bf16, without
 # dropout) with THREADS=2 on a machine doing light work beside it; cifar10 with THREADS=2 on a
 # machine doing light work (8 layers rather than cifar10-cpu's 4: twice the parameters at half the images/s, about
-# 2.3 passes over the 50,000 images in the first run; other sizes were not trained this long).
+# 2.3 passes over the 50,000 images in the first run; other sizes were not trained this long); cifar10-sr with
+# THREADS=2 beside a few seconds of unit tests (35 minutes, about 18 passes over its 3,000 images: a first model of the
+# paper's second super-resolution data set, not yet trained longer).
 # A linear decay ends with each model's MINUTES; a resumed or extended run (MORE_MINUTES) decays again over its new
 # minutes. To train a model afresh with other settings, change its PRESET, FLAGS, MINUTES here, then delete its run
 # folder (or choose another RUNS).
@@ -90,6 +92,15 @@ CELEBA_EVAL_FLAGS=${CELEBA_EVAL_FLAGS:-"--samples 32"}
 CELEBA_DESCRIPTION=${CELEBA_DESCRIPTION:-"CelebA aligned faces (the first 10,000, stored as 89x109 JPEGs), centre-cropped and area-downsampled to 32x32, inputs 8x8: trained on the first 9,000 faces; held-out bits/dim and the paper's consistency figures on the last 1,000"}
 CELEBA_NAME=${CELEBA_NAME:-"CelebA 8x8 -> 32x32"}
 CELEBA_LICENCE=${CELEBA_LICENCE:-"CelebA by Ziwei Liu, Ping Luo, Xiaogang Wang and Xiaoou Tang: for non-commercial research purposes only; this copy from the public repository karthikSingireddy/cs389-hw4"}
+
+# ----- cifar10-sr: 8x8 -> 32x32 super-resolution on the lossless CIFAR-10 images, celeba-sr's settings -------------
+CIFAR_SR_PRESET=${CIFAR_SR_PRESET:-cifar10-cpu}
+CIFAR_SR_MINUTES=${CIFAR_SR_MINUTES:-35}
+CIFAR_SR_FLAGS=${CIFAR_SR_FLAGS:-"--task superres --image-size 32 --input-size 8 --encoder-layers 2 --steps 1000000 --batch-size 8 --lr 2e-3 --warmup 100 --schedule linear --eval-every 500 --eval-images 200 --num-samples 32"}
+CIFAR_SR_EVAL_FLAGS=${CIFAR_SR_EVAL_FLAGS:-"--samples 32"}
+CIFAR_SR_DESCRIPTION=${CIFAR_SR_DESCRIPTION:-"CIFAR-10, 32x32 colour, inputs area-downsampled to 8x8: trained on the 3,000 lossless training images of the CIFAR-10 subset (the first 3,000 of data_batch_1); held-out bits/dim and the paper's consistency figures on the subset's 1,020 held-out lossless images (the last 1,000 of data_batch_1 and 20 of test_batch)"}
+CIFAR_SR_NAME=${CIFAR_SR_NAME:-"CIFAR-10 8x8 -> 32x32"}
+CIFAR_SR_LICENCE=${CIFAR_SR_LICENCE:-"CIFAR-10 by Alex Krizhevsky, Vinod Nair and Geoffrey Hinton"}
 
 log() { echo "[train_zoo $(date +%H:%M:%S)] $*" >&2; }
 
@@ -161,8 +172,14 @@ extract_cifar_jpeg() {  # NAME: the CIFAR-10 JPEG tarball into SCRATCH, once
     fi
 }
 
+lossless_holdout() {  # NAME: the lossless CIFAR-10 subset's training and held-out split, once
+    if [[ ! -f "$COLOUR_HOLDOUT/test.npz" ]]; then
+        run "$1" "$PYTHON" tools/make_cifar_holdout.py "$COLOUR_LOSSLESS" "$COLOUR_HOLDOUT"
+    fi
+}
+
 names=("$@")
-[[ ${#names[@]} -gt 0 ]] || names=(mnist cifar10-jpeg celeba-sr cifar10)
+[[ ${#names[@]} -gt 0 ]] || names=(mnist cifar10-jpeg celeba-sr cifar10 cifar10-sr)
 for name in "${names[@]}"; do
     case "$name" in
         mnist)
@@ -177,16 +194,18 @@ for name in "${names[@]}"; do
                 "$CELEBA_DESCRIPTION" "$CELEBA_LICENCE" "$CELEBA_NAME" ;;
         cifar10)
             extract_cifar_jpeg "$name"
-            if [[ ! -f "$COLOUR_HOLDOUT/test.npz" ]]; then
-                run "$name" "$PYTHON" tools/make_cifar_holdout.py "$COLOUR_LOSSLESS" "$COLOUR_HOLDOUT"
-            fi
+            lossless_holdout "$name"
             train_run "$name" "$RUNS/$name-pretrain" "$CIFAR_DATA" "$COLOUR_PRESET" "$COLOUR_MINUTES" "$COLOUR_FLAGS" 0
             train_run "$name" "$RUNS/$name" "npz:$COLOUR_HOLDOUT" "$COLOUR_PRESET" "$COLOUR_TUNE_MINUTES" \
                 "--init $RUNS/$name-pretrain/model $COLOUR_TUNE_FLAGS" "$MORE_MINUTES"
             evaluate_run "$name" eval-test.json "--split test"
             evaluate_run "$name" eval-jpeg-test.json "--data $CIFAR_DATA --split test $COLOUR_JPEG_EVAL_FLAGS"
             ship_run "$name" "$COLOUR_DESCRIPTION" "$COLOUR_LICENCE" "$COLOUR_NAME" ;;
-        *) echo "unknown model $name: mnist, cifar10-jpeg, celeba-sr or cifar10" >&2; exit 2 ;;
+        cifar10-sr)
+            lossless_holdout "$name"
+            model cifar10-sr "npz:$COLOUR_HOLDOUT" "$CIFAR_SR_PRESET" "$CIFAR_SR_MINUTES" "$CIFAR_SR_FLAGS" \
+                "$CIFAR_SR_EVAL_FLAGS" "$CIFAR_SR_DESCRIPTION" "$CIFAR_SR_LICENCE" "$CIFAR_SR_NAME" ;;
+        *) echo "unknown model $name: mnist, cifar10-jpeg, celeba-sr, cifar10 or cifar10-sr" >&2; exit 2 ;;
     esac
 done
 log "done; shipped into $ZOO: $(ls "$ZOO")"
