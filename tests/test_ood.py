@@ -275,7 +275,7 @@ def test_the_demo_places_an_image_among_the_kept_reference_scores(tiny_mnist, tm
     assert ood.percentile(record, "bits_per_dim", float(bits.max()) + 1) == 100.0
 
 
-@pytest.mark.parametrize("name", ["mnist", "cifar10-jpeg", "cifar10", "celeba-sr"])
+@pytest.mark.parametrize("name", ["mnist", "cifar10-jpeg", "cifar10", "celeba-sr", "cifar10-sr"])
 def test_the_shipped_references_place_noise_out_and_their_test_images_in(name):
     from image_transformer.demo.jobs import DemoModel, placement
     from image_transformer.files import folders

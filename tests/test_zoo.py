@@ -205,7 +205,7 @@ def _really_shipped():
     if not names:
         return [pytest.param(None, marks=pytest.mark.skip(
             reason=f"no trained models are shipped yet in {REAL_ZOO}: tools/train_zoo.sh trains mnist, "
-                   f"cifar10-jpeg, celeba-sr and cifar10 and ships them there"))]
+                   f"cifar10-jpeg, celeba-sr, cifar10 and cifar10-sr and ships them there"))]
     return names
 
 
