@@ -94,10 +94,10 @@ CELEBA_NAME=${CELEBA_NAME:-"CelebA 8x8 -> 32x32"}
 CELEBA_LICENCE=${CELEBA_LICENCE:-"CelebA by Ziwei Liu, Ping Luo, Xiaogang Wang and Xiaoou Tang: for non-commercial research purposes only; this copy from the public repository karthikSingireddy/cs389-hw4"}
 
 # ----- cifar10-sr: 8x8 -> 32x32 super-resolution on the lossless CIFAR-10 images, celeba-sr's settings -------------
-CIFAR_SR_PRESET=${CIFAR_SR_PRESET:-cifar10-cpu}
+CIFAR_SR_PRESET=${CIFAR_SR_PRESET:-$CELEBA_PRESET}
 CIFAR_SR_MINUTES=${CIFAR_SR_MINUTES:-35}
-CIFAR_SR_FLAGS=${CIFAR_SR_FLAGS:-"--task superres --image-size 32 --input-size 8 --encoder-layers 2 --steps 1000000 --batch-size 8 --lr 2e-3 --warmup 100 --schedule linear --eval-every 500 --eval-images 200 --num-samples 32"}
-CIFAR_SR_EVAL_FLAGS=${CIFAR_SR_EVAL_FLAGS:-"--samples 32"}
+CIFAR_SR_FLAGS=${CIFAR_SR_FLAGS:-$CELEBA_FLAGS}
+CIFAR_SR_EVAL_FLAGS=${CIFAR_SR_EVAL_FLAGS:-$CELEBA_EVAL_FLAGS}
 CIFAR_SR_DESCRIPTION=${CIFAR_SR_DESCRIPTION:-"CIFAR-10, 32x32 colour, inputs area-downsampled to 8x8: trained on the 3,000 lossless training images of the CIFAR-10 subset (the first 3,000 of data_batch_1); held-out bits/dim and the paper's consistency figures on the subset's 1,020 held-out lossless images (the last 1,000 of data_batch_1 and 20 of test_batch)"}
 CIFAR_SR_NAME=${CIFAR_SR_NAME:-"CIFAR-10 8x8 -> 32x32"}
 CIFAR_SR_LICENCE=${CIFAR_SR_LICENCE:-"CIFAR-10 by Alex Krizhevsky, Vinod Nair and Geoffrey Hinton"}
