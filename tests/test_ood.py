@@ -15,6 +15,7 @@ from PIL import Image
 
 from image_transformer import ood, tasks
 from image_transformer.cli import main
+from image_transformer.files.folders import shipped_names
 from image_transformer.metrics import aupr, auroc, detection, fpr_at_tpr, roc_curve
 
 
@@ -275,7 +276,7 @@ def test_the_demo_places_an_image_among_the_kept_reference_scores(tiny_mnist, tm
     assert ood.percentile(record, "bits_per_dim", float(bits.max()) + 1) == 100.0
 
 
-@pytest.mark.parametrize("name", ["mnist", "cifar10-jpeg", "cifar10", "celeba-sr", "cifar10-sr"])
+@pytest.mark.parametrize("name", sorted(shipped_names()))
 def test_the_shipped_references_place_noise_out_and_their_test_images_in(name):
     from image_transformer.demo.jobs import DemoModel, placement
     from image_transformer.files import folders
