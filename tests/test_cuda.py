@@ -112,6 +112,13 @@ def test_graph_sampler_draws_the_eager_samplers_images(attention, distribution, 
     assert len(model.__dict__["_static_samplers"]) == 1
 
 
+def test_graph_sampler_with_block_convolutions_draws_the_eager_samplers_images():
+    model = tiny("local_1d", "dmol", 3, size=(6, 5), conv_size=3).float().cuda()  # cifar10-gpu's blocks
+    for seed in (7, 8):
+        eager = model.sample(4, generator=torch.Generator("cuda").manual_seed(seed), graphs=False)
+        assert torch.equal(model.sample(4, generator=torch.Generator("cuda").manual_seed(seed), graphs=True), eager)
+
+
 def test_graph_replay_is_the_static_step_run_eagerly_bit_for_bit():
     model = tiny("local_1d", "dmol", 3, size=(6, 5)).float().cuda()
     values = torch.zeros(3, model.layout.n, 3, dtype=torch.long, device="cuda")
@@ -147,8 +154,9 @@ def test_super_resolution_graph_sampler_draws_the_eager_images():
     assert torch.equal(a, model.sample(lows, generator=torch.Generator().manual_seed(2), graphs=False))
 
 
-def test_a_shipped_colour_model_samples_alike_with_and_without_graphs():
-    model = load_model("cifar10-jpeg").cuda()
+@pytest.mark.parametrize("name", ["cifar10-jpeg", "cifar10"])  # plain blocks; blocks with convolutions
+def test_a_shipped_colour_model_samples_alike_with_and_without_graphs(name):
+    model = load_model(name).cuda()
     a = model.sample(2, generator=torch.Generator("cuda").manual_seed(0), graphs=True)
     assert torch.equal(a, model.sample(2, generator=torch.Generator("cuda").manual_seed(0), graphs=False))
 
@@ -163,7 +171,7 @@ def learnable(n=64):
 
 @pytest.mark.parametrize("compile", [False, True], ids=["bf16", "bf16+compile"])
 def test_bf16_and_compiled_steps_on_cuda_lower_the_loss(tmp_path, tiny_model, compile):
-    model = tiny_model().cuda()
+    model = tiny_model(conv_size=3).cuda()  # with cifar10-gpu's block convolutions, which it trains in bf16
     x = learnable()
     with torch.no_grad():
         before = -model.eval().log_prob(x.cuda()).mean().item()

@@ -24,6 +24,7 @@ from image_transformer.files import folders as zoo
 from image_transformer.files.pretrained import PretrainedModel
 from image_transformer.cli import main
 from image_transformer.tasks import evaluate
+from image_transformer.zoo import preset
 
 REPO = Path(__file__).resolve().parents[1]
 OLD = Path(__file__).parent / "data" / "pretrained-6222cca"  # written by save_pretrained of commit 6222cca
@@ -231,6 +232,13 @@ def test_the_shipped_files_fit_the_wheel_budget():
     data = [p for folder in ("pretrained", "datasets") for p in (package / folder).rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in data) + sum(p.stat().st_size for p in package.glob("*.py"))
     assert total < WHEEL_BUDGET, f"package data {total / 1e6:.1f} MB: the wheel must stay under 25 MB"
+
+
+def test_the_gpu_colour_preset_ships_under_10_mb_in_half_precision():
+    """tools/train_gpu_colour.sh's model ships as float16 weights of at most 10 MB, within the wheel budget beside
+    the shipped models."""
+    model = ImageTransformer(preset("cifar10-gpu"))
+    assert 4e6 < sum(p.numel() for p in model.parameters()) * 2 < 10e6
 
 
 # ----- Hub repo ids, offline ------------------------------------------------------------------------------
