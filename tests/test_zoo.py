@@ -183,6 +183,21 @@ def test_a_model_trained_in_stages_ships_each_stage_and_its_other_evaluations(tr
     assert "stages" not in plain and "other_evaluations" not in plain and plain["steps"] == 3
 
 
+def test_stages_trained_elsewhere_are_found_beside_the_run_they_came_back_with(trained, tmp_path):
+    """Runs trained on another machine come back together; their run.json names --init paths of that machine."""
+    data = f"mnist:{trained['data']}"
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(trained["runs"] / "digits", elsewhere / "first")
+    assert run("train", "--init", elsewhere / "first" / "model", "--data", data, "--steps", 2, "--batch-size", 4,
+               "--eval-images", 4, "--num-samples", 0, "--quiet", "--out", elsewhere / "tuned") == 0
+    back = tmp_path / "back"
+    shutil.move(elsewhere, back)  # the init path recorded in tuned/run.json no longer exists
+    ship_model.ship(back / "tuned", "tuned", description="d", licence="l", commands=["c1", "c2"], hardware="h",
+                    zoo=tmp_path / "zoo", slice_images=2, grid_images=1)
+    card = zoo.read_card(tmp_path / "zoo" / "tuned")
+    assert [s["steps"] for s in card["stages"]] == [3, 2] and card["stages"][0]["run"] == str(back / "first")
+
+
 def test_an_incomplete_shipped_folder_fails_clearly(in_zoo, tmp_path, monkeypatch, capsys):
     broken = tmp_path / "zoo"
     shutil.copytree(in_zoo["zoo"], broken)

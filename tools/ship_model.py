@@ -70,7 +70,8 @@ def _plain(value: Any) -> Any:
 def _stages(run: Path, run_info: dict[str, Any], trained: dict[str, Any]) -> list[dict[str, Any]]:
     """The training runs that made the model, oldest first: ``run`` and those it started from by ``train --init``
     (a run folder or its ``model/``). A model trained in stages (many lossy images, then a few lossless ones) has
-    more than one; a start from a shipped model or a bare weights folder ends the chain (its own card tells)."""
+    more than one; a start from a shipped model or a bare weights folder ends the chain (its own card tells). Runs
+    moved together (trained on another machine, brought back in one archive) are found beside ``run`` by name."""
     stages, seen = [], set()
     while True:
         seen.add(run.resolve())
@@ -81,7 +82,9 @@ def _stages(run: Path, run_info: dict[str, Any], trained: dict[str, Any]) -> lis
         init = run_info.get("init")
         if not init:
             return stages
-        parent = next((p for p in (Path(init), Path(init).parent) if (p / "run.json").is_file()), None)
+        start = Path(init)
+        candidates = (start, start.parent, run.parent / start.name, run.parent / start.parent.name)
+        parent = next((p for p in candidates if p != run.parent and (p / "run.json").is_file()), None)
         if parent is None or parent.resolve() in seen:
             return stages
         run_info, trained = _read_json(parent / "run.json"), _read_json(parent / "eval.json")
