@@ -61,6 +61,21 @@ def test_load_model_from_a_training_checkpoint(tmp_path):
     assert torch.equal(again.log_prob(x), model.log_prob(x))
 
 
+def test_a_run_folder_without_its_checkpoint_loads_its_model_folder(tmp_path):
+    """A finished run's optimizer checkpoint is often deleted (never shipped); its model/ folder still loads."""
+    model = tiny().eval()
+    x = torch.randint(0, 256, (2, 3, 3, 1), dtype=torch.uint8)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CheckpointError, match="holds neither checkpoint.pt"):
+        load_model(tmp_path / "run")
+    model.save_pretrained(tmp_path / "run" / "model")
+    assert torch.equal(load_model(tmp_path / "run").log_prob(x), model.log_prob(x))
+    newer = tiny().eval()  # the checkpoint, where there is one, stays first: it is the newer weights
+    assert not torch.equal(newer.log_prob(x), model.log_prob(x))
+    save_checkpoint(tmp_path / "run" / "checkpoint.pt", {**model_record(newer), "model": newer.state_dict()})
+    assert torch.equal(load_model(tmp_path / "run").log_prob(x), newer.log_prob(x))
+
+
 class WritesAFile:
     """Unpickling this calls open(path, "w"): what a malicious checkpoint could do with any function."""
 

@@ -230,8 +230,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: 
             return load_pretrained(None, path, map_location)
         if (path / CHECKPOINT_NAME).is_file():
             path = path / CHECKPOINT_NAME
+        elif is_pretrained_dir(path / "model"):  # a finished run whose optimizer checkpoint was deleted
+            return load_pretrained(None, path / "model", map_location)
         else:
-            raise CheckpointError(f"{path}: holds neither {CHECKPOINT_NAME} nor {CONFIG_NAME} + {WEIGHTS_NAME}")
+            raise CheckpointError(f"{path}: holds neither {CHECKPOINT_NAME} nor {CONFIG_NAME} + {WEIGHTS_NAME} "
+                                  f"(nor a model/ folder holding them)")
     state = read_checkpoint(path)
     model = build_model(state, str(path))
     weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
