@@ -46,6 +46,7 @@ from image_transformer.training.trainer import NegLogLikelihood, Trainer
 PRESETS = [("cifar10-1d-cat", 64), ("cifar10-1d-dmol", 64), ("imagenet64-1d-cat", 16)]
 QUICK = [("cifar10-1d-cat-tiny", 2), ("cifar10-1d-dmol-tiny", 2)]
 MODES = [("fp32", False), ("bf16", False), ("bf16", True)]
+TRAIN_SHARE, GRAPH_SPEEDUP, BATCH_GAIN = 0.35, 3.0, 50.0  # the targets this run is read against
 
 
 class _Done(Exception):
@@ -350,9 +351,45 @@ def render(header: str, args: argparse.Namespace, ceiling: dict[str, list[float]
     first = args.batches[0]
     lines += ["", f"Images/s of each batch over batch {first}, the faster path of each: " + ", ".join(
         f"{name} b{b} {rate / rates[name, first]:.0f}x" for (name, b), rate in rates.items()
-        if (name, first) in rates and b != first), "",
-        f"Whole run so far: {seconds / 60:.1f} minutes."]
+        if (name, first) in rates and b != first), ""]
+    lines += targets(ceiling, training, sampling, rates, args.batches)
+    lines += ["", f"Whole run so far: {seconds / 60:.1f} minutes."]
     return "\n".join(lines)
+
+
+def targets(ceiling: dict[str, list[float]], training: list[dict[str, Any]], sampling: list[dict[str, Any]],
+            rates: dict[tuple[str, int], float], batches: list[int]) -> list[str]:
+    """The targets, each with what this run measured and whether it met it: bf16 training of the first preset at
+    TRAIN_SHARE of the bf16 ceiling; sampling at the smallest batch GRAPH_SPEEDUP x faster per position with graphs
+    than eager; the largest batch BATCH_GAIN x the images/s of the smallest (the faster path of each)."""
+    def verdict(value: float | None, target: float) -> str:
+        return "not measured" if value is None else ("met" if value >= target else "**not met**")
+
+    lines = ["Targets:", ""]
+    name = training[0]["preset"] if training else "-"
+    for r in training:
+        if r["preset"] == name and r["precision"] == "bf16":
+            share = None if "error" in r else r["tflops"] / statistics.median(ceiling["bf16"])
+            label = "bf16 + compile" if r["compile"] else "bf16"
+            lines.append(f"- {label} training of {name} at batch {r['batch']}: "
+                         f"{'-' if share is None else f'{share:.0%}'} of the bf16 ceiling (target "
+                         f"{TRAIN_SHARE:.0%}): {verdict(share, TRAIN_SHARE)}")
+    small, large = min(batches), max(batches)
+    for r in sampling:
+        if r["batch"] == small:
+            speedup = (statistics.median(r["eager"]) / statistics.median(r["graphs"])
+                       if "eager" in r and "graphs" in r else None)
+            lines.append(f"- sampling {r['preset']} at batch {small}, graphs over eager per position: "
+                         f"{'-' if speedup is None else f'{speedup:.1f}x'} (target {GRAPH_SPEEDUP:g}x): "
+                         f"{verdict(speedup, GRAPH_SPEEDUP)}")
+            if large == small:
+                continue
+            gain = (rates[r["preset"], large] / rates[r["preset"], small]
+                    if (r["preset"], large) in rates and (r["preset"], small) in rates else None)
+            lines.append(f"- sampling {r['preset']}, images/s at batch {large} over batch {small}: "
+                         f"{'-' if gain is None else f'{gain:.0f}x'} (target {BATCH_GAIN:g}x): "
+                         f"{verdict(gain, BATCH_GAIN)}")
+    return lines
 
 
 if __name__ == "__main__":
