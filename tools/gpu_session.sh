@@ -35,8 +35,8 @@ HOLDOUT=${HOLDOUT:-$WORK/cifar-holdout}
 BENCH_S=${BENCH_S:-215}
 BENCH_FLAGS=${BENCH_FLAGS:-}
 TRAIN_S=${TRAIN_S:-320}  # with the benchmark's BENCH_S, an install and the packing: inside a 10-minute command
-MINUTES=${MINUTES:-3.5}
-export TUNE_MINUTES=${TUNE_MINUTES:-0.5}
+MINUTES=${MINUTES:-3.25}
+export TUNE_MINUTES=${TUNE_MINUTES:-0.75}
 PY=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT" "$WORK"
