@@ -22,6 +22,7 @@ from PIL import Image
 
 from image_transformer import load_model
 from image_transformer.files.folders import read_card
+from test_zoo import ship_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -46,7 +47,7 @@ def jpeg_copy(path: Path) -> None:
                 tar.addfile(info, data)
 
 
-@pytest.mark.slow  # a minute: the benchmark's smoke run and two tiny trainings
+@pytest.mark.slow  # about 20 s: the benchmark's smoke run and two tiny trainings
 def test_the_gpu_session_rehearsed_on_the_cpu_leaves_what_comes_back(tmp_path):
     data, holdout, out, work = (tmp_path / name for name in ("data", "holdout", "out", "work"))
     data.mkdir()
@@ -99,7 +100,6 @@ def test_the_gpu_session_rehearsed_on_the_cpu_leaves_what_comes_back(tmp_path):
 
     # and it ships from here, with both stages on its card, once the GPU machine's folders are gone
     shutil.rmtree(work)
-    from test_zoo import ship_model
     ship_model.ship(back / "tuned", "colour", description="d", licence="l", commands=["c"], hardware="one GPU",
                     zoo=tmp_path / "zoo", slice_images=2, grid_images=1)
     card = read_card(tmp_path / "zoo" / "colour")
