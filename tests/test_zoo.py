@@ -196,6 +196,12 @@ def test_stages_trained_elsewhere_are_found_beside_the_run_they_came_back_with(t
                     zoo=tmp_path / "zoo", slice_images=2, grid_images=1)
     card = zoo.read_card(tmp_path / "zoo" / "tuned")
     assert [s["steps"] for s in card["stages"]] == [3, 2] and card["stages"][0]["run"] == str(back / "first")
+    # a start from a shipped model, named, ends the chain even where a run folder beside it has that name
+    info = json.loads((back / "tuned" / "run.json").read_text())
+    (back / "tuned" / "run.json").write_text(json.dumps({**info, "init": "first"}))
+    ship_model.ship(back / "tuned", "named", description="d", licence="l", commands=["c"], hardware="h",
+                    zoo=tmp_path / "zoo", slice_images=2, grid_images=1)
+    assert "stages" not in zoo.read_card(tmp_path / "zoo" / "named")
 
 
 def test_an_incomplete_shipped_folder_fails_clearly(in_zoo, tmp_path, monkeypatch, capsys):

@@ -83,7 +83,9 @@ def _stages(run: Path, run_info: dict[str, Any], trained: dict[str, Any]) -> lis
         if not init:
             return stages
         start = Path(init)
-        candidates = (start, start.parent, run.parent / start.name, run.parent / start.parent.name)
+        candidates = [start, start.parent]
+        if len(start.parts) > 1:  # a path, not a shipped model's name (a folder of that name is another run)
+            candidates += [run.parent / start.name, run.parent / start.parent.name]
         parent = next((p for p in candidates if p != run.parent and (p / "run.json").is_file()), None)
         if parent is None or parent.resolve() in seen:
             return stages
