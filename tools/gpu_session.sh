@@ -36,7 +36,7 @@ BENCH_S=${BENCH_S:-215}
 BENCH_FLAGS=${BENCH_FLAGS:-}
 TRAIN_S=${TRAIN_S:-320}  # with the benchmark's BENCH_S, an install and the packing: inside a 10-minute command
 MINUTES=${MINUTES:-3.25}
-export TUNE_MINUTES=${TUNE_MINUTES:-0.75}
+TUNE_MINUTES=${TUNE_MINUTES:-0.75}
 PY=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT" "$WORK"
@@ -53,7 +53,7 @@ echo "benchmark: exit status $?"
 stamp "CUDA tests beside the colour model's training"
 (timeout 240 "$PY" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider -rfEs > "$OUT/tests.log" 2>&1
  echo "tests: exit status $?" >> "$OUT/tests.log") &
-DATA=$DATA HOLDOUT=$HOLDOUT OUT=$WORK/colour MINUTES=$MINUTES PYTHON=$PY \
+DATA=$DATA HOLDOUT=$HOLDOUT OUT=$WORK/colour MINUTES=$MINUTES TUNE_MINUTES=$TUNE_MINUTES PYTHON=$PY \
     timeout "$TRAIN_S" bash tools/train_gpu_colour.sh > "$OUT/train.log" 2>&1
 echo "training: exit status $?"
 wait
