@@ -375,6 +375,47 @@ def test_image_folder_tar_archive(tmp_path):
     assert_names(exc, "broken.tar.gz")
 
 
+def test_image_folder_leave_out_drops_the_listed_files_and_refuses_a_list_for_other_data(tmp_path):
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            for i in range(3):
+                save_png(tmp_path / "d" / split / cls / f"{i:04d}.png", rgb(2, 2, 100 * (split == "test") + 10 * ord(cls) + i))
+    archive = tmp_path / "d.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(tmp_path / "d", arcname="d")
+    for root in (tmp_path / "d", archive):
+        whole = D.load_image_folder(root, "train")
+        assert whole.names == [f"{c}/{i:04d}.png" for c in "ab" for i in range(3)]
+        # every file of class b left out: the class keeps its number, and the names say which images remain
+        part = D.load_image_folder(root, "train", leave_out=["a/0001", "b/0000.png", "b/0001", "b/0002"])
+        assert part.names == ["a/0000.png", "a/0002.png"] and part.labels.tolist() == [0, 0]
+        assert part.class_names == ["a", "b"] and part.num_classes == 2 and "4 files left out" in part.source
+        assert np.array_equal(part.images, whole.images[[0, 2]])
+        with pytest.raises(DataError, match=r"1 of the 2 files to leave out are not in it \(a/0009\)"):
+            D.load_image_folder(root, "train", leave_out=["a/0000", "a/0009"])
+        with pytest.raises(DataError, match="names every image"):
+            D.load_image_folder(root, "train", leave_out=whole.names)
+    # through a spec, cached apart from the whole split; the test split is untouched by a list of training files
+    spec = f"folder:{tmp_path / 'd'}"
+    assert len(D.load_dataset(spec, "train", leave_out=["a/0000"])) == 5 and len(D.load_dataset(spec, "train")) == 6
+    assert D.load_dataset(spec, "train", leave_out=["a/0000"]).subset([0]).names == ["a/0001.png"]
+    with pytest.raises(DataError, match="leave-out list names files of an image folder"):
+        D.load_dataset("mnist-slice", "train", leave_out=["a/0000"])
+
+
+def test_a_list_of_files_is_read_and_checked(tmp_path):
+    (tmp_path / "ok.txt").write_text("# made by hand\n\na/0001\n b/0002 \n")
+    assert D.read_name_list(tmp_path / "ok.txt") == ["a/0001", "b/0002"]
+    (tmp_path / "twice.txt").write_text("a/0001\na/0001\n")
+    with pytest.raises(DataError, match="twice.txt: a/0001 is listed more than once"):
+        D.read_name_list(tmp_path / "twice.txt")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(DataError, match="empty.txt: the list of files is empty"):
+        D.read_name_list(tmp_path / "empty.txt")
+    with pytest.raises(DataError, match="missing.txt: cannot read"):
+        D.read_name_list(tmp_path / "missing.txt")
+
+
 def test_image_folder_sizes_resize_and_crop(tmp_path):
     save_png(tmp_path / "s" / "a.png", np.zeros((4, 6, 3), np.uint8))
     blocks = np.kron(np.array([[10, 20], [30, 40]], np.uint8), np.ones((2, 3), np.uint8))  # 4x6, 2x3 blocks

@@ -30,13 +30,14 @@ import yaml
 
 from image_transformer.files.checkpoint import atomic_write
 from image_transformer.files.pretrained import PretrainedModel, load_model, save_pretrained
-from image_transformer.files.data import load_split
+from image_transformer.files.data import load_split, read_name_list
 from image_transformer.files.image_files import save_grid
 from image_transformer.metrics import spread
 from image_transformer.nn.superres import SuperResolutionTransformer
 from image_transformer.tasks import superres_report
 from image_transformer.tasks import evaluate, sample_labels
-from image_transformer.files.folders import CARD_NAME, GRID_NAME, NAME_PATTERN, SHIPPED, SLICE_NAME, is_pretrained_dir
+from image_transformer.files.folders import (CARD_NAME, GRID_NAME, LEFT_OUT_NAME, NAME_PATTERN, SHIPPED, SLICE_NAME,
+                                             is_pretrained_dir)
 
 
 def slice_bits_per_dim(model: PretrainedModel, test_slice: dict[str, torch.Tensor]) -> float:
@@ -79,6 +80,8 @@ def _stages(run: Path, run_info: dict[str, Any], trained: dict[str, Any]) -> lis
                           "steps": int(trained["step"]), "train_minutes": float(trained["train_minutes"]),
                           "test": {"source": trained.get("data"), "images": trained.get("num_images"),
                                    "bits_per_dim": trained.get("bits_per_dim")}})
+        if (run / LEFT_OUT_NAME).is_file():
+            stages[0]["left_out"] = len(read_name_list(run / LEFT_OUT_NAME))
         init = run_info.get("init")
         if not init:
             return stages
@@ -93,6 +96,18 @@ def _stages(run: Path, run_info: dict[str, Any], trained: dict[str, Any]) -> lis
         if run_info is None or trained is None:
             return stages
         run = parent
+
+
+def _copy_left_out(stages: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:
+    """Each stage's list of training files it left out, copied into the model's ``folder`` (``left-out.txt``, or
+    one per stage where several left files out), and what the card says of each."""
+    listed = [(i, s) for i, s in enumerate(stages, 1) if "left_out" in s]
+    records = []
+    for i, stage in listed:
+        name = LEFT_OUT_NAME if len(listed) == 1 else LEFT_OUT_NAME.replace(".txt", f"-stage{i}.txt")
+        shutil.copyfile(Path(stage["run"]) / LEFT_OUT_NAME, folder / name)
+        records.append({"file": name, "files": stage["left_out"], "data": stage["data"]})
+    return records
 
 
 def _other_evaluations(run: Path) -> list[dict[str, Any]]:
@@ -110,6 +125,8 @@ def _card_body(name: str, meta: dict[str, Any], summary: str) -> str:
     test, data = meta["test"], meta["data"]
     stages = "".join(f"; stage {i}: {s['steps']:,} steps, {s['train_minutes']:.1f} minutes on {s['data']}"
                      for i, s in enumerate(meta.get("stages", []), 1))
+    left = [f"| left out of training | {e['files']:,} files of {e['data']}, listed in `{e['file']}` |"
+            for e in meta.get("left_out", [])]
     others = [f"| bits/dim elsewhere | {e['bits_per_dim']:.4f} over {e['images']:,} images of {e['data']} "
               f"(float32 weights, `{e['file']}`) |" for e in meta.get("other_evaluations", [])]
     kind = meta["model_type"]
@@ -126,6 +143,7 @@ def _card_body(name: str, meta: dict[str, Any], summary: str) -> str:
         f"{'' if test.get('full_split') else ' (spread over the split)'}, weights as shipped "
         f"({meta['weights_dtype']}; {test['bits_per_dim_float32']:.4f} before rounding) |",
         f"| training | {meta['steps']:,} steps, {meta['train_minutes']:.1f} minutes on {meta['hardware']}{stages} |",
+        *left,
         *others,
         "",
     ]
@@ -196,6 +214,7 @@ def ship(run: str | Path, name: str, *, description: str, licence: str, commands
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_pretrained(model, tmp, dtype=None if dtype == torch.float32 else dtype)
+    left_out = _copy_left_out(stages, tmp)
 
     chosen = spread(len(x), slice_images)
     test_slice = {"images": x[chosen].contiguous(), "indices": chosen.contiguous()}
@@ -248,6 +267,8 @@ def ship(run: str | Path, name: str, *, description: str, licence: str, commands
         "train": run_info.get("train"),
         "config": model.config.to_dict(),
     }
+    if left_out:
+        meta["left_out"] = left_out
     if len(stages) > 1:
         meta["stages"] = stages
     if others:

@@ -173,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out=Path(args.out or f"runs/{name}"), model_config=lambda data: _model_config(args, data), data=args.data,
         image_size=parse_size(args.image_size) if args.image_size else None,
         train=_given(args, TRAIN_FLAGS), recipe=RECIPES.get(args.preset, {}), preset=args.preset, init=args.init,
-        resume=args.resume, overwrite=args.overwrite,
+        resume=args.resume, overwrite=args.overwrite, leave_out=args.leave_out,
         device=args.device, compile=args.compile, deterministic=args.deterministic, tensorboard=args.tensorboard,
         progress=not args.quiet,
         final_eval=args.final_eval, final_eval_images=args.final_eval_images, num_samples=args.num_samples,
@@ -588,6 +588,10 @@ def _add_train(cmds: _Commands) -> None:
                                     "with --init, only its training recipe")
     t.add_argument("--init", help=f"start from the weights and architecture of a trained model (fine-tuning), with a "
                                   f"fresh optimizer and schedule: {CHECKPOINT_HELP}")
+    t.add_argument("--leave-out", metavar="FILE",
+                   help="a list of training files of a folder: data set to leave out, one per line as CLASS/NAME "
+                        "(e.g. the JPEG versions of images held out elsewhere: tools/find_jpeg_twins.py); the run "
+                        "keeps a copy as left-out.txt, and a resumed run uses its own")
     t.add_argument("--out", help="run directory (checkpoint, logs, samples); default runs/PRESET")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--class-conditional", action="store_true", help="condition on the data set's class labels")

@@ -49,9 +49,12 @@ GRID_NAME = "samples.png"
 # held-out images' out-of-distribution scores (their percentiles), for placing a new image among them: written by
 # `image-transformer score --write-reference`, read by the demo's Likelihood tab
 REFERENCE_NAME = "ood_reference.json"
+# the training files a run (and the model it made) left out, one per line: JPEG versions of images held out
+# elsewhere, say, so that anyone can check that the model never saw what it is scored on
+LEFT_OUT_NAME = "left-out.txt"
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, SLICE_NAME, GRID_NAME)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]*$")  # never a path, never a repo id
-HUB_FILES = [CONFIG_NAME, "*.safetensors", CARD_NAME, "*.png", REFERENCE_NAME]  # what a Hub download fetches
+HUB_FILES = [CONFIG_NAME, "*.safetensors", CARD_NAME, "*.png", REFERENCE_NAME, "left-out*.txt"]  # what a Hub download fetches
 HOW_TO_TRAIN = ("tools/train_zoo.sh trains them (an hour or more each on a CPU) and tools/ship_model.py writes a "
                 "finished run into {folder}/NAME/")
 

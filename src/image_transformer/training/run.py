@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from ..files.checkpoint import CHECKPOINT_NAME, CheckpointError, describe_os_error, read_checkpoint, save_or_rescue
-from ..files.data import ImageData, load_split
+from ..files.data import ImageData, load_split, read_name_list
+from ..files.folders import LEFT_OUT_NAME
 from ..files.image_files import save_grid
 from ..files.pretrained import PretrainedModel, build_model, load_model, load_weights, model_from_config
 from ..metrics import spread
@@ -50,6 +51,8 @@ class TrainingRun:
     init: str | None = None
     resume: bool = False
     overwrite: bool = False  # start afresh over a checkpoint
+    # a fresh run's list of training files to leave out (folder data); the run keeps it as LEFT_OUT_NAME
+    leave_out: str | os.PathLike | None = None
     device: str = "cpu"
     compile: bool = False
     deterministic: bool = False  # make_deterministic(): bit-exact repeats and resumes on a GPU too
@@ -87,6 +90,10 @@ class TrainingRun:
     def _prepare(self) -> None:
         """Resolve fresh vs resume vs refuse; load the data and the configs, and check they fit."""
         checkpoint = self.out / CHECKPOINT_NAME
+        kept_list = self.out / LEFT_OUT_NAME
+        if self.resume and self.leave_out is not None:
+            raise ValueError(f"--leave-out is for a new run: a resumed run leaves out what its own {kept_list} lists "
+                             f"(if it has one)")
         if self.resume:
             state = read_checkpoint(checkpoint)
             if not isinstance(state.get("train_config"), dict):
@@ -109,7 +116,16 @@ class TrainingRun:
             self.recipe_record = {"preset": self.preset, "values": dict(self.recipe),
                                   "overridden": sorted(k for k in self.recipe if k in self.train)}
             self.init_model = load_model(self.init) if self.init else None
-        self.train_data = load_split(self.data, "train", self.image_size)
+        if not self.resume:
+            self.left_out = read_name_list(self.leave_out) if self.leave_out is not None else None
+        elif kept_list.is_file():
+            self.left_out = read_name_list(kept_list)
+        elif "left_out" in info:
+            raise CheckpointError(f"{checkpoint}: the run left out the training files its {LEFT_OUT_NAME} listed, "
+                                  f"and that file is gone; put it back to resume")
+        else:
+            self.left_out = None
+        self.train_data = load_split(self.data, "train", self.image_size, leave_out=self.left_out)
         self.test_data = load_split(self.data, "test", self.image_size)
         if not self.resume:
             self.config = self.init_model.config if self.init_model is not None else self.model_config(self.train_data)
@@ -136,7 +152,14 @@ class TrainingRun:
         train_c, test_c = model.condition_for(train_x, train_labels), model.condition_for(test_x, test_labels)
         info = {"data": self.data, "image_size": list(self.image_size) if self.image_size else None,
                 "train_source": self.train_data.source, "test_source": self.test_data.source,
-                "recipe": self.recipe_record, **({"init": str(self.init)} if self.init else {})}
+                "recipe": self.recipe_record, **({"init": str(self.init)} if self.init else {}),
+                **({"left_out": {"file": LEFT_OUT_NAME, "files": len(self.left_out)}} if self.left_out else {})}
+        if rank == 0 and not self.resume:
+            if self.left_out:
+                text = "".join(f"{name}\n" for name in self.left_out)
+                save_or_rescue(out / LEFT_OUT_NAME, lambda p: p.write_text(text))
+            else:  # an overwritten run's list is not this run's
+                (out / LEFT_OUT_NAME).unlink(missing_ok=True)
         self._say(f"data: {self.train_data.source}: {len(self.train_data)} train, {len(self.test_data)} test images "
                   f"of {self.train_data.image_shape}")
         group = f" ({torch.distributed.get_backend()})" if torch.distributed.is_initialized() else ""

@@ -23,10 +23,10 @@ from .cifar import load_cifar
 from .common import DATASET_KINDS, DataError, ImageData
 from .datasets import SuperResolutionPairs, make_pairs, to_tensor_dataset
 from .idx import load_mnist, read_idx
-from .image_folders import load_celeba, load_image_folder
+from .image_folders import load_celeba, load_image_folder, read_name_list
 from .npz import load_npz
 from .specs import load_dataset, load_model_slice, load_split
 
 __all__ = ["DataError", "ImageData", "read_idx", "load_mnist", "load_cifar", "load_npz", "load_image_folder",
-           "load_celeba", "load_dataset", "load_model_slice", "load_split", "to_tensor_dataset", "make_pairs",
+           "load_celeba", "read_name_list", "load_dataset", "load_model_slice", "load_split", "to_tensor_dataset", "make_pairs",
            "SuperResolutionPairs", "DATASET_KINDS"]

@@ -37,6 +37,8 @@ class ImageData:
     num_classes: int | None
     class_names: list[str] | None
     source: str
+    # each image's file, relative to the split's folder ("airplane/0001.jpg"), where the data comes from files
+    names: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, np.ndarray) or self.images.dtype != np.uint8 or self.images.ndim != 4 \
@@ -50,6 +52,8 @@ class ImageData:
             if labels.shape != (len(self.images),):
                 raise DataError(f"{self.source}: {len(self.images)} images but labels of shape {labels.shape}")
             self.labels = labels.astype(np.int64, copy=False)
+        if self.names is not None and len(self.names) != len(self.images):
+            raise DataError(f"{self.source}: {len(self.images)} images but {len(self.names)} file names")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -70,12 +74,14 @@ class ImageData:
         """A new ImageData with ``images[index]`` (numpy-style: slice, int array, bool mask; an int keeps one)."""
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
+        names = None if self.names is None else np.asarray(self.names, dtype=object)[index].tolist()
         return ImageData(
             images=self.images[index],
             labels=None if self.labels is None else self.labels[index],
             num_classes=self.num_classes,
             class_names=None if self.class_names is None else list(self.class_names),
             source=self.source,
+            names=names,
         )
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import tarfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -202,7 +203,8 @@ def _image_size(value: Any) -> tuple[int, int] | None:
 
 def load_image_folder(root: str | os.PathLike, split: str | None = None,
                       image_size: tuple[int, int] | None = None,
-                      crop: tuple[int, int, int, int] | None = None) -> ImageData:
+                      crop: tuple[int, int, int, int] | None = None,
+                      leave_out: Collection[str] | None = None) -> ImageData:
     """Images (png/jpg/jpeg/bmp/webp) from a folder or a .tar/.tar.gz/.tgz archive (read in place).
 
     If the folder (or the archive's single top folder) has ``train/`` and ``test/`` (or ``val/``) subfolders,
@@ -212,6 +214,10 @@ def load_image_folder(root: str | os.PathLike, split: str | None = None,
     C=2, or RGBA, C=4) where any image has one that is not fully opaque. ``crop`` = (top, left, height,
     width) is applied first, then an area-averaging (PIL BOX) resize to ``image_size`` = (H, W). Without
     ``image_size`` all images must have the same size.
+
+    ``leave_out``: files to drop, named relative to the split's folder, with or without their extension
+    (``airplane/0001``); every name must be there, so that a list made for other data is refused rather than
+    leaving nothing out. The class names stay those of the whole folder.
     """
     root = Path(root)
     _require_exists(root)
@@ -227,10 +233,13 @@ def load_image_folder(root: str | os.PathLike, split: str | None = None,
             nested = next(e for e in entries if len(e.parts) > 1)
             raise DataError(f"{source.description}: mixes loose images ({'/'.join(loose[0].parts)}) with images "
                             f"in class subfolders ({'/'.join(nested.parts)}); use one layout")
-        if loose:
-            labels, class_names = None, None
+        class_names = None if loose else sorted({e.parts[0] for e in entries})
+        if leave_out is not None:
+            entries = _leave_out(entries, leave_out, f"{source.description}{note}")
+            note += f"; {len(leave_out)} files left out"
+        if class_names is None:
+            labels = None
         else:
-            class_names = sorted({e.parts[0] for e in entries})
             index = {name: i for i, name in enumerate(class_names)}
             entries.sort(key=lambda e: (e.parts[0], e.parts[1:]))
             labels = np.array([index[e.parts[0]] for e in entries], dtype=np.int64)
@@ -239,7 +248,49 @@ def load_image_folder(root: str | os.PathLike, split: str | None = None,
         source.close()
     layout = "flat" if class_names is None else f"{len(class_names)} classes"
     return ImageData(images=images, labels=labels, num_classes=None if class_names is None else len(class_names),
-                     class_names=class_names, source=f"image folder {source.description} ({layout}{note})")
+                     class_names=class_names, source=f"image folder {source.description} ({layout}{note})",
+                     names=["/".join(e.parts) for e in entries])
+
+
+def _stem(name: str) -> str:
+    """A file's name without its image extension: "airplane/0001.jpg" -> "airplane/0001"."""
+    lower = name.lower()
+    for ext in FOLDER_EXTENSIONS:
+        if lower.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _leave_out(entries: list[_Entry], names: Collection[str], where: str) -> list[_Entry]:
+    """``entries`` without the files ``names`` lists; a DataError naming those that are not there."""
+    wanted = {_stem(n.strip().strip("/")) for n in names}
+    kept = [e for e in entries if _stem("/".join(e.parts)) not in wanted]
+    found = {_stem("/".join(e.parts)) for e in entries} & wanted
+    if len(found) != len(wanted):
+        missing = sorted(wanted - found)
+        raise DataError(f"{where}: {len(missing)} of the {len(wanted)} files to leave out are not in it "
+                        f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): the list was made for "
+                        f"other data")
+    if not kept:
+        raise DataError(f"{where}: the leave-out list names every image")
+    return kept
+
+
+def read_name_list(path: str | os.PathLike) -> list[str]:
+    """File names, one per line (blank lines and ``#`` comments skipped), as a leave-out list is written."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the list of files ({type(exc).__name__}: {exc})") from None
+    names = [line.strip() for line in text.splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise DataError(f"{path}: the list of files is empty")
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise DataError(f"{path}: {repeated[0]} is listed more than once")
+    return names
 
 
 # CelebA aligned faces: the paper's square crop, given for the half-resolution 89x109 (WxH) images.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 from ..folders import SLICE_NAME, UnknownModel, read_slice, shipped_folder
 from .common import DATASET_KINDS, DataError, FASHION_MNIST_CLASSES, ImageData, SLICE_DIR, _check_split
@@ -32,10 +32,12 @@ def _cached(key: tuple, load: Callable[[], ImageData]) -> ImageData:
 def _copy(data: ImageData) -> ImageData:
     return ImageData(images=data.images.copy(), labels=None if data.labels is None else data.labels.copy(),
                      num_classes=data.num_classes,
-                     class_names=None if data.class_names is None else list(data.class_names), source=data.source)
+                     class_names=None if data.class_names is None else list(data.class_names), source=data.source,
+                     names=None if data.names is None else list(data.names))
 
 
-def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = None) -> ImageData:
+def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = None,
+                 leave_out: Collection[str] | None = None) -> ImageData:
     """Load ``spec`` = "KIND:PATH" (KIND in mnist, fashion-mnist, cifar10, cifar100, npz, folder, celeba),
     the built-in "mnist-slice" (6000 train / 1000 test MNIST images shipped with the package), or "slice:NAME"
     (the few test images shipped beside the trained model NAME; a test split only).
@@ -43,9 +45,15 @@ def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = Non
     ``image_size`` = (H, W) resizes folder and celeba data; other kinds must already have that size.
     Decoded folder/celeba data is cached in memory per (spec, split, image_size) while the file or folder is
     unchanged, for the last few splits used; each call returns a copy.
+
+    ``leave_out``: files of an image folder's split to drop (``class/NNNN``, see :func:`load_image_folder`);
+    other kinds of data have no file names, and a list for them is refused.
     """
     size = _image_size(image_size)
     spec = str(spec)
+    if leave_out is not None and not str(spec).strip().lower().startswith("folder:"):
+        raise DataError(f"{spec}: a leave-out list names files of an image folder (folder:PATH); this data has "
+                        f"no file names")
     if spec.strip() in ("mnist-slice", "mnist-slice:"):
         data = load_mnist(SLICE_DIR, split)
         data.source = f"mnist-slice (first 6000 train / 1000 test MNIST images shipped in {SLICE_DIR}; {split} split)"
@@ -65,9 +73,10 @@ def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = Non
 
     if kind in ("folder", "celeba"):
         stat = path.stat()
-        key = (spec, split, size, stat.st_mtime_ns, stat.st_size)
+        left = None if leave_out is None else tuple(sorted(set(leave_out)))
+        key = (spec, split, size, stat.st_mtime_ns, stat.st_size, left)
         if kind == "folder":
-            return _copy(_cached(key, lambda: load_image_folder(path, split, image_size=size)))
+            return _copy(_cached(key, lambda: load_image_folder(path, split, image_size=size, leave_out=left)))
         return _copy(_cached(key, lambda: load_celeba(path, split, image_size=size or 32)))
     if kind in ("mnist", "fashion-mnist"):
         data = load_mnist(path, split)
@@ -101,9 +110,10 @@ def load_model_slice(name: str, split: str) -> ImageData:
     return ImageData(images, labels, None, None, source)
 
 
-def load_split(spec: str, split: str, image_size: tuple[int, int] | None = None) -> ImageData:
+def load_split(spec: str, split: str, image_size: tuple[int, int] | None = None,
+               leave_out: Collection[str] | None = None) -> ImageData:
     """:func:`load_dataset`, refusing a split that holds no images."""
-    data = load_dataset(spec, split, image_size=image_size)
+    data = load_dataset(spec, split, image_size=image_size, leave_out=leave_out)
     if len(data) == 0:
         raise DataError(f"{spec}: the {split} split holds no images")
     return data
