@@ -22,12 +22,12 @@ from image_transformer.zoo import MODEL_CLASSES
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tools" / "train_zoo.sh"
 SHIPPED = folders.shipped_names()
-# the case statement of train_zoo.sh: each model's settings (DATA, PRESET, MINUTES, FLAGS variables)
-SETTINGS = {"mnist": ("MNIST_DATA", "MNIST_PRESET", "MNIST_MINUTES", "MNIST_FLAGS"),
-            "cifar10-jpeg": ("CIFAR_DATA", "CIFAR_PRESET", "CIFAR_MINUTES", "CIFAR_FLAGS"),
-            "celeba-sr": ("CELEBA_DATA", "CELEBA_PRESET", "CELEBA_MINUTES", "CELEBA_FLAGS"),
-            "cifar10": ("npz:$COLOUR_HOLDOUT", "COLOUR_PRESET", "COLOUR_MINUTES", "COLOUR_FLAGS"),
-            "cifar10-sr": ("npz:$COLOUR_HOLDOUT", "CIFAR_SR_PRESET", "CIFAR_SR_MINUTES", "CIFAR_SR_FLAGS")}
+# the case statement of train_zoo.sh: what each model's train command is given (data, preset, minutes, flags)
+SETTINGS = {"mnist": ("{MNIST_DATA}", "{MNIST_PRESET}", "{MNIST_MINUTES}", "{MNIST_FLAGS}"),
+            "cifar10-jpeg": ("{CIFAR_DATA}", "{CIFAR_PRESET}", "{CIFAR_MINUTES}", "{CIFAR_FLAGS}"),
+            "celeba-sr": ("{CELEBA_DATA}", "{CELEBA_PRESET}", "{CELEBA_MINUTES}", "{CELEBA_FLAGS}"),
+            "cifar10": ("npz:{COLOUR_HOLDOUT}", "{COLOUR_PRESET}", "{COLOUR_MINUTES}", "{COLOUR_FLAGS}"),
+            "cifar10-sr": ("npz:{COLOUR_HOLDOUT}", "{CIFAR_SR_PRESET}", "{CIFAR_SR_MINUTES}", "{CIFAR_SR_FLAGS}")}
 # the shipped cifar10 came from two runs (the JPEG copy, then the lossless images) that the script no longer makes:
 # it trains cifar10 in one run on the lossless images alone, and the model ships again from that run
 RETRAINING = {"cifar10"}
@@ -46,9 +46,7 @@ def script_defaults() -> dict[str, str]:
 
 def script_train(name: str, defaults: dict[str, str], monkeypatch) -> dict:
     """What `train` would be given by the script's command for ``name``: the TrainingRun's arguments."""
-    data, preset, minutes, flags = (defaults[v] if v in defaults else v.replace("$COLOUR_HOLDOUT",
-                                                                                defaults["COLOUR_HOLDOUT"])
-                                    for v in SETTINGS[name])
+    data, preset, minutes, flags = (setting.format(**defaults) for setting in SETTINGS[name])
     made = {}
     monkeypatch.setattr(cli, "TrainingRun", lambda **kwargs: made.update(kwargs) or (lambda: None))
     monkeypatch.setattr(cli, "_set_threads", lambda threads: None)  # the test process keeps its threads
