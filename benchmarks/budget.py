@@ -9,7 +9,7 @@ held out), or ``cifar10-subset:PATH``: the lossless CIFAR-10 subset split as too
 first 3,000 images of ``data_batch_1``; hold out its last 1,000 plus the 20 images of ``test_batch``).
 
 Training is the library's ``Trainer`` with ``max_minutes = M``: the clock counts training only (the periodic
-evaluations that draw the curve are not counted), and the preset's recipe (see ``config.RECIPES``) sets
+evaluations that draw the curve are not counted), and the preset's recipe (see ``zoo.RECIPES``) sets
 batch size, learning rate, schedule and precision unless ``--train key=value`` overrides them. Afterwards
 the whole held-out split (or ``--eval-limit`` images spread over it) is evaluated. Prints bits/dim, steps,
 images/s; ``--json`` also writes them, with the curve of held-out bits/dim against minutes, for the sweep.

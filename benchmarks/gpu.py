@@ -1,7 +1,7 @@
 """Training and sampling on a GPU, against that GPU's own matmul ceilings, from one process in one run.
 
-    python benchmarks/gpu.py                              # the table (about 4 minutes on an H200)
-    python benchmarks/gpu.py --markdown gpu.md            # the same, also as the markdown of docs/results/gpu.md
+    python benchmarks/gpu.py                              # the table (rows stop at --budget-minutes, 4 by default)
+    python benchmarks/gpu.py --markdown gpu.md            # the same, also as markdown for docs/results/gpu.md
     python benchmarks/gpu.py --device cpu --quick         # tiny sizes on the CPU: a smoke run of this script
 
 What it measures, each figure ``--repeats`` times (median [min - max]):

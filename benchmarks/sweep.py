@@ -40,10 +40,10 @@ DATA = {
 # held-out images evaluated per screening run (0 = all): MNIST's 10,000 take minutes, so they are spread
 EVAL_LIMIT = {"cifar": 0, "mnist": 2000}
 
-# name -> (preset, model settings, training settings); one change at a time from "base", which is the
-# issue's starting point (CIFAR: cifar10-1d-dmol-tiny, batch 8, lr 2e-3, warm-up 50; MNIST: the README's
-# mnist-tiny recipe)
-# (the mixture input without tensor2tensor's ReLU: the model the issue measured, and the sweep's first rows)
+# name -> (preset, model settings, training settings); one change at a time from "base", the settings the
+# sweep started from (CIFAR: cifar10-1d-dmol-tiny, batch 8, lr 2e-3, warm-up 50; MNIST: the mnist-tiny recipe the
+# README's main job had then)
+# (the mixture input without tensor2tensor's ReLU: the model measured before the sweep, and its first rows)
 _CIFAR_BASE = ("cifar10-1d-dmol-tiny", dict(pixel_input_relu=False), dict(batch_size=8, lr=2e-3, warmup=50))
 _MNIST_BASE = ("mnist-tiny", {}, dict(batch_size=16, lr=2e-3, warmup=100))
 _FP32 = dict(precision="fp32")  # cifar10-cpu's candidates from before its recipe trained in bf16

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU checks in one command, for a machine with one NVIDIA GPU and this repository installed
-# (pip install --no-deps --no-build-isolation -e .): about 9 minutes on an H200
-# (BENCH_S + TRAIN_S seconds at most, and the packing).
+# (pip install --no-deps --no-build-isolation -e .): BENCH_S + TRAIN_S seconds at most (about 9 minutes), and the
+# packing; an estimate from those limits, not yet timed on a GPU.
 #
 #   OUT=gpu-results DATA=../shared/data tools/gpu_session.sh
 #
 # 1. benchmarks/gpu.py alone on the GPU (BENCH_S seconds at most; rows that would end later are skipped):
-#    OUT/gpu.md, the table kept in docs/results/gpu.md, and OUT/bench.log.
+#    OUT/gpu.md, the table for docs/results/gpu.md (a page to write from the first GPU's run), and OUT/bench.log.
 # 2. The CUDA tests (tests/test_cuda.py) beside the colour model's training (tools/train_gpu_colour.sh, MINUTES
 #    minutes on the CIFAR-10 JPEG copy, then TUNE_MINUTES on the lossless subset): OUT/tests.log, OUT/train.log.
 # 3. What is kept of the two runs (in WORK): each model's weights in half precision, OUT/jpeg-fp16.safetensors and

@@ -148,7 +148,7 @@ def _card_body(name: str, meta: dict[str, Any], summary: str) -> str:
         "",
     ]
     if "superres" in test:
-        lines += ["Super-resolution report on held-out faces (`image-transformer eval --samples`):", "",
+        lines += ["Super-resolution report on held-out images (`image-transformer eval --samples`):", "",
                   "```json", json.dumps(test["superres"], indent=2), "```", ""]
     lines += [f"![samples]({GRID_NAME})", "", "## Use", "", "```bash", use, "```", "", "```python",
               f"from image_transformer import {kind}", f"model = {kind}.from_pretrained({name!r})", "```", "",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The colour model trained on a GPU (preset cifar10-gpu): 4.8M parameters, bf16, in two runs and two evaluations.
 #
-#   tools/train_gpu_colour.sh                                   # on a GPU: about 5 minutes on an H200
+#   tools/train_gpu_colour.sh                                   # on a GPU: MINUTES + TUNE_MINUTES of training
 #   DEVICE=cpu MINUTES=0.2 TUNE_STEPS=3 MODEL_FLAGS="--hidden-size 32 --num-layers 1" tools/train_gpu_colour.sh
 #                                                               # the same commands on the CPU, tiny: a smoke run
 #

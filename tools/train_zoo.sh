@@ -48,8 +48,9 @@ MORE_MINUTES=${MORE_MINUTES:-0}
 MNIST_DATA=${MNIST_DATA:-"mnist:$DATA/mnist"}
 MNIST_PRESET=${MNIST_PRESET:-mnist-cpu}
 MNIST_MINUTES=${MNIST_MINUTES:-115}
-# (--query-length/--memory-length 112: what mnist-cpu held when the shipped mnist was trained; it now has 56)
-MNIST_FLAGS=${MNIST_FLAGS:-"--hidden-size 192 --ffn-size 768 --query-length 112 --memory-length 112 --steps 1000000 --batch-size 16 --lr 1.5e-3 --warmup 200 --schedule linear --eval-every 500 --eval-images 500 --num-samples 64"}
+# (--query-length/--memory-length 112, --conv-size 0, --precision fp32: what mnist-cpu held when the shipped mnist
+# was trained; it now has blocks of 56, causal 3x3 convolutions and bf16)
+MNIST_FLAGS=${MNIST_FLAGS:-"--hidden-size 192 --ffn-size 768 --query-length 112 --memory-length 112 --conv-size 0 --precision fp32 --steps 1000000 --batch-size 16 --lr 1.5e-3 --warmup 200 --schedule linear --eval-every 500 --eval-images 500 --num-samples 64"}
 MNIST_EVAL_FLAGS=${MNIST_EVAL_FLAGS:-""}
 MNIST_DESCRIPTION=${MNIST_DESCRIPTION:-"MNIST handwritten digits, 28x28 grey: all 60,000 training images; test bits/dim on all 10,000 test images (lossless, the original idx files)"}
 MNIST_NAME=${MNIST_NAME:-"MNIST"}
@@ -60,8 +61,9 @@ CIFAR_TAR=${CIFAR_TAR:-"$DATA/cifar10-jpeg.tar.gz"}
 CIFAR_DATA=${CIFAR_DATA:-"folder:$SCRATCH/cifar10-jpeg"}
 CIFAR_PRESET=${CIFAR_PRESET:-cifar10-cpu}
 CIFAR_MINUTES=${CIFAR_MINUTES:-100}
-# (--num-heads 4: what cifar10-cpu held when the shipped cifar10-jpeg and celeba-sr were trained; it now has 2)
-CIFAR_FLAGS=${CIFAR_FLAGS:-"--num-heads 4 --steps 1000000 --batch-size 8 --lr 2e-3 --warmup 100 --schedule linear --eval-every 500 --eval-images 200 --num-samples 64"}
+# (--num-heads 4, --conv-size 0, --precision fp32: what cifar10-cpu held when the shipped cifar10-jpeg was trained;
+# it now has 2 heads, causal 3x3 convolutions and bf16)
+CIFAR_FLAGS=${CIFAR_FLAGS:-"--num-heads 4 --conv-size 0 --precision fp32 --steps 1000000 --batch-size 8 --lr 2e-3 --warmup 100 --schedule linear --eval-every 500 --eval-images 200 --num-samples 64"}
 CIFAR_EVAL_FLAGS=${CIFAR_EVAL_FLAGS:-""}
 CIFAR_DESCRIPTION=${CIFAR_DESCRIPTION:-"CIFAR-10, JPEG quality 75 copy (lossy, about 7.9/255 RMS error against the originals: bits/dim NOT comparable with published CIFAR-10 figures), 32x32 colour: all 50,000 training images; test bits/dim on all 10,000 test images of the same JPEG copy"}
 CIFAR_NAME=${CIFAR_NAME:-"CIFAR-10 (JPEG q75 copy)"}

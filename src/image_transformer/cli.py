@@ -336,7 +336,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print(f"No trained models are installed yet: {folders.SHIPPED} holds none.\n"
               f"{folders.HOW_TO_TRAIN.format(folder=folders.SHIPPED)}.\nUntil then, train your own: "
-              f"`image-transformer train` (about 11 minutes), then `image-transformer sample runs/{DEFAULT_PRESET}`.")
+              f"`image-transformer train` (10 minutes of training, then an evaluation), then "
+              f"`image-transformer sample runs/{DEFAULT_PRESET}`.")
         return 0
     print(f"{'name':16s} {'model':28s} {'data':36s} {'parameters':>11s} {'size':>8s} {'test bits/dim':>22s}")
     for row in rows:

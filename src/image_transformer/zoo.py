@@ -49,7 +49,7 @@ _SR_2D = dict(**_SR, num_layers=12, encoder_layers=6, attention="local_2d", quer
 PRESETS: dict[str, dict[str, Any]] = {
     # Architecture only (any image size): smoke tests and quick experiments.
     "tiny": dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0, query_length=64, memory_length=64),
-    # Small real-data default for the README's main job: MNIST 28x28x1, categorical, 1D local.
+    # Small real-data models for MNIST 28x28x1, categorical, 1D local (the README's main job trains mnist-cpu, below).
     "mnist-tiny": dict(
         image_size=(28, 28), channels=1, hidden_size=128, num_layers=4, num_heads=4, ffn_size=256,
         dropout=0.1, attention="local_1d", query_length=112, memory_length=112,
@@ -119,10 +119,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Budget presets: the best model found for 10 minutes of training on 2 CPU cores by benchmarks/sweep.py
     # (docs/sweep/README.md): the -tiny architecture without dropout (a 10-minute run sees each training
     # image a few times at most) and, in RECIPES, a linear decay that ends when the 10 minutes do.
-    # cifar10-cpu has 2 heads of 64 rather than the -tiny 4 of 32: the fused attention kernel runs larger head
-    # dimensions faster, 1,441 steps in 10 minutes against 1,256, and 4.257 bits/dim against 4.421. Each block
-    # starts with a causal 3x3 convolution (PixelSNAIL's idea): 4.00 bits/dim in 10 minutes against 4.18 without,
-    # 4.05 with 5x5 ones; a masked-convolution stem alone (neighbourhood 5 or 7) changed little.
+    # cifar10-cpu has 2 heads of 64 rather than the -tiny 4 of 32: the fused CPU attention kernel runs larger head
+    # dimensions faster, so more steps fit the 10 minutes and the run ends lower (docs/results/index.md). Each block
+    # starts with a causal 3x3 convolution (PixelSNAIL's idea): within 10 minutes it gained more than 5x5 ones, and a
+    # masked-convolution stem alone (neighbourhood 5 or 7) changed little (docs/results/learning.md).
     "cifar10-cpu": dict(**_CIFAR, **{**_TINY, "dropout": 0.0, "num_heads": 2}, attention="local_1d", query_length=128,
                         memory_length=128, distribution="dmol", num_mixtures=10, pixel_input_relu=False,
                         conv_size=3),
@@ -133,10 +133,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cifar10-gpu": dict(**_CIFAR, hidden_size=256, num_layers=8, num_heads=4, ffn_size=512, dropout=0.1,
                         attention="local_1d", query_length=256, memory_length=256, distribution="dmol",
                         num_mixtures=10, norm="pre", conv_size=3),
-    # mnist-cpu's blocks of 56 (two rows) rather than 112: more steps in the budget, 0.986 bits/dim on all 10,000
-    # MNIST test images in 10 minutes against 1.003 with 112 (the lead came from docs/experiments' Table 4).
-    # Its blocks start with causal 3x3 convolutions as cifar10-cpu's do, and it trains in bf16: 0.898 bits/dim in
-    # 10 minutes against 0.939 with the fp32 plain blocks, run one after the other.
+    # mnist-cpu's blocks of 56 (two rows) rather than 112: more steps fit the budget and the run ends lower
+    # (docs/results/index.md; the lead came from docs/experiments' Table 4). Its blocks start with causal 3x3
+    # convolutions as cifar10-cpu's do, and it trains in bf16: together they beat the fp32 plain blocks within 10
+    # minutes on a CPU with AVX-512 bf16 (docs/results/learning.md).
     "mnist-cpu": dict(image_size=(28, 28), channels=1, **{**_TINY, "dropout": 0.0}, attention="local_1d",
                       query_length=56, memory_length=56, conv_size=3),
 }
@@ -147,7 +147,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # clip_grad_norm 0), and the peak learning rate tensor2tensor's schedule reaches for the family, as read from its
 # hparams: about 3.5e-3 categorical, 1e-3 mixture, 7e-4 class-conditional, 5e-4 2D local. Super-resolution:
 # t2t's img2img sets warm up for 12,000 steps (img2img_transformer_base); its peak lr is taken from the
-# decoder's family. The "-tiny" and MNIST presets have none: they train with TrainConfig's defaults.
+# decoder's family. The "-tiny" presets, mnist-small and tiny have none: they train with TrainConfig's defaults.
 _RECIPE = dict(warmup=4000, clip_grad=0.0, schedule="rsqrt")
 _CATEGORICAL_1D = dict(_RECIPE, lr=3.5e-3)
 _MIXTURE = dict(_RECIPE, lr=1e-3)
@@ -168,8 +168,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Budget presets (benchmarks/sweep.py): 10 minutes of training, the learning rate decaying linearly to 0
     # as they run out; steps only bound the run where the clock does not. Batch, peak lr and warm-up are
     # the sweep's starting points, which no screened change beat.
-    # cifar10-cpu trains in bf16 autocast (the likelihood stays fp32): 1.5x the steps in the 10 minutes on a CPU with
-    # AVX-512 bf16, 3.87 bits/dim against 4.00 in fp32
+    # Both train in bf16 autocast (the likelihood stays fp32): on a CPU with AVX-512 bf16 more steps fit the 10
+    # minutes and the run ends lower than in fp32; on one without (AVX2 only) bf16 is emulated and many times slower,
+    # so pass --precision fp32 there (docs/results/learning.md).
     "cifar10-cpu": dict(batch_size=8, lr=2e-3, warmup=50, schedule="linear", max_minutes=10.0, steps=10**6,
                         precision="bf16"),
     "mnist-cpu": dict(batch_size=16, lr=2e-3, warmup=100, schedule="linear", max_minutes=10.0, steps=10**6,

@@ -44,7 +44,7 @@ class TrainingRun:
     data: str = "mnist-slice"  # KIND:PATH (see data.load_dataset); a resumed run reads its own
     image_size: tuple[int, int] | None = None  # resize folder/celeba images
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig values given (on resume, over the run's own)
-    # a fresh run's defaults in place of TrainConfig's (a preset's config.RECIPES entry); ``train`` overrides them
+    # a fresh run's defaults in place of TrainConfig's (a preset's zoo.RECIPES entry); ``train`` overrides them
     recipe: dict[str, Any] = field(default_factory=dict)
     preset: str | None = None  # the preset's name, recorded with the recipe in run.json
     # a fresh run that starts from a trained model's weights (fine-tuning): its architecture replaces model_config's
