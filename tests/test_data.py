@@ -637,3 +637,44 @@ def test_an_npz_whose_header_claims_a_huge_array_is_refused_before_allocating(tm
         zf.writestr("data.npy", forged)
     with pytest.raises(DataError, match="big.npz: its 'data' header claims an array of shape"):
         D.load_npz(tmp_path / "big.npz", "train")
+
+
+# ----- the list of the JPEG copy's files that are the lossless held-out images' twins ------------------------------
+TWINS = Path(__file__).resolve().parents[1] / "tools" / "data" / "cifar10-jpeg-heldout-twins.txt"
+LOSSLESS = SHARED / "cifar10-lossless-subset" / "cifar-10-batches-py"
+JPEG_TAR = SHARED / "cifar10-jpeg.tar.gz"
+
+
+def _find_twins_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("find_jpeg_twins", TWINS.parents[1] / "find_jpeg_twins.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_held_out_image_has_its_jpeg_twin_on_the_leave_out_list():
+    """Every file on the list is in the copy's train/ folder, of its held-out image's class, and that image in
+    JPEG (within the copy's compression error): a model trained without them never saw the held-out images."""
+    if not (LOSSLESS.is_dir() and JPEG_TAR.is_file()):
+        pytest.skip("shared data not available")
+    names = D.read_name_list(TWINS)
+    held_out = D.load_dataset(f"cifar10:{LOSSLESS}", "train").subset(slice(_find_twins_tool().HELD_OUT_FROM, None))
+    assert len(names) == len(held_out) == 1000 and len(set(names)) == 1000
+    with tarfile.open(JPEG_TAR, "r:gz") as tf:
+        twins = np.stack([np.asarray(Image.open(io.BytesIO(tf.extractfile(f"cifar10-jpeg/train/{n}.jpg").read()))
+                                     .convert("RGB")) for n in names])
+    assert [n.split("/")[0] for n in names] == [held_out.class_names[c] for c in held_out.labels]
+    rms = np.sqrt(((twins.astype(float) - held_out.images) ** 2).mean(axis=(1, 2, 3)))
+    assert rms.max() < 16.0 and 6.0 < np.median(rms) < 9.0, (rms.max(), np.median(rms))
+
+
+@pytest.mark.slow
+def test_the_leave_out_list_is_what_the_twin_search_finds(tmp_path, capsys):
+    """The whole search again (every held-out image against every training file of its class): the same list,
+    every twin nearer than any image's second-nearest file."""
+    if not (LOSSLESS.is_dir() and JPEG_TAR.is_file()):
+        pytest.skip("shared data not available")
+    out = tmp_path / "twins.txt"
+    assert _find_twins_tool().main([str(LOSSLESS), f"folder:{JPEG_TAR}", "-o", str(out)]) == 0
+    assert D.read_name_list(out) == D.read_name_list(TWINS)

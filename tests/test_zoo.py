@@ -42,6 +42,16 @@ def _ship_module():
 ship_model = _ship_module()
 
 
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+model_tables = _tool("model_tables")
+
+
 def run(*args):
     return main([str(a) for a in args])
 
@@ -181,6 +191,78 @@ def test_a_model_trained_in_stages_ships_each_stage_and_its_other_evaluations(tr
     # a model trained in one go has neither
     plain = zoo.read_card(trained["zoo"] / "digits")
     assert "stages" not in plain and "other_evaluations" not in plain and plain["steps"] == 3
+
+
+def _class_folder(root: Path, n: int = 6) -> Path:
+    """A tiny image folder with train/ and test/ and two classes, 6x6 grey images as PNG."""
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(root / split / cls / f"{i:04d}.png")
+    return root
+
+
+def test_files_left_out_of_training_are_kept_with_the_run_and_shipped_with_the_model(tmp_path, capsys):
+    data = f"folder:{_class_folder(tmp_path / 'data')}"
+    (tmp_path / "list.txt").write_text("# twins of images held out elsewhere\na/0001\nb/0004\n")
+    first, tuned = tmp_path / "first", tmp_path / "tuned"
+    common = ["--preset", "tiny", "--batch-size", 4, "--eval-images", 4, "--num-samples", 0, "--quiet"]
+    assert run("train", "--data", data, "--leave-out", tmp_path / "list.txt", "--steps", 2, *common,
+               "--out", first) == 0
+    assert (first / zoo.LEFT_OUT_NAME).read_text() == "a/0001\nb/0004\n"
+    info = json.loads((first / "run.json").read_text())
+    assert info["left_out"] == {"file": zoo.LEFT_OUT_NAME, "files": 2} and "2 files left out" in info["train_source"]
+    # a resumed run leaves out its own list; it takes no other, and refuses to go on without it
+    assert run("train", "--out", first, "--resume", "--steps", 3, "--quiet") == 0
+    assert "2 files left out" in json.loads((first / "run.json").read_text())["train_source"]
+    assert run("train", "--out", first, "--resume", "--steps", 4, "--leave-out", tmp_path / "list.txt", "--quiet") == 2
+    assert "--leave-out is for a new run" in capsys.readouterr().err
+    # a second stage (no list of its own) from the first: the model ships with the first stage's list
+    assert run("train", "--init", first / "model", "--data", data, "--steps", 2, *common, "--out", tuned) == 0
+    ship_model.ship(tuned, "tuned", description="d", licence="l", commands=["c1", "c2"], hardware="h",
+                    zoo=tmp_path / "zoo", slice_images=2, grid_images=1)
+    shipped = tmp_path / "zoo" / "tuned"
+    card = zoo.read_card(shipped)
+    assert (shipped / zoo.LEFT_OUT_NAME).read_text() == "a/0001\nb/0004\n"
+    assert card["left_out"] == [{"file": zoo.LEFT_OUT_NAME, "files": 2, "data": card["stages"][0]["data"]}]
+    assert "| left out of training | 2 files of" in (shipped / zoo.CARD_NAME).read_text()
+    # started afresh over the run without a list: the old list is not this run's
+    (first / zoo.LEFT_OUT_NAME).unlink()
+    assert run("train", "--out", first, "--resume", "--steps", 4, "--quiet") == 2  # nor one that lost its list
+    assert "left-out.txt listed, and that file is gone" in capsys.readouterr().err
+    (first / zoo.LEFT_OUT_NAME).write_text("a/0001\n")
+    assert run("train", "--data", data, "--steps", 1, *common, "--out", first, "--overwrite") == 0
+    assert not (first / zoo.LEFT_OUT_NAME).exists() and "left_out" not in json.loads((first / "run.json").read_text())
+
+
+def test_the_model_tables_of_the_readme_and_docs_are_the_cards():
+    for path in model_tables.FILES:
+        text = path.read_text(encoding="utf-8")
+        assert model_tables.rewritten(text, path) == text, \
+            f"{path.relative_to(REPO)}: its models table is not the cards': run python tools/model_tables.py"
+
+
+def test_a_table_row_is_read_from_the_card(in_zoo, tmp_path, monkeypatch):
+    card = zoo.read_card(in_zoo["zoo"] / "digits")
+    row = model_tables.row("digits")
+    assert row.startswith("| `digits` | categorical, 1D local") and "tiny digits" in row
+    assert f"**{card['test']['bits_per_dim']:.3f}** on {card['test']['images']} test images" in row
+    assert "| 3 steps, " in row and "super-resolution" in model_tables.row("digits-sr")
+    # a figure changed in a card changes the table, and a file holding the old table is stale
+    text = f"intro\n{model_tables.table()}\nafter\n"
+    folder = tmp_path / "zoo"
+    shutil.copytree(in_zoo["zoo"], folder)
+    card_file = folder / "digits" / zoo.CARD_NAME
+    figure = f"bits_per_dim: {card['test']['bits_per_dim']}"
+    assert figure in card_file.read_text()
+    card_file.write_text(card_file.read_text().replace(figure, "bits_per_dim: 9.875", 1))
+    monkeypatch.setattr(zoo, "SHIPPED", folder)
+    assert "**9.875**" in model_tables.table() and model_tables.rewritten(text, Path("f")) != text
+    with pytest.raises(ValueError, match="needs exactly one"):
+        model_tables.rewritten("no table here", Path("f"))
 
 
 def test_stages_trained_elsewhere_are_found_beside_the_run_they_came_back_with(trained, tmp_path):

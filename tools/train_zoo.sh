@@ -18,9 +18,9 @@
 # mnist was trained beside the first celeba-sr, THREADS=1 each; cifar10-jpeg with THREADS=1 beside experiments on
 # the other core; celeba-sr (the model that uses its input: input_skip, a linear encoder input, aligned positions,
 # the super-resolution defaults; cifar10-cpu's blocks as they are now, 3x3 causal convolutions and bf16, without
-# dropout) with THREADS=2 on a machine doing light work beside it; cifar10 with THREADS=2 on a
-# machine doing light work (8 layers rather than cifar10-cpu's 4: twice the parameters at half the images/s, about
-# 2.3 passes over the 50,000 images in the first run; other sizes were not trained this long); cifar10-sr with
+# dropout) with THREADS=2 on a machine doing light work beside it; cifar10 with THREADS=2 beside short tests and
+# editing, on a CPU without AVX-512 (hence fp32: cifar10-cpu as it is, for twice the minutes of its hour on the
+# lossless images); cifar10-sr with
 # THREADS=2 beside a few seconds of unit tests (35 minutes, about 18 passes over its 3,000 images: a first model of the
 # paper's second super-resolution data set, not yet trained longer).
 # A linear decay ends with each model's MINUTES; a resumed or extended run (MORE_MINUTES) decays again over its new
@@ -82,7 +82,8 @@ COLOUR_LOSSLESS=${COLOUR_LOSSLESS:-"$DATA/cifar10-lossless-subset/cifar-10-batch
 COLOUR_HOLDOUT=${COLOUR_HOLDOUT:-"$RUNS/cifar-holdout"}
 COLOUR_PRESET=${COLOUR_PRESET:-cifar10-cpu}
 COLOUR_MINUTES=${COLOUR_MINUTES:-120}
-# (--precision fp32: the CPU it was trained on has AVX2 but no AVX-512 bf16, where bf16 autocast is 10x slower)
+# (--precision fp32: the CPU it was trained on has AVX2 but no AVX-512 bf16, where bf16 autocast is emulated and
+# many times slower: docs/results/learning.md)
 COLOUR_FLAGS=${COLOUR_FLAGS:-"--precision fp32 --steps 1000000 --eval-every 2000 --eval-images 200 --num-samples 64"}
 COLOUR_JPEG_EVAL_FLAGS=${COLOUR_JPEG_EVAL_FLAGS:-""}  # e.g. --limit 2000: that many of the 10,000, spread
 COLOUR_DESCRIPTION=${COLOUR_DESCRIPTION:-"CIFAR-10, 32x32 colour: trained on the 3,000 lossless training images of the CIFAR-10 subset (the first 3,000 of data_batch_1) and nothing else; test bits/dim on the subset's 1,020 held-out lossless images (the last 1,000 of data_batch_1 and 20 of test_batch), which it never saw in any form"}
