@@ -323,3 +323,12 @@ def test_budget_presets_train_for_ten_minutes_and_decay_with_the_clock(name):
     assert lr_factor(cfg.warmup + 1, cfg, minutes=5.0) == pytest.approx(0.5, abs=1e-3)  # the clock binds ...
     assert lr_factor(cfg.warmup + 1, cfg, minutes=10.0) == 0.0  # ... and the decay ends with it
     assert preset(name).dropout == 0.0
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_training_warns_where_the_cpu_has_no_bf16_kernels(tiny_mnist, tmp_path, capsys, monkeypatch, native):
+    from image_transformer.training import run as run_module
+    monkeypatch.setattr(run_module, "bf16_runs_natively", lambda device: native)
+    args = run_args(tiny_mnist, **{"--steps": 1, "--out": tmp_path / "run"})
+    assert main(["train", *args, "--precision", "bf16", "--num-samples", "0"]) == 0
+    assert ("bf16 autocast has no fast kernels on this cpu" in capsys.readouterr().err) is not native

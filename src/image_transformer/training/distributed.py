@@ -33,6 +33,19 @@ def make_deterministic() -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def bf16_runs_natively(device: torch.device) -> bool:
+    """Whether bf16 matmuls have kernels of their own here: a GPU with bf16, or a CPU that oneDNN runs bf16 on
+    (AVX-512 or newer). Elsewhere (AVX2 only) autocast falls back to reference kernels, many times slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN's probe: assume it does
+        return True
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from ..nn.config import ImageTransformerConfig
 from ..nn.superres import SuperResolutionTransformer
 from ..tasks import evaluate, format_superres_report, resolve_device, sample_labels, superres_report, world
 from .config import TrainConfig
-from .distributed import init_distributed, make_deterministic
+from .distributed import bf16_runs_natively, init_distributed, make_deterministic
 from .guard import run_lock
 from .trainer import Trainer
 
@@ -165,6 +166,9 @@ class TrainingRun:
         group = f" ({torch.distributed.get_backend()})" if torch.distributed.is_initialized() else ""
         self._say(f"model: {model.num_parameters():,} parameters, {self.config.attention}, {self.config.distribution}, "
                   f"d={self.config.hidden_size}, {self.config.num_layers} layers; {size} process(es){group} on {device}")
+        if cfg.precision == "bf16" and not bf16_runs_natively(device) and rank == 0:
+            print(f"warning: bf16 autocast has no fast kernels on this {device.type} (no AVX-512 or newer): each step "
+                  f"will be many times slower than with --precision fp32", file=sys.stderr)
         trainer = Trainer(model, cfg, out, train_x, train_c, test_x, test_c, run_info=info, progress=self.progress,
                           compile=self.compile, tensorboard=self.tensorboard)
         if self.resume:
