@@ -28,11 +28,6 @@ SETTINGS = {"mnist": ("{MNIST_DATA}", "{MNIST_PRESET}", "{MNIST_MINUTES}", "{MNI
             "celeba-sr": ("{CELEBA_DATA}", "{CELEBA_PRESET}", "{CELEBA_MINUTES}", "{CELEBA_FLAGS}"),
             "cifar10": ("npz:{COLOUR_HOLDOUT}", "{COLOUR_PRESET}", "{COLOUR_MINUTES}", "{COLOUR_FLAGS}"),
             "cifar10-sr": ("npz:{COLOUR_HOLDOUT}", "{CIFAR_SR_PRESET}", "{CIFAR_SR_MINUTES}", "{CIFAR_SR_FLAGS}")}
-# the shipped cifar10 came from two runs (the JPEG copy, then the lossless images) that the script no longer makes:
-# it trains cifar10 in one run on the lossless images alone, and the model ships again from that run
-RETRAINING = {"cifar10"}
-
-
 def script_defaults() -> dict[str, str]:
     """The values train_zoo.sh gives its settings when the environment sets none (bash evaluates them)."""
     text = SCRIPT.read_text()
@@ -62,9 +57,7 @@ def test_the_script_names_every_shipped_model():
     assert set(SHIPPED) <= set(SETTINGS)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
-    reason="shipped from two runs the script no longer makes; ships again from the script's one run",
-    strict=True)) if n in RETRAINING else n for n in SHIPPED])
+@pytest.mark.parametrize("name", SHIPPED)
 def test_the_script_rebuilds_the_cards_config_and_training_settings(name, monkeypatch):
     card = folders.read_card(folders.shipped_folder(name))
     config_class = MODEL_CLASSES[card["model_type"]].config_class

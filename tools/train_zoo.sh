@@ -165,11 +165,21 @@ ship_run() {
         --data-name "$data_name" --zoo "$ZOO" --threads "$THREADS" "${commands[@]}"
 }
 
+# reference_run NAME DATA: the shipped model's out-of-distribution reference (ood_reference.json, which the demo's
+# Likelihood tab reads): the score percentiles of 1,000 of its test images, spread over the split. Shipping writes
+# the folder afresh, so this comes after it.
+reference_run() {
+    local name=$1 data=$2
+    log "$IT score $name --data $data --limit 1000 --write-reference -o $RUNS/$name/scores.csv --threads $THREADS"
+    $IT score "$name" --data "$data" --limit 1000 --write-reference -o "$RUNS/$name/scores.csv" --threads "$THREADS"
+}
+
 # model NAME DATA PRESET MINUTES FLAGS EVAL_FLAGS DESCRIPTION LICENCE DATA_NAME: a model trained in one run
 model() {
     train_run "$1" "$RUNS/$1" "$2" "$3" "$4" "$5" "$MORE_MINUTES"
     evaluate_run "$1" eval-test.json "--split test $6"
     ship_run "$1" "$7" "$8" "$9"
+    reference_run "$1" "$2"
 }
 
 extract_cifar_jpeg() {  # NAME: the CIFAR-10 JPEG tarball into SCRATCH, once
@@ -206,7 +216,8 @@ for name in "${names[@]}"; do
                 "$MORE_MINUTES"
             evaluate_run "$name" eval-test.json "--split test"
             evaluate_run "$name" eval-jpeg-test.json "--data $CIFAR_DATA --split test $COLOUR_JPEG_EVAL_FLAGS"
-            ship_run "$name" "$COLOUR_DESCRIPTION" "$COLOUR_LICENCE" "$COLOUR_NAME" ;;
+            ship_run "$name" "$COLOUR_DESCRIPTION" "$COLOUR_LICENCE" "$COLOUR_NAME"
+            reference_run "$name" "npz:$COLOUR_HOLDOUT" ;;
         cifar10-sr)
             lossless_holdout "$name"
             model cifar10-sr "npz:$COLOUR_HOLDOUT" "$CIFAR_SR_PRESET" "$CIFAR_SR_MINUTES" "$CIFAR_SR_FLAGS" \
