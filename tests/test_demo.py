@@ -382,6 +382,20 @@ def test_the_demo_off_loopback_needs_a_password_and_says_so(tmp_path, monkeypatc
     assert seen["existed"] and not Path(seen["workdir"]).exists()  # the work folder goes when the server stops
 
 
+def test_the_likelihood_tab_says_the_kept_reference_is_damaged_and_still_gives_the_bits(tmp_path):
+    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
+    model = generator()
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / zoo.REFERENCE_NAME).write_text('{"percentiles": ')  # cut short, as by a full disk
+    app = demo.build_app([demo.DemoModel(str(tmp_path / "m"), model)], tmp_path / "work")
+    score = next(f.fn for f in app.fns.values() if f.api_name == "likelihood")
+    _, heat, text = score(str(tmp_path / "m"), np.zeros((4, 4), np.uint8), None, False)
+    assert heat is not None and "bits/dim" in text
+    assert (f"**The image cannot be placed among held-out ones:** {zoo.REFERENCE_NAME}: the out-of-distribution "
+            f"reference is not JSON") in text
+    assert str(tmp_path) not in text  # the page is no place for the server's folders
+
+
 def test_the_work_folder_stays_bounded_while_the_page_runs(tmp_path, monkeypatch):
     pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
     from image_transformer.demo import page

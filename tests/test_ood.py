@@ -330,6 +330,28 @@ def test_the_demo_places_an_image_among_the_kept_reference_scores(tiny_mnist, tm
     assert ood.percentile(record, "bits_per_dim", float(bits.max()) + 1) == 100.0
 
 
+def test_a_damaged_reference_is_an_error_naming_the_file_not_no_reference(tmp_path, tiny_model):
+    from image_transformer.demo.jobs import DemoModel
+    from image_transformer.files import folders
+
+    model = tiny_model(dropout=0.0)
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / folders.REFERENCE_NAME
+    assert folders.read_reference(tmp_path / "m") is None  # none kept: nothing to say
+    for text, problem in (('{"source": "x", "images": 3, "percentiles": {"bits_per_dim": [1,', "is not JSON"),
+                          (b"\xff\xfe{}", "is not JSON"),
+                          ('{"source": "x", "images": 3}', 'no "percentiles" mapping'),
+                          ("[1, 2, 3]", 'no "percentiles" mapping')):
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(folders.ModelFolderError) as caught:
+            folders.read_reference(tmp_path / "m")
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ") and problem in message and "\n" not in message, message
+        with pytest.raises(folders.ModelFolderError, match=folders.REFERENCE_NAME):
+            DemoModel(str(tmp_path / "m"), model).reference()
+    assert folders.read_reference("a model held in memory") is None  # no folder, nothing kept
+
+
 @pytest.mark.parametrize("name", sorted(shipped_names()))
 def test_the_shipped_references_place_noise_out_and_their_test_images_in(name):
     from image_transformer.demo.jobs import DemoModel, placement
