@@ -128,3 +128,14 @@ def test_the_benchmark_reads_its_rows_against_the_targets():
     assert gpu.targets(ceiling, failed, [dict(preset="p", batch=1, eager=[1.0])], {}, [1])[2:] == [
         "- bf16 training of p at batch 64: - of the bf16 ceiling (target 35%): not measured",
         "- sampling p at batch 1, graphs over eager per position: - (target 3x): not measured"]  # one batch: no gain
+
+
+def test_the_benchmark_without_a_gpu_says_so_in_one_line_and_exits_2():
+    """``python benchmarks/gpu.py`` as typed on a machine without CUDA (a GPU machine's devices hidden stands for
+    one): one line saying why, exit status 2, no traceback."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stdout + done.stderr
+    assert done.stderr.startswith("benchmarks/gpu.py: no CUDA GPU on this machine") and "--device cpu" in done.stderr
