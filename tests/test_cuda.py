@@ -1,5 +1,6 @@
-"""The CUDA path: likelihoods equal the CPU's sub-pixel by sub-pixel, the samplers (eager, reference, CUDA graphs)
-draw the same images, bf16 and compiled steps train, and a torchrun run over NCCL resumes bit-exactly after a kill.
+"""The CUDA path: likelihoods equal the CPU's sub-pixel by sub-pixel, the model stays autoregressive under bf16
+autocast and under torch.compile, the samplers (eager, reference, CUDA graphs) draw the same images, bf16 and
+compiled steps train, and a torchrun run over NCCL resumes bit-exactly after a kill.
 
 Marked ``cuda`` and skipped, saying why, where no GPU is present (CI has none): run them on a GPU machine with
 ``python -m pytest -m cuda``.
@@ -98,6 +99,39 @@ def test_shipped_models_give_the_cpus_log_probs_on_cuda(name):
     condition = () if condition is None else (condition,)
     cpu = log_probs(model, images, *condition)
     assert_same_log_probs(cpu, log_probs(model.cuda(), images, *condition))
+
+
+# ----- the autoregressive property where the arithmetic changes -----------------------------------------------
+def cuda_log_prob(model, precision, compiled):
+    """``model.log_prob`` on CUDA under ``precision`` (bf16: autocast), compiled or eager; CPU float tensors out."""
+    if compiled:
+        torch.compiler.reset()  # a fresh compile: graphs of earlier models count against dynamo's recompile limit
+    log_prob = torch.compile(model.log_prob) if compiled else model.log_prob
+
+    def run(images):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return log_prob(images.cuda()).float().cpu()
+
+    return run
+
+
+AUTOREGRESSIVE = ([(a, d, conv, "bf16", False) for (a, d), conv in itertools.product(CASES, [0, 3])]
+                  # a compile costs tens of seconds of the session's budget: the 1D layout with cifar10-gpu's blocks
+                  # as it trains (bf16), and the 2D layout's other mask in fp32
+                  + [("local_1d", "dmol", 3, "bf16", True), ("local_2d", "categorical", 3, "fp32", True)])
+
+
+@pytest.mark.parametrize("attention,distribution,conv_size,precision,compiled", AUTOREGRESSIVE)
+def test_autoregressive_under_bf16_and_compile(attention, distribution, conv_size, precision, compiled,
+                                              dependency_violations):
+    """Changing a sub-pixel changes no log-probability earlier in the generation order, with the arithmetic that
+    trains on a GPU: bf16 autocast (its kernels), torch.compile (its fused code), or both. The same check as on the
+    CPU, the unchanged image scored in the same batch, since these kernels' sums may depend on the batch size."""
+    model = tiny(attention, distribution, 3, size=(4, 5), conv_size=conv_size).float().cuda()
+    violations, later = dependency_violations(cuda_log_prob(model, precision, compiled), model.generation_order(),
+                                              model.image_shape, base_in_batch=True)
+    assert violations == []
+    assert later > 0  # the check has teeth: later positions do react
 
 
 # ----- sampling ---------------------------------------------------------------------------------------------
