@@ -278,24 +278,28 @@ def test_torchrun_over_nccl_is_killed_and_resumes_bit_exactly(tiny_mnist, tmp_pa
     args = ["--data", f"mnist:{tiny_mnist}", "--preset", "tiny", "--dropout", 0.1, "--steps", 600, "--batch-size", 4,
             "--checkpoint-every", 7, "--eval-every", 100, "--eval-images", 4, "--num-samples", 0, "--quiet",
             "--device", "cuda", "--deterministic"]
-    out = tmp_path / "killed"
-    proc = torchrun(args, out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        log = out / "metrics.jsonl"
-        if log.is_file() and log.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.stderr.read()[-3000:]
-    kill_every_process_of(out)  # torchrun and its worker, which runs in a process group of its own
-    proc.wait()
-    killed_at = torch.load(out / "checkpoint.pt", weights_only=False, map_location="cpu")["step"]
-    assert 0 < killed_at < 600
-    for folder, extra in ((out, ["--resume"]), (tmp_path / "straight", [])):
-        done = torchrun(args + extra, folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        stdout, stderr = done.communicate(timeout=300)
-        assert done.returncode == 0, stderr[-3000:]
-        assert "1 process(es) (nccl) on cuda" in stdout
+    out, straight = tmp_path / "killed", tmp_path / "straight"
+    try:
+        proc = torchrun(args, out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 90  # start-up (CUDA, NCCL, the data) and three logged steps: seconds on a GPU
+        while time.monotonic() < deadline and proc.poll() is None:
+            log = out / "metrics.jsonl"
+            if log.is_file() and log.read_text().count("\n") >= 3:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        kill_every_process_of(out)  # torchrun and its worker, which runs in a process group of its own
+        proc.wait()
+        killed_at = torch.load(out / "checkpoint.pt", weights_only=False, map_location="cpu")["step"]
+        assert 0 < killed_at < 600
+        for folder, extra in ((out, ["--resume"]), (straight, [])):
+            done = torchrun(args + extra, folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout, stderr = done.communicate(timeout=90)
+            assert done.returncode == 0, stderr[-3000:]
+            assert "1 process(es) (nccl) on cuda" in stdout
+    finally:  # runs started in sessions of their own outlive an interrupted test: they must not hold the GPU
+        kill_every_process_of(out)
+        kill_every_process_of(straight)
     a = torch.load(out / "checkpoint.pt", weights_only=False, map_location="cpu")
     b = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False, map_location="cpu")
     assert a["step"] == b["step"] == 600
