@@ -248,6 +248,11 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny presets and sizes: a smoke run")
     args = p.parse_args()
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():  # one line, not torch's traceback from deep inside
+        print(f"benchmarks/gpu.py: no CUDA GPU on this machine (torch {torch.__version__}, CUDA "
+              f"{torch.version.cuda or 'not built in'}); --device cpu --quick runs its smoke test on the CPU",
+              file=sys.stderr)
+        sys.exit(2)
     presets = PRESETS
     if args.quick:
         presets, args.repeats, args.steps, args.batches = QUICK, 2, 2, [1, 4]

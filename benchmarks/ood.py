@@ -19,7 +19,9 @@ For each pair: AUROC of every score of ``ood.score_images`` (raw bits/dim; minus
 best of them), and the typicality test's share of batches of ``--batch-test`` called atypical. Then the speed of
 scoring: images/s of the shipped MNIST model's parallel pass (fp32, batch ``--batch-size``), median [min-max]
 over ``--repeats``, against this CPU's fp32 matmul ceiling measured in the same run (FLOPs of one image counted
-by torch's FlopCounterMode), and each codec's images/s.
+by torch's FlopCounterMode), and each codec's images/s. Last, how far ``--precision bf16`` moves the scores: for
+every shipped model, the largest and mean |bf16 - fp32| bits/dim over its test slice and as many noise and constant
+images (the figures behind ``ood.BF16_WITHIN``, the bound ``score --help`` promises).
 """
 
 from __future__ import annotations
@@ -136,6 +138,33 @@ def speed(args: argparse.Namespace) -> list[str]:
     return rows
 
 
+def bf16_agreement(args: argparse.Namespace) -> list[str]:
+    """|bf16 - fp32| bits/dim of each shipped model's scores, on its test slice and on noise and constant images."""
+    from image_transformer.files.folders import read_slice, shipped_folder, shipped_names
+
+    rows = ["\n### bf16 against fp32\n",
+            f"`--precision bf16` against fp32, per image, {torch.get_num_threads()} threads, torch {torch.__version__} "
+            f"(bf16 matmuls {'native' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'emulated'} on this CPU)\n",
+            "| model | images | largest \\|bf16 - fp32\\| bits/dim | mean |", "|---|---|---|---|"]
+    worst = 0.0
+    for name in shipped_names():
+        model = load_model(name).eval()
+        part = read_slice(shipped_folder(name))
+        held, labels = part["images"], part.get("labels")
+        n = len(held)
+        for what, images, y in ((f"its test slice ({n})", held, labels),
+                                (f"noise ({n})", ood.synthetic("noise", n, model.image_shape), None),
+                                (f"constant ({n})", ood.synthetic("constant", n, model.image_shape), None)):
+            exact = ood.model_bits(model, images, y)[0]
+            fast = ood.model_bits(model, images, y, precision="bf16")[0]
+            gap = (fast - exact).abs()
+            worst = max(worst, float(gap.max()))
+            rows.append(f"| `{name}` | {what} | {float(gap.max()):.4f} | {float(gap.mean()):.4f} |")
+    rows.append(f"\nThe largest: {worst:.4f} bits/dim; `ood.BF16_WITHIN` promises {ood.BF16_WITHIN:g}.")
+    print("\n".join(rows), flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mnist", default="../shared/data/mnist", help="folder of MNIST's idx files")
@@ -152,7 +181,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--codec-images", type=int, default=200, help="digits to time each codec on")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--skip", nargs="*", default=[], choices=["mnist", "fashion", "colour", "speed"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["mnist", "fashion", "colour", "speed", "bf16"])
     p.add_argument("-o", "--output", help="also write the tables (Markdown) here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -172,6 +201,8 @@ def main() -> None:
                            [s for s in (args.celeba, "noise", "constant") if s], args)
     if "speed" not in args.skip:
         rows += speed(args)
+    if "bf16" not in args.skip:
+        rows += bf16_agreement(args)
     if args.output:
         Path(args.output).write_text("\n".join(rows) + "\n")
 

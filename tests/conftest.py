@@ -25,11 +25,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _dependency_violations(log_prob_fn, order: torch.Tensor, shape: tuple[int, int, int], seed: int = 0):
+def _dependency_violations(log_prob_fn, order: torch.Tensor, shape: tuple[int, int, int], seed: int = 0,
+                           base_in_batch: bool = False):
     """Change each sub-pixel in turn; return (violations, changed_later).
 
     violations: pairs (changed i, earlier j) where log p at j moved although j comes before i in ``order``.
     changed_later: how many (i, later j) pairs moved (a model that ignores its inputs would give 0).
+    ``base_in_batch``: score the unchanged image in the same call as the changed ones (its first row), for kernels
+    whose arithmetic depends on the batch size (GPU libraries, compiled code); the same pairs, the same threshold.
     """
     g = torch.Generator().manual_seed(seed)
     d = order.numel()
@@ -39,8 +42,12 @@ def _dependency_violations(log_prob_fn, order: torch.Tensor, shape: tuple[int, i
     idx = torch.arange(d)
     flat[idx, idx] = ((flat[idx, idx].long() + shift) % 256).to(torch.uint8)
     with torch.no_grad():
-        lp0 = log_prob_fn(base).reshape(1, d)
-        lp = log_prob_fn(flat.reshape(d, *shape)).reshape(d, d)
+        if base_in_batch:
+            both = log_prob_fn(torch.cat([base, flat.reshape(d, *shape)])).reshape(d + 1, d)
+            lp0, lp = both[:1], both[1:]
+        else:
+            lp0 = log_prob_fn(base).reshape(1, d)
+            lp = log_prob_fn(flat.reshape(d, *shape)).reshape(d, d)
     moved = (lp - lp0).abs() > 1e-9
     rank = torch.empty(d, dtype=torch.long)
     rank[order] = torch.arange(d)

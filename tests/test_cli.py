@@ -145,6 +145,28 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_one(tiny
     assert not list(out.glob("*.tmp")) and not (out / "train.lock").exists()
 
 
+def test_a_full_disk_beside_a_damaged_checkpoint_says_it_is_damaged(tiny_mnist, tmp_path, monkeypatch, capsys):
+    """The disk fills up at step 4 and the step 2 checkpoint is found damaged: the error says so, not that no
+    checkpoint was written (nor that one is kept to resume from)."""
+    real_save = torch.save
+    out = tmp_path / "run"
+
+    def damage_then_fill_up_at_step_4(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 4:
+            (out / "checkpoint.pt").write_bytes(b"\0" * 64)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", damage_then_fill_up_at_step_4)
+    assert run("train", "--data", f"mnist:{tiny_mnist}", "--preset", "tiny", "--out", out, "--steps", 6,
+               "--batch-size", 4, "--checkpoint-every", 2, "--num-samples", 0, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out / 'checkpoint.pt'}: No space left on device; free some space or write "
+                          f"elsewhere; and the checkpoint there cannot be read, so the run cannot resume: "
+                          f"{out / 'checkpoint.pt'}: unreadable checkpoint (")
+    assert err.count("\n") == 1 and "is kept" not in err and "no checkpoint was written" not in err
+
+
 def test_unwritable_outputs_are_refused_before_any_work(trained, tmp_path, monkeypatch, capsys):
     def no_work(*args, **kwargs):
         raise AssertionError("work done before the output path was checked")

@@ -1,6 +1,11 @@
 """The functions behind the web demo's tabs, without a browser (tests/test_demo_browser.py drives the page itself)."""
 
 import builtins
+import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -380,6 +385,82 @@ def test_the_demo_off_loopback_needs_a_password_and_says_so(tmp_path, monkeypatc
     assert "served to the network" in capsys.readouterr().err
     assert app._queue.max_size == 16
     assert seen["existed"] and not Path(seen["workdir"]).exists()  # the work folder goes when the server stops
+
+
+def test_the_likelihood_tab_says_the_kept_reference_is_damaged_and_still_gives_the_bits(tmp_path):
+    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
+    model = generator()
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / zoo.REFERENCE_NAME).write_text('{"percentiles": ')  # cut short, as by a full disk
+    app = demo.build_app([demo.DemoModel(str(tmp_path / "m"), model)], tmp_path / "work")
+    score = next(f.fn for f in app.fns.values() if f.api_name == "likelihood")
+    _, heat, text = score(str(tmp_path / "m"), np.zeros((4, 4), np.uint8), None, False)
+    assert heat is not None and "bits/dim" in text
+    assert (f"**The image cannot be placed among held-out ones:** {zoo.REFERENCE_NAME}: the out-of-distribution "
+            f"reference is not JSON") in text
+    assert str(tmp_path) not in text  # the page is no place for the server's folders
+
+
+def page_config(html: str) -> dict:
+    """The ``window.gradio_config`` a Gradio page carries: the whole app, or only a login form's settings."""
+    match = re.search(r"window\.gradio_config = (\{.*?\});</script>", html, re.DOTALL)
+    assert match, html[:500]
+    return json.loads(match.group(1))
+
+
+@pytest.mark.slow  # a real server in a process of its own: Gradio takes seconds to start (30 s beside a training)
+def test_the_demo_with_a_password_refuses_every_request_without_it(tmp_path):
+    """``image-transformer demo --auth USER:PASS`` on loopback, a real server on a free port: without the password the
+    page is only a login form and the API and the file route answer 401; with it, the page, the API and the file
+    are served (so the refusals are the password's doing, not a wrong address)."""
+    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
+    import httpx
+
+    from test_scale import free_port
+
+    generator().save_pretrained(tmp_path / "m")
+    port = free_port()
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(tmp_path / "gradio"), GRADIO_ANALYTICS_ENABLED="False")
+    server = subprocess.Popen([sys.executable, "-m", "image_transformer", "demo", "--model", str(tmp_path / "m"),
+                               "--port", str(port), "--auth", "ann:s3cret", "--threads", "1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None, server.stderr.read()[-3000:]
+            try:
+                httpx.get(url + "/config", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the demo did not start serving"
+                time.sleep(0.5)
+
+        with httpx.Client(base_url=url, timeout=60) as ann:
+            assert ann.post("/login", data={"username": "ann", "password": "wrong"}).status_code == 400
+            assert ann.post("/login", data={"username": "ann", "password": "s3cret"}).status_code == 200
+            page = ann.get("/")
+            assert page.status_code == 200 and page_config(page.text).get("components")  # the app itself
+            assert ann.get("/gradio_api/info").status_code == 200
+            upload = ann.post("/gradio_api/upload", files={"files": ("note.txt", b"for ann only")})
+            assert upload.status_code == 200, upload.text
+            stored = upload.json()[0]
+            assert ann.get(f"/gradio_api/file={stored}").content == b"for ann only"
+
+        with httpx.Client(base_url=url, timeout=60) as stranger:
+            page = stranger.get("/")
+            login = page_config(page.text)  # the login form: no component, no event of the app
+            assert login["auth_required"] is True and login["components"] == [] and login["dependencies"] == []
+            for method, path in (("GET", "/config"), ("GET", "/gradio_api/info"),
+                                 ("POST", "/gradio_api/call/likelihood"), ("POST", "/gradio_api/run/likelihood"),
+                                 ("POST", "/gradio_api/queue/join"), ("POST", "/gradio_api/upload"),
+                                 ("GET", f"/gradio_api/file={stored}")):
+                answer = stranger.request(method, path, json={"data": [str(tmp_path / "m"), None, None, False]}
+                                          if method == "POST" else None)
+                assert answer.status_code == 401, (method, path, answer.status_code, answer.text[:200])
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def test_the_work_folder_stays_bounded_while_the_page_runs(tmp_path, monkeypatch):

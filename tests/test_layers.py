@@ -4,33 +4,65 @@ tasks and the codec, training, and the command line and the demo on top."""
 import ast
 from pathlib import Path
 
+import pytest
+
 import image_transformer
 
 ROOT = Path(image_transformer.__file__).parent
+PACKAGE = "image_transformer"
 # a module's layer: its first name under the package (a module or a subpackage)
 LAYERS = {"images": 0, "metrics": 1, "files": 2, "nn": 3, "tasks": 4, "codec": 4, "ood": 4, "zoo": 4, "training": 5,
           "cli": 6, "demo": 6, "__init__": 6, "__main__": 6}
+TOP = ("__init__",)  # the package itself: importing it runs __init__.py, which imports every layer
 
 
 def layer_of(parts: tuple[str, ...]) -> int:
     return LAYERS[parts[0]]
 
 
-def imports(path: Path) -> list[tuple[str, ...]]:
-    """The package modules ``path`` imports, as name parts under the package."""
-    here = path.relative_to(ROOT).with_suffix("").parts
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level > 0:
-            base = here[: len(here) - node.level]
-            target = (*base, *node.module.split(".")) if node.module else base
-            if target:
-                found.append(target)
-            else:  # "from . import codec": the names are modules
-                found += [(alias.name,) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("image_transformer."):
-            found.append(tuple(node.module.split(".")[1:]))
+def _names_from(target: tuple[str, ...], names: list[str]) -> list[tuple[str, ...]]:
+    """``from TARGET import NAMES``: at the top of the package each name is a module or subpackage, or else a name
+    ``__init__`` re-exports (which needs the whole package); deeper, the target itself is what is imported."""
+    if target:
+        return [target]
+    return [(name,) if name in LAYERS else TOP for name in names]
+
+
+def imports_in(source: str, here: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The package modules that ``source``, the module at ``here`` (name parts under the package, ``("nn",
+    "model")``), imports, as name parts under the package; ``TOP`` for the package itself. Every form counts:
+    ``from .x import y`` at any depth, ``from image_transformer.x import y``, ``from image_transformer import x``,
+    ``import image_transformer.x`` and ``import image_transformer``, wherever they stand (a function's body too)."""
+    found: list[tuple[str, ...]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level > 0:  # relative: from the package that holds ``here``, ``level - 1`` packages up
+                base = here[: len(here) - node.level]
+            elif node.module == PACKAGE or (node.module or "").startswith(PACKAGE + "."):
+                base = ()
+            else:
+                continue
+            module = node.module if node.level > 0 else (node.module or "").removeprefix(PACKAGE).lstrip(".")
+            target = (*base, *module.split(".")) if module else base
+            found += _names_from(target, [alias.name for alias in node.names])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == PACKAGE:
+                    found.append(TOP)
+                elif alias.name.startswith(PACKAGE + "."):
+                    found.append(tuple(alias.name.split(".")[1:]))
     return found
+
+
+def imports(path: Path) -> list[tuple[str, ...]]:
+    """The package modules the file ``path`` imports (see :func:`imports_in`)."""
+    return imports_in(path.read_text(), path.relative_to(ROOT).with_suffix("").parts)
+
+
+def upward(source: str, here: tuple[str, ...]) -> list[str]:
+    """The imports in ``source`` (the module at ``here``) of a layer above its own, as "HERE imports MODULE"."""
+    return [f"{'.'.join(here)} imports {'.'.join(target)}" for target in imports_in(source, here)
+            if layer_of(target) > layer_of(here)]
 
 
 def test_every_module_has_a_layer():
@@ -39,13 +71,9 @@ def test_every_module_has_a_layer():
 
 
 def test_no_module_imports_a_layer_above_its_own():
-    upward = []
-    for path in ROOT.rglob("*.py"):
-        mine = layer_of(path.relative_to(ROOT).with_suffix("").parts)
-        for target in imports(path):
-            if layer_of(target) > mine:
-                upward.append(f"{path.relative_to(ROOT)} imports {'.'.join(target)}")
-    assert upward == []
+    found = [line for path in ROOT.rglob("*.py")
+             for line in upward(path.read_text(), path.relative_to(ROOT).with_suffix("").parts)]
+    assert found == []
 
 
 def test_the_check_reads_relative_imports_at_every_depth():
@@ -54,6 +82,35 @@ def test_the_check_reads_relative_imports_at_every_depth():
     assert ("files", "pretrained") in found and ("nn", "attention") in found and ("images",) in found
     assert ("codec",) in imports(ROOT / "cli.py") and ("training",) in imports(ROOT / "cli.py")
     assert layer_of(("training", "trainer")) > layer_of(("nn", "model"))
+
+
+@pytest.mark.parametrize("line,target", [
+    ("from ..training.trainer import Trainer", ("training", "trainer")),
+    ("from .. import training", ("training",)),
+    ("from .. import load_model", TOP),  # a name __init__ re-exports: the whole package
+    ("from image_transformer.training.trainer import Trainer", ("training", "trainer")),
+    ("from image_transformer import training", ("training",)),
+    ("from image_transformer import tasks, load_model", ("tasks",)),
+    ("from image_transformer import load_model", TOP),
+    ("import image_transformer.training.trainer", ("training", "trainer")),
+    ("import image_transformer.cli as cli", ("cli",)),
+    ("import os, image_transformer.training", ("training",)),
+    ("import image_transformer", TOP),
+    ("def later():\n    import image_transformer.training", ("training",)),  # an import deferred to a call
+])
+def test_the_check_catches_every_form_of_an_upward_import(line, target):
+    """Each way Python can name a package module, written in a module of ``files/``, is read as that module, and
+    the test above reports it."""
+    assert target in imports_in(line, ("files", "folders")), line
+    assert f"files.folders imports {'.'.join(target)}" in upward(line, ("files", "folders")), line
+
+
+def test_imports_of_other_packages_and_of_lower_layers_are_not_reported():
+    for line in ("import os", "from os import path", "import image_transformer_extra", "from image_transformers import x",
+                 "from .. import images", "from ..nn import model", "from image_transformer import metrics"):
+        found = imports_in(line, ("training", "trainer"))
+        assert all(layer_of(t) <= layer_of(("training", "trainer")) for t in found), (line, found)
+    assert imports_in("import image_transformer_extra\nfrom image_transformers import x", ("files",)) == []
 
 
 def test_the_registry_knows_every_model_class_files_can_name():

@@ -86,6 +86,27 @@ def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_model, data):
         Trainer(model, TrainConfig(steps=3), tmp_path, data(), None, progress=False).train()
 
 
+def test_a_non_finite_loss_says_which_checkpoint_is_kept_and_names_a_damaged_one(tmp_path, tiny_model, data):
+    def stop_on_nan() -> str:
+        model = tiny_model()
+        with torch.no_grad():
+            model.head.bias.fill_(float("nan"))
+        with pytest.raises(FloatingPointError) as caught:
+            Trainer(model, TrainConfig(steps=3), tmp_path, data(), None, progress=False).train()
+        return str(caught.value)
+
+    path = tmp_path / "checkpoint.pt"
+    assert stop_on_nan().endswith("stopped: no checkpoint was written yet")
+    Trainer(tiny_model(), TrainConfig(steps=2, checkpoint_every=1, eval_every=10), tmp_path, data(), None,
+            progress=False).train()
+    assert stop_on_nan().endswith(f"stopped: the last good checkpoint {path} (step 2) is kept")
+    path.write_bytes(path.read_bytes()[:100])  # cut short
+    message = stop_on_nan()
+    assert message.startswith("non-finite loss (nan) at step 1; stopped: the checkpoint there cannot be read, so the "
+                              f"run cannot resume: {path}: unreadable checkpoint (")
+    assert "is kept" not in message and "none yet" not in message and "\n" not in message
+
+
 def test_evaluate_is_mean_bits_per_dim(tiny_model, data):
     model = tiny_model().eval()
     x = data(10)

@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # The GPU checks in one command, for a machine with one NVIDIA GPU and this repository installed
-# (pip install --no-deps --no-build-isolation -e .): BENCH_S + TRAIN_S seconds at most (about 9 minutes), and the
-# packing; an estimate from those limits, not yet timed on a GPU.
+# (pip install --no-deps --no-build-isolation -e .): BENCH_S + TESTS_S + TRAIN_S seconds at most (140 + 180 + 220 by
+# default; 15 s more if the tests must be killed), and the packing: with the install, inside a 10-minute command
+# (tests/test_gpu_scripts.py adds them up); limits, not yet timed on a GPU.
 #
 #   OUT=gpu-results DATA=../shared/data tools/gpu_session.sh
 #
 # 1. benchmarks/gpu.py alone on the GPU (BENCH_S seconds at most; rows that would end later are skipped):
 #    OUT/gpu.md, the table for docs/results/gpu.md (a page to write from the first GPU's run), and OUT/bench.log.
-# 2. The CUDA tests (tests/test_cuda.py) beside the colour model's training (tools/train_gpu_colour.sh, MINUTES
-#    minutes on the CIFAR-10 JPEG copy, then TUNE_MINUTES on the lossless subset): OUT/tests.log, OUT/train.log.
-# 3. What is kept of the two runs (in WORK): each model's weights in half precision, OUT/jpeg-fp16.safetensors and
+# 2. The CUDA tests (tests/test_cuda.py) alone on the GPU, TESTS_S seconds at most: their timings and compiles share
+#    it with nothing, and the torchrun test's processes with no training. OUT/tests.log, and OUT/tests.xml (JUnit:
+#    every test's outcome and seconds); at the budget pytest is interrupted (SIGINT), so the tests that ran are
+#    still reported there, and the rest are missing from it.
+# 3. The colour model's training (tools/train_gpu_colour.sh, MINUTES minutes on the CIFAR-10 JPEG copy less the
+#    held-out images' JPEG versions (its LEAVE_OUT), then
+#    TUNE_MINUTES on the lossless subset, TRAIN_S seconds at most with data loading and evaluations): OUT/train.log.
+# 4. What is kept of the two runs (in WORK): each model's weights in half precision, OUT/jpeg-fp16.safetensors and
 #    OUT/tuned-fp16.safetensors, and the rest of both run folders (configs, evaluations, metrics, samples; no
 #    optimizer checkpoints, no float32 weights) with nvidia-smi's report in OUT/runs.tar.gz. To use a model, unpack
 #    the archive and put its fp16 file in as RUN/model/model.safetensors (loading restores float32).
-# OUT ends with 7 files and no folder: few and small enough for a machine that hands back only a few files.
+# OUT ends with 8 files and no folder: few and small enough for a machine that hands back only a few files.
 #
 # DATA holds cifar10-jpeg.tar.gz and a held-out split of the lossless subset (HOLDOUT, made by
 # tools/make_cifar_holdout.py when missing). PYTHON is the interpreter with the package (default python3).
@@ -32,11 +38,12 @@ OUT=${OUT:-gpu-results}
 DATA=${DATA:-../shared/data}
 WORK=${WORK:-$(mktemp -d)}
 HOLDOUT=${HOLDOUT:-$WORK/cifar-holdout}
-BENCH_S=${BENCH_S:-215}
+BENCH_S=${BENCH_S:-140}
 BENCH_FLAGS=${BENCH_FLAGS:-}
-TRAIN_S=${TRAIN_S:-320}  # with the benchmark's BENCH_S, an install and the packing: inside a 10-minute command
-MINUTES=${MINUTES:-3.25}
-TUNE_MINUTES=${TUNE_MINUTES:-0.75}
+TESTS_S=${TESTS_S:-180}
+TRAIN_S=${TRAIN_S:-220}  # the training's minutes and about 80 s for its data, start-up and four evaluations
+MINUTES=${MINUTES:-2}
+TUNE_MINUTES=${TUNE_MINUTES:-0.4}
 PY=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT" "$WORK"
@@ -50,13 +57,18 @@ timeout "$BENCH_S" "$PY" benchmarks/gpu.py --budget-minutes "$("$PY" -c "print((
     --markdown "$OUT/gpu.md" $BENCH_FLAGS > "$OUT/bench.log" 2>&1
 echo "benchmark: exit status $?"
 
-stamp "CUDA tests beside the colour model's training"
-(timeout 240 "$PY" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider -rfEs > "$OUT/tests.log" 2>&1
- echo "tests: exit status $?" >> "$OUT/tests.log") &
+stamp "CUDA tests alone, $TESTS_S s at most"
+# SIGINT at the budget: pytest stops the test it is in and still writes the JUnit file; KILL 15 s later if it hangs
+timeout -s INT -k 15 "$TESTS_S" "$PY" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider -rfEs \
+    --junitxml="$OUT/tests.xml" > "$OUT/tests.log" 2>&1
+status=$?
+echo "tests: exit status $status" >> "$OUT/tests.log"
+echo "tests: exit status $status$([[ $status == 124 || $status == 137 ]] && echo " (stopped at the $TESTS_S s budget)")"
+
+stamp "the colour model's training, $TRAIN_S s at most"
 DATA=$DATA HOLDOUT=$HOLDOUT OUT=$WORK/colour MINUTES=$MINUTES TUNE_MINUTES=$TUNE_MINUTES PYTHON=$PY \
     timeout "$TRAIN_S" bash tools/train_gpu_colour.sh > "$OUT/train.log" 2>&1
 echo "training: exit status $?"
-wait
 
 stamp "half-precision weights and the run folders"
 "$PY" - "$WORK/colour" "$OUT" <<'EOF'

@@ -710,8 +710,10 @@ def _add_files_and_models(cmds: _Commands) -> None:
                     help="class-conditional models: score the --data images given their labels (others by p(x))")
     sc.add_argument("--batch-size", type=POSITIVE, default=64, help="images per forward pass")
     sc.add_argument("--precision", choices=list(ood.PRECISIONS), default="fp32",
-                    help="bf16: the network under bf16 autocast, about twice as fast on a CPU with bf16 instructions, "
-                         "within about 0.001 bits/dim (the distributions stay in fp32)")
+                    help=f"bf16: the network under bf16 autocast, about twice as fast on a CPU with bf16 instructions; "
+                         f"scores within {ood.BF16_WITHIN:g} bits/dim of fp32's on natural images and noise, "
+                         f"{ood.BF16_WITHIN_FLAT:g} on flat images, which a model is very sure of (the distributions "
+                         f"stay in fp32)")
     sc.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
                     help="with --ood: ROC curves and score histograms as PNGs beside the CSV")
     sc.add_argument("--heat-maps", nargs="+", default=[], metavar="SET@INDEX",

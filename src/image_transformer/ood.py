@@ -34,6 +34,11 @@ __all__ = ["model_bits", "codec_bits", "score_images", "complexity_scores", "sco
 
 LN2 = math.log(2.0)
 PRECISIONS = ("fp32", "bf16")
+# How far bf16 scoring may move an image's bits/dim from fp32's: measured on every shipped model (benchmarks/ood.py,
+# docs/results/ood.md), at most 0.030 on their test images and noise, 0.42 on constant images, which the colour
+# models predict with great confidence (there a small change to a sharp distribution moves many bits)
+BF16_WITHIN = 0.05
+BF16_WITHIN_FLAT = 0.5
 
 
 def _check(images: Tensor) -> None:
@@ -48,7 +53,8 @@ def model_bits(model: PretrainedModel, images: Tensor, labels: Tensor | None = N
     """Bits/dim of each image under ``model`` (uint8 (N, H, W, C) -> float64 (N,)), one parallel pass per batch;
     with ``per_pixel``, also the bits of each pixel, summed over its channels (N, H, W). ``precision`` "bf16" runs
     the network under bf16 autocast (the distributions stay in fp32): about twice as fast on a CPU with bf16
-    instructions, within about 0.001 bits/dim of fp32.
+    instructions, within :data:`BF16_WITHIN` bits/dim of fp32 on natural images and noise, :data:`BF16_WITHIN_FLAT`
+    on flat images (which a model is very sure of).
 
     A class-conditional model given no labels scores p(x) = mean over classes of p(x | class): one pass per class.
     A super-resolution model scores each image given its own downsampled version.

@@ -92,7 +92,8 @@ class DemoModel:
         return f"`{self.name}`: {describe(self.model)}"
 
     def reference(self) -> dict[str, Any] | None:
-        """The held-out images' out-of-distribution scores kept beside the model (see ``score --write-reference``)."""
+        """The held-out images' out-of-distribution scores kept beside the model (see ``score --write-reference``),
+        None without any; a ModelFolderError when the file kept is damaged (read again on the next call)."""
         with self._lock:
             if self._reference is None:
                 self._reference = folders.read_reference(self.name) or {}

@@ -27,6 +27,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..files.checkpoint import CheckpointError
+from ..files.folders import ModelFolderError
 from ..files.image_files import LOSSLESS_FORMATS, heat_map, lossless_formats
 from ..files.pretrained import PretrainedModel
 from ..nn.model import StepHook
@@ -579,9 +580,13 @@ def likelihood_tab(app: DemoApp) -> None:
             seconds = time.monotonic() - start
             picture = heat_map(bits, "bits (-log2 p, summed over the pixel's channels)",
                                title=f"{bpd:.3f} bits/dim")
+            try:
+                where = placement(app.models[name].reference(), x, bpd)
+            except ModelFolderError as e:  # a damaged reference: the bits stand, and the page says what is wrong
+                where = "**The image cannot be placed among held-out ones:** " + _PATH.sub(r"\1", str(e))
             text = (f"## {bpd:.3f} bits/dim\n{float(bits.sum()):,.0f} bits in all for {x.numel():,} sub-pixels "
                     f"(least surprising pixel {float(bits.min()):.2f} bits, most {float(bits.max()):.2f}); "
-                    f"{seconds:.2f} s{_notes(notes)}.\n\n" + placement(app.models[name].reference(), x, bpd))
+                    f"{seconds:.2f} s{_notes(notes)}.\n\n" + where)
             return display(x), picture, text
         except FAILURES as e:
             return None, None, failure(e)

@@ -64,7 +64,8 @@ class UnknownModel(ValueError):
 
 
 class ModelFolderError(ValueError):
-    """A shipped model's folder is incomplete, or its card unreadable or at odds with its config."""
+    """A shipped model's folder is incomplete, its card unreadable or at odds with its config, or a file kept beside
+    a model (its out-of-distribution reference) unreadable."""
 
 
 def is_pretrained_dir(path: str | Path) -> bool:
@@ -237,13 +238,25 @@ def write_reference(path: str | Path, record: dict[str, Any]) -> Path:
 
 
 def read_reference(name_or_path: str | Path) -> dict[str, Any] | None:
-    """The model's reference scores (see :data:`REFERENCE_NAME`), or None when it has none or they cannot be read."""
+    """The model's reference scores (see :data:`REFERENCE_NAME`), or None when it keeps none (or is no file or folder
+    here). A file that is there but cannot be read as reference scores is a :class:`ModelFolderError` naming it and
+    what is wrong, not "none": whoever wrote it expects it to be used."""
     try:
         path = reference_path(name_or_path)
-        record = json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
+    except UnknownModel:  # a model held in memory under a name, with no folder to keep anything in
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("percentiles"), dict) else None
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_bytes())
+    except OSError as e:
+        raise ModelFolderError(f"{path}: the out-of-distribution reference cannot be read ({e.strerror or e})") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ModelFolderError(f"{path}: the out-of-distribution reference is not JSON ({e})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("percentiles"), dict):
+        raise ModelFolderError(f"{path}: not an out-of-distribution reference (no \"percentiles\" mapping): write it "
+                               f"again with `image-transformer score MODEL --data SPEC --write-reference`")
+    return record
 
 
 # ----- checking a model against its test slice -------------------------------------------------------------------

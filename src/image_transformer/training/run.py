@@ -179,9 +179,13 @@ class TrainingRun:
         try:
             trainer.train()
         except OSError as e:
-            saved = trainer._saved_step()
-            kept = (f"the checkpoint of step {saved} is kept: continue with `image-transformer train --out {out} "
-                    f"--resume`" if isinstance(saved, int) else "no checkpoint was written")
+            try:
+                saved = trainer.saved_step()
+            except CheckpointError as damaged:  # "none was written" would hide it, "kept" would promise a resume
+                kept = f"and the checkpoint there cannot be read, so the run cannot resume: {damaged}"
+            else:
+                kept = (f"the checkpoint of step {saved} is kept: continue with `image-transformer train --out {out} "
+                        f"--resume`" if saved is not None else "no checkpoint was written")
             raise ValueError(f"{describe_os_error(e)}; {kept}") from None
         # evaluation and samples use the weight average when there is one
         with trainer.ema.applied(model) if trainer.ema is not None else contextlib.nullcontext():

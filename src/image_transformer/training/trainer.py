@@ -285,10 +285,8 @@ class Trainer:
             total /= self.world
         loss_value = float(total)
         if not math.isfinite(loss_value):
-            raise FloatingPointError(
-                f"non-finite loss ({loss_value}) at step {self.step + 1}; stopped, the last good checkpoint "
-                f"{self.checkpoint_path} (step {self._saved_step()}) is kept"
-            )
+            raise FloatingPointError(f"non-finite loss ({loss_value}) at step {self.step + 1}; stopped: "
+                                     f"{self.kept_checkpoint()}")
         if cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
         self.opt.step()
@@ -373,11 +371,23 @@ class Trainer:
                 break
         return last
 
-    def _saved_step(self) -> int | str:
+    def saved_step(self) -> int | None:
+        """The step of the checkpoint on disk, None when none was written yet; a CheckpointError naming the file and
+        what is wrong when the one there cannot be read."""
+        if not self.checkpoint_path.exists():
+            return None
+        return int(read_checkpoint(self.checkpoint_path)["step"])
+
+    def kept_checkpoint(self) -> str:
+        """For the message of a run that stops on an error: what is on disk to continue from. A damaged checkpoint is
+        said to be damaged (a run that cannot resume must not read as one that can)."""
         try:
-            return int(read_checkpoint(self.checkpoint_path)["step"])
-        except CheckpointError:
-            return "none yet"
+            step = self.saved_step()
+        except CheckpointError as e:
+            return f"the checkpoint there cannot be read, so the run cannot resume: {e}"
+        if step is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint {self.checkpoint_path} (step {step}) is kept"
 
 
 def progress_bar(cfg: TrainConfig, step: int, minutes: float, disable: bool = False) -> Any:
