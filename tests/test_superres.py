@@ -249,7 +249,10 @@ def test_files_of_the_old_super_resolution_model_still_load():
     expected = torch.load(OLD / "expected.pt")
     model = load_model(OLD / "pretrained")
     images = expected["images"]
-    assert torch.equal(model.log_prob(images, area_downsample(images, config.input_size)), expected["log_prob"])
+    # recorded on a CPU with AVX-512: another kind of CPU sums in another order (3.8e-5 apart on one with AVX2 only),
+    # while scaling a single encoder weight by 1.01 already moves them by 1.2e-3
+    torch.testing.assert_close(model.log_prob(images, area_downsample(images, config.input_size)),
+                               expected["log_prob"], rtol=0, atol=1e-4)
 
 
 def test_resume_reads_a_training_checkpoint_with_the_old_encoder_names(tmp_path):
