@@ -45,6 +45,9 @@ from image_transformer.training.trainer import NegLogLikelihood, Trainer
 # (preset, training batch): the paper's 1D presets; imagenet64 has 4x the positions of an image, so 1/4 the batch
 PRESETS = [("cifar10-1d-cat", 64), ("cifar10-1d-dmol", 64), ("imagenet64-1d-cat", 16)]
 QUICK = [("cifar10-1d-cat-tiny", 2), ("cifar10-1d-dmol-tiny", 2)]
+# --quick also shrinks the images to 8x8: a smoke run of the script, not a measurement, and on a CPU without bf16
+# kernels a 32x32 bf16 step takes seconds
+SIZE: dict[str, Any] = {}
 MODES = [("fp32", False), ("bf16", False), ("bf16", True)]
 TRAIN_SHARE, GRAPH_SPEEDUP, BATCH_GAIN = 0.35, 3.0, 50.0  # the targets this run is read against
 
@@ -112,7 +115,7 @@ def driver_version() -> str:
 def make_trainer(name: str, batch: int, precision: str, compile: bool, device: torch.device, folder: str
                  ) -> Trainer:
     torch.manual_seed(0)
-    model = ImageTransformer(preset(name)).to(device)
+    model = ImageTransformer(preset(name, **SIZE)).to(device)
     images = torch.randint(0, 256, (max(4 * batch, 64), *model.image_shape), dtype=torch.uint8)
     cfg = TrainConfig(steps=10**9, batch_size=batch, precision=precision, warmup=10, checkpoint_every=10**9)
     trainer = Trainer(model, cfg, folder, images, None, progress=False, compile=compile)
@@ -123,7 +126,7 @@ def make_trainer(name: str, batch: int, precision: str, compile: bool, device: t
 def flops_per_image(name: str, device: torch.device) -> int:
     """FLOPs of one training image's forward and backward pass, attention on its math path (FlopCounterMode)."""
     torch.manual_seed(0)
-    model = ImageTransformer(preset(name)).to(device).train()
+    model = ImageTransformer(preset(name, **SIZE)).to(device).train()
     x = torch.randint(0, 256, (1, *model.image_shape), dtype=torch.uint8, device=device)
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
         NegLogLikelihood(model)(x).backward()
@@ -201,7 +204,7 @@ def bench_sampling(name: str, batch: int, device: torch.device, repeats: int, sk
                    ) -> dict[str, Any]:
     row: dict[str, Any] = {"preset": name, "batch": batch}
     torch.manual_seed(0)
-    model = ImageTransformer(preset(name)).to(device).eval()
+    model = ImageTransformer(preset(name, **SIZE)).to(device).eval()
     n = model.layout.n
     skip, window = min(skip, n - window - 1), min(window, n - 1)
     modes = [("eager", False)] + ([("graphs", True)] if device.type == "cuda" else [])
@@ -256,6 +259,7 @@ def main() -> None:
     presets = PRESETS
     if args.quick:
         presets, args.repeats, args.steps, args.batches = QUICK, 2, 2, [1, 4]
+        SIZE["image_size"] = (8, 8)
         args.skip, args.window, args.matmul_size = 32, 16, 512
     started = time.perf_counter()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

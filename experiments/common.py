@@ -108,13 +108,13 @@ def stored(out: Path, experiment: str, minutes: float) -> list[dict]:
 
 def train_settings(args: argparse.Namespace, data: str, train: dict | None = None) -> dict:
     """The training settings of a run on ``data``: the data set's recipe, ``train`` over it, smaller with --quick."""
-    return {**TRAIN[data], **(train or {}), **({"eval_images": 16} if args.quick else {})}
+    return {**TRAIN[data], **(train or {}), **({"eval_images": 8, "batch_size": 2} if args.quick else {})}
 
 
 def train_to_budget(args: argparse.Namespace, data: str, preset: str, model: dict, train: dict | None = None) -> dict:
     """One ``budget.run``: train ``preset`` (with ``model`` overrides) for the budget, evaluate the held-out split."""
     settings = train_settings(args, data, train)
-    eval_limit = 32 if args.quick else EVAL_LIMIT[data]
+    eval_limit = 8 if args.quick else EVAL_LIMIT[data]
     result = budget.run(DATA[data], args.minutes, preset, model, settings, eval_limit=eval_limit,
                         curve_points=2 if args.quick else CURVE_POINTS, progress=False, clock=args.clock)
     result["data"] = result["data"].replace(str(ROOT / ".."), "..")

@@ -48,7 +48,7 @@ def jpeg_copy(path: Path) -> None:
                 tar.addfile(info, data)
 
 
-@pytest.mark.slow  # about 20 s: the benchmark's smoke run and two tiny trainings
+@pytest.mark.slow  # about a minute on 2 cores: the benchmark's smoke run (8x8 images) and two tiny trainings
 def test_the_gpu_session_rehearsed_on_the_cpu_leaves_what_comes_back(tmp_path):
     data, holdout, out, work = (tmp_path / name for name in ("data", "holdout", "out", "work"))
     data.mkdir()
