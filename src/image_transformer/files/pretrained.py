@@ -41,7 +41,11 @@ class PretrainedModel(nn.Module, ModelHubMixin, library_name="image-transformer"
 
     config_class: ClassVar[type]
     config: Any
-    pipeline_tag: ClassVar[str] = "unconditional-image-generation"  # the Hub's task name for the model card
+    # What a kind of model can do, said by its class, so that the tasks, the command line and the demo ask the
+    # model rather than its type:
+    pipeline_tag: ClassVar[str]  # the Hub's task name, for the model card
+    tasks: ClassVar[tuple[str, ...]]  # the tasks it serves, named as image_transformer.tasks' functions
+    low_resolution_input: ClassVar[bool]  # True: it draws images given a low-resolution one (super-resolution)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

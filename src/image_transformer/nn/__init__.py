@@ -4,6 +4,8 @@ encoder-decoder."""
 
 from .config import ImageTransformerConfig, SuperResolutionConfig
 from .model import ImageTransformer
+from .sampling import Sampling
 from .superres import SuperResolutionTransformer
 
-__all__ = ["ImageTransformerConfig", "SuperResolutionConfig", "ImageTransformer", "SuperResolutionTransformer"]
+__all__ = ["ImageTransformerConfig", "SuperResolutionConfig", "ImageTransformer", "SuperResolutionTransformer",
+           "Sampling"]

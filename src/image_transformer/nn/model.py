@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +24,8 @@ from .config import ImageTransformerConfig
 from .distributions import make_distribution
 from .embeddings import NeighbourhoodInput, PositionEncoding
 from .order import Layout, make_layout
-from .static_step import StepHook, sampler_for
+from .sampling import Sampling, StepHook  # noqa: F401 - StepHook: callers import it from here too
+from .static_step import sampler_for
 
 
 class FeedForward(nn.Sequential):
@@ -114,6 +116,11 @@ class ImageTransformer(PretrainedModel):
     """
 
     config_class = ImageTransformerConfig
+    # what this kind of model can do (see PretrainedModel), and the temperature it samples at unless told otherwise
+    pipeline_tag = "unconditional-image-generation"
+    tasks = ("sample", "complete", "compress", "evaluate", "likelihood", "score")
+    low_resolution_input = False
+    default_temperature: ClassVar[float] = 1.0
 
     def __init__(self, config: ImageTransformerConfig, cross_attention: bool = False):
         super().__init__()
@@ -247,55 +254,32 @@ class ImageTransformer(PretrainedModel):
 
     # ----- generation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(
-        self,
-        num_images: int,
-        labels: Tensor | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        progress: bool = False,
-        context: Tensor | None = None,
-        on_step: StepHook | None = None,
-        graphs: bool | None = None,
-    ) -> Tensor:
+    def sample(self, num_images: int, labels: Tensor | None = None, *, context: Tensor | None = None,
+               options: Sampling | None = None, **settings: Any) -> Tensor:
         """Draw ``num_images`` images, uint8 (N, H, W, C). ``labels`` (N,) for class-conditional models.
 
-        ``temperature`` divides the categorical logits (see DiscretizedLogisticMixture for the mixture);
-        0 is greedy. ``use_cache`` computes every position once per layer; False recomputes the whole
-        image at every step (the slow reference; both give identical images for the same generator).
-        ``on_step`` and ``graphs``: see :meth:`generate` (a live view of the images as they are drawn, or a way
-        to stop; CUDA graphs).
+        How to draw: ``options`` (:class:`~image_transformer.nn.sampling.Sampling`) or its fields as keywords,
+        e.g. ``sample(16, temperature=0.9, generator=g)``; cached and uncached sampling (``use_cache=False``, the
+        slow reference) give identical images for the same generator.
         """
         if not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be a positive int, got {num_images!r}")
         labels = self.check_labels(labels, num_images)
         values = torch.zeros(num_images, self.layout.n, self.dist.values_per_position,
                              dtype=torch.long, device=self.head.weight.device)
-        values = self.generate(values, 0, labels, temperature, generator, use_cache, progress, context, on_step,
-                               graphs)
+        values = self.generate(values, 0, labels, context, options, **settings)
         return self.to_images(values).to(torch.uint8)
 
     @torch.no_grad()
-    def complete(
-        self,
-        images: Tensor,
-        num_rows: int,
-        labels: Tensor | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        progress: bool = False,
-        on_step: StepHook | None = None,
-        graphs: bool | None = None,
-    ) -> Tensor:
-        """Keep the top ``num_rows`` rows of each image and sample the rest: uint8 (B, H, W, C)."""
+    def complete(self, images: Tensor, num_rows: int, labels: Tensor | None = None, *,
+                 options: Sampling | None = None, **settings: Any) -> Tensor:
+        """Keep the top ``num_rows`` rows of each image and sample the rest: uint8 (B, H, W, C); how to draw as in
+        :meth:`sample`."""
         check_images(images, self.image_shape)
         labels = self.check_labels(labels, images.shape[0])
         known = self.known_prefix(num_rows)
         values = self.to_positions(images.to(self.head.weight.device)).clone()
-        values = self.generate(values, known, labels, temperature, generator, use_cache, progress, on_step=on_step,
-                               graphs=graphs)
+        values = self.generate(values, known, labels, options=options, **settings)
         return self.to_images(values).to(torch.uint8)
 
     def known_prefix(self, num_rows: int) -> int:
@@ -313,26 +297,25 @@ class ImageTransformer(PretrainedModel):
             f"allowed row counts: {allowed}"
         )
 
-    def generate(self, values: Tensor, start: int, labels: Tensor | None = None, temperature: float = 1.0,
-                 generator: torch.Generator | None = None, use_cache: bool = True, progress: bool = False,
-                 context: Tensor | None = None, on_step: StepHook | None = None, graphs: bool | None = None
-                 ) -> Tensor:
+    def generate(self, values: Tensor, start: int, labels: Tensor | None = None, context: Tensor | None = None,
+                 options: Sampling | None = None, **settings: Any) -> Tensor:
         """Fill ``values`` (B, n, k) long at generation steps >= ``start``; earlier steps are given.
 
-        The sampler behind ``sample`` and ``complete``, with the same arguments; call without grad.
-        ``on_step(values, t)``, when given, is called before each step t is drawn (the values of steps < t are
-        filled) and once more with t = n at the end: a caller can show the images growing, or raise to stop.
-        ``graphs``: run the cached step as a CUDA graph (:mod:`~image_transformer.nn.static_step`), which draws the
-        same images; None = where it is the faster path, on CUDA with a 1D local or global layout.
+        The sampler behind ``sample`` and ``complete``, drawing as ``options`` (or its fields as keywords) say; call
+        without grad. With ``graphs`` the cached step runs as a CUDA graph (:mod:`~image_transformer.nn.static_step`),
+        which draws the same images.
         """
         self._check_context(context)
+        options = (options or Sampling()).settle(settings, self.default_temperature)
+        use_cache, on_step = options.use_cache, options.on_step
+        graphs = options.graphs
         if graphs is None:
             graphs = use_cache and values.device.type == "cuda" and self.layout.step_plan().contiguous
         if graphs and (not use_cache or values.device.type != "cuda"):
             raise ValueError(f"graphs=True needs the cached sampler on a CUDA device (values on {values.device}, "
                              f"use_cache={use_cache})")
         with self.evaluating():
-            bar = tqdm(total=self.layout.n - start, disable=not progress, unit="pos", desc="sampling",
+            bar = tqdm(total=self.layout.n - start, disable=not options.progress, unit="pos", desc="sampling",
                        dynamic_ncols=True, leave=False)
             started = time.monotonic()
 
@@ -345,13 +328,13 @@ class ImageTransformer(PretrainedModel):
             def draw(t: int, params: Tensor) -> Tensor:
                 if on_step is not None:
                     on_step(values, t)
-                drawn = self.dist.sample(params, temperature, generator)
+                drawn = self.dist.sample(params, options.temperature, options.generator)
                 tick()
                 return drawn
 
             if graphs:
-                sampler = sampler_for(self, values.shape[0], temperature, labels, context, graph=True)
-                sampler.run(values, start, labels, context, generator, on_step, tick)
+                sampler = sampler_for(self, values.shape[0], options.temperature, labels, context, graph=True)
+                sampler.run(values, start, labels, context, options.generator, on_step, tick)
             elif use_cache:
                 self.cached_steps(values, start, labels, context, draw)
             else:

@@ -27,9 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .order import StepPlan
-
-# model.py's StepHook: called with (values (B, n, k), t) before step t is drawn
-StepHook = Callable[[Tensor, int], None]
+from .sampling import StepHook
 
 
 class StepIndex:

@@ -17,6 +17,7 @@ The inputs are the area-downsampled targets (:func:`~image_transformer.images.ar
 from __future__ import annotations
 
 import re
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -25,8 +26,9 @@ from ..files.pretrained import PretrainedModel
 from ..images import area_downsample, check_images
 from .config import SuperResolutionConfig
 from .embeddings import PositionEncoding, SubPixelInput, SubPixelLinear, sinusoidal_at
-from .model import Block, ImageTransformer, StepHook
+from .model import Block, ImageTransformer
 from .order import unmasked
+from .sampling import Sampling
 
 __all__ = ["SuperResolutionConfig", "SuperResolutionTransformer", "SuperResolutionEncoder"]
 
@@ -112,6 +114,9 @@ class SuperResolutionTransformer(PretrainedModel):
 
     config_class = SuperResolutionConfig
     pipeline_tag = "image-to-image"
+    tasks = ("upscale", "evaluate", "likelihood", "score")
+    low_resolution_input = True
+    default_temperature: ClassVar[float] = 0.9  # as `image-transformer upscale` draws by default
 
     def __init__(self, config: SuperResolutionConfig):
         super().__init__()
@@ -188,29 +193,18 @@ class SuperResolutionTransformer(PretrainedModel):
 
     # ----- generation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(
-        self,
-        inputs: Tensor,
-        temperature: float = 0.9,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        progress: bool = False,
-        on_step: StepHook | None = None,
-        graphs: bool | None = None,
-    ) -> Tensor:
+    def sample(self, inputs: Tensor, *, options: Sampling | None = None, **settings: Any) -> Tensor:
         """One high-resolution sample per low-resolution input: uint8 (B, h, w, C) -> uint8 (B, H, W, C).
 
-        The encoder runs once per call; with ``use_cache`` each decoder layer also computes its
-        cross-attention keys and values once. ``temperature`` and ``use_cache`` mean what they mean in
-        :meth:`ImageTransformer.sample` (cached and uncached sampling give identical images for the same
-        generator), and ``on_step`` and ``graphs`` are the decoder's (:meth:`ImageTransformer.generate`). The model is in eval
-        mode while sampling and its mode is restored afterwards.
+        How to draw: as in :meth:`ImageTransformer.sample` (``options`` or its fields as keywords), at temperature
+        0.9 unless told otherwise. The encoder runs once per call; with ``use_cache`` each decoder layer also
+        computes its cross-attention keys and values once. The model is in eval mode while sampling and its mode is
+        restored afterwards.
         """
         self._check_inputs(inputs)
         if inputs.shape[0] < 1:
             raise ValueError("inputs must hold at least one low-resolution image")
+        options = (options or Sampling()).settle(settings, self.default_temperature)
         with self.evaluating():
             context = self.encoder(inputs.to(self._device))
-            return self.decoder.sample(inputs.shape[0], temperature=temperature, generator=generator,
-                                       use_cache=use_cache, progress=progress, context=context, on_step=on_step,
-                                       graphs=graphs)
+            return self.decoder.sample(inputs.shape[0], context=context, options=options)
