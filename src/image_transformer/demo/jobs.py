@@ -111,7 +111,7 @@ def describe(model: PretrainedModel) -> str:
     """One line: what kind of model, what images, how many parameters."""
     h, w, c = model.image_shape
     what = f"{h}x{w} {CHANNEL_NAMES[c]}"
-    if isinstance(model, SuperResolutionTransformer):
+    if model.low_resolution_input:
         ih, iw, _ = model.input_shape
         kind = f"super-resolution {ih}x{iw} -> {what}"
     elif model.config.num_classes:
@@ -139,17 +139,18 @@ def cannot(model: PretrainedModel, job: str, name: str = "this model") -> str | 
     """Why ``model`` cannot do ``job`` (one of :data:`JOBS`), in a sentence; None when it can."""
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}; known: {', '.join(JOBS)}")
-    superres = isinstance(model, SuperResolutionTransformer)
-    if job in ("sample", "complete", "compress") and superres:
+    if job in model.tasks:
+        return None
+    if model.low_resolution_input:
         ih, iw, _ = model.input_shape
         h, w, _ = model.image_shape
         return (f"{name} is a super-resolution model ({ih}x{iw} -> {h}x{w}): it makes images only from low-resolution "
                 f"ones, so it cannot {job} on its own; use it in the Upscale tab, and load an unconditional or "
                 f"class-conditional model (e.g. a run of `image-transformer train`) for this tab")
-    if job == "upscale" and not superres:
+    if job == "upscale":
         return (f"{name} is not a super-resolution model: it has no low-resolution input to upscale from; load one "
                 f"trained with `image-transformer train --task superres`")
-    return None
+    return f"{name} cannot {job}"
 
 
 def check_job(model: PretrainedModel, job: str, name: str = "this model") -> None:
