@@ -5,6 +5,7 @@ import torch
 
 from image_transformer import tasks
 from image_transformer.images import repeat_image
+from image_transformer.nn.sampling import Sampling
 
 from test_model import tiny
 
@@ -30,7 +31,7 @@ def test_compress_reports_the_coders_own_cost_without_a_second_pass():
 def test_complete_keeps_the_prefix_and_frames_the_completions():
     model = tiny("local_1d", "categorical", 3, size=(4, 6))
     image = torch.randint(0, 256, (4, 6, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    rows = tasks.complete(model, image, 2, num=3, generator=torch.Generator().manual_seed(5))
+    rows = tasks.complete(model, image, 2, num=3, options=Sampling(generator=torch.Generator().manual_seed(5)))
     expected = model.complete(repeat_image(image, 3), 2, generator=torch.Generator().manual_seed(5))
     assert rows.shape == (5, 4, 6, 3)
     assert torch.equal(rows[1:4], expected) and torch.equal(rows[-1], image)
@@ -40,17 +41,17 @@ def test_complete_keeps_the_prefix_and_frames_the_completions():
 def test_labels_are_resolved_in_one_place():
     conditional = tiny("local_1d", "categorical", 1, size=(3, 3), num_classes=3)
     plain = tiny("local_1d", "categorical", 1, size=(3, 3))
-    assert tasks.labels_of_images(conditional, 4, [2]).tolist() == [2, 2, 2, 2]
-    assert tasks.labels_of_images(conditional, 2, [0, 1]).tolist() == [0, 1]
-    assert tasks.labels_of_images(plain, 2, None) is None
+    assert tasks.labels_for(conditional, 4, [2]).tolist() == tasks.labels_for(conditional, 4, 2).tolist() == [2] * 4
+    assert tasks.labels_for(conditional, 2, [0, 1]).tolist() == [0, 1]
+    assert tasks.labels_for(plain, 2, None) is None
     with pytest.raises(ValueError, match="one class label or one per image"):
-        tasks.labels_of_images(conditional, 4, [0, 1])
-    with pytest.raises(ValueError, match="class-conditional"):
-        tasks.labels_of_images(conditional, 4, None)
-    with pytest.raises(ValueError, match="unconditional"):
-        tasks.labels_of_images(plain, 4, [1])
-    images, nrow = tasks.sample(conditional, 6, generator=torch.Generator().manual_seed(0))
+        tasks.labels_for(conditional, 4, [0, 1])
+    with pytest.raises(ValueError, match="class-conditional .*pick a class"):
+        tasks.labels_for(conditional, 4, None)
+    for given in ([1], 1):  # refused, never ignored: the same rule for a grid, a completion and a file
+        with pytest.raises(ValueError, match="a class label was given but the model is unconditional"):
+            tasks.labels_for(plain, 4, given)
+    with pytest.raises(ValueError, match="a class label was given but the model is unconditional"):
+        tasks.sample_labels(plain, 4, 1)
+    images, nrow = tasks.sample(conditional, 6, options=Sampling(generator=torch.Generator().manual_seed(0)))
     assert images.shape == (6, 3, 3, 1) and nrow == 2  # one row per class
-    assert tasks.labels_for(plain, 3, 1) is None
-    with pytest.raises(ValueError, match="pick a class"):
-        tasks.labels_for(conditional, 3, None)

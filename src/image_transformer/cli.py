@@ -29,8 +29,8 @@ from .metrics import spread
 from .nn.config import ImageTransformerConfig, SuperResolutionConfig
 from .zoo import PRESETS, RECIPES, SUPERRES_FIELDS, is_superres_preset, preset
 from .nn.model import ImageTransformer
-from .nn.superres import SuperResolutionTransformer
-from .tasks import evaluate, format_superres_report, resolve_device, sample_labels, superres_report
+from .nn.sampling import Sampling
+from .tasks import evaluate, format_superres_report, resolve_device, superres_report
 from .training import TrainConfig, TrainingRun
 from .training.guard import TrainingStopped
 
@@ -150,7 +150,7 @@ def _model_config(args: argparse.Namespace, data: ImageData) -> ImageTransformer
 def _load_generator(path: str) -> ImageTransformer:
     """An unconditional or class-conditional model (not a super-resolution one) from ``path``."""
     model = load_model(path)
-    if isinstance(model, SuperResolutionTransformer):
+    if "sample" not in model.tasks:
         raise ValueError(f"{path}: a super-resolution model; use `image-transformer upscale`")
     return model
 
@@ -215,7 +215,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     idx = spread(len(x), args.limit)
     x = x[idx]
     condition = model.condition_for(x, labels[idx] if labels is not None else None)
-    superres = isinstance(model, SuperResolutionTransformer)
+    superres = model.low_resolution_input
     if superres and args.samples:
         _check_output(out.parent, "folder")  # superres.json and superres.png go beside the result
     result = evaluate(model, x, condition, batch_size=args.batch_size, progress=True)
@@ -279,8 +279,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _grid_output(args)
     model = _load_generator(args.checkpoint).to(resolve_device(args.device))
     start = time.monotonic()
-    samples, nrow = tasks.sample(model, args.num, args.label, args.temperature,
-                                 torch.Generator().manual_seed(args.seed), use_cache=not args.no_cache, progress=True)
+    options = Sampling(temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed),
+                       use_cache=not args.no_cache, progress=True)
+    samples, nrow = tasks.sample(model, args.num, args.label, options)
     seconds, n = time.monotonic() - start, len(samples)
     path = _write_grid(args, samples, nrow)
     print(f"{n} samples in {seconds:.1f} s ({n / seconds:.2f} images/s) -> {path}")
@@ -294,12 +295,11 @@ def cmd_complete(args: argparse.Namespace) -> int:
     model.known_prefix(args.rows)  # fail early with the allowed row counts
     if model.config.num_classes and args.label is None and data_labels is None:
         raise ValueError("the model is class-conditional: pass --label")
-    gen = torch.Generator().manual_seed(args.seed)
+    options = Sampling(temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed), progress=True)
     rows = []
     for i, original in enumerate(originals):
         label = args.label if args.label is not None or not model.config.num_classes else int(data_labels[i])
-        labels = sample_labels(model, args.num, label)[0] if label is not None else None
-        rows.append(tasks.complete(model, original, args.rows, args.num, labels, args.temperature, gen, progress=True))
+        rows.append(tasks.complete(model, original, args.rows, args.num, label, options))
     path = _write_grid(args, torch.cat(rows), args.num + 2)
     print(f"completions (each row: input with the unknown part grey, {args.num} completions, original) -> {path}")
     return 0
@@ -308,17 +308,17 @@ def cmd_complete(args: argparse.Namespace) -> int:
 def cmd_upscale(args: argparse.Namespace) -> int:
     _grid_output(args)
     model = load_model(args.checkpoint)
-    if not isinstance(model, SuperResolutionTransformer):
+    if "upscale" not in model.tasks:
         raise ValueError(f"{args.checkpoint}: not a super-resolution model")
     if args.input:
         lows, originals = _pick_images(args, model.input_shape)[0], None
     else:  # full-size images from a data set, downsampled as in training; the originals end each row
         originals = _pick_images(args, model.image_shape)[0]
         lows = area_downsample(originals, model.config.input_size)
-    gen = torch.Generator().manual_seed(args.seed)
+    options = Sampling(temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed), progress=True)
     rows = []
     for i, low in enumerate(lows):
-        samples = tasks.upscale(model, low, args.num, args.temperature, gen, progress=True)
+        samples = tasks.upscale(model, low, args.num, options)
         rows.append(tasks.upscale_row(model, low, samples, originals[i] if originals is not None else None))
     width = args.num + (2 if originals is not None else 1)
     path = _write_grid(args, torch.cat(rows), width)
@@ -370,7 +370,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         names = [Path(p).name for p in args.images]
         labels = None
     if labels is None:  # the data's own labels, else those given
-        labels = tasks.labels_of_images(model, len(images), args.label)
+        labels = tasks.labels_for(model, len(images), args.label)
     coded = tasks.compress(model, images, labels, names, args.batch_size, progress=True)
     path = save_or_rescue(out, lambda p: p.write_bytes(coded.stream))
     print(f"compressed in {coded.seconds:.1f} s ({len(images) / coded.seconds:.2f} images/s) -> {path}")

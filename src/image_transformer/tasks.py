@@ -26,7 +26,8 @@ from .files.image_files import heat_map, plot_roc, plot_score_histograms, save_g
 from .files.pretrained import PretrainedModel
 from .images import enlarge, repeat_image
 from .metrics import bits_per_dim, consistency, detection, nearest_neighbour_ms_ssim, psnr, spread, ssim
-from .nn.model import ImageTransformer, StepHook
+from .nn.model import ImageTransformer
+from .nn.sampling import Sampling
 from .nn.superres import SuperResolutionTransformer
 
 TEMPERATURES = (0.8, 0.9, 1.0)  # the paper's super-resolution temperatures (table 6)
@@ -79,53 +80,47 @@ def evaluate(model: PretrainedModel, images: Tensor, condition: Tensor | None = 
 
 
 # ----- labels and sampling ------------------------------------------------------------------------------------
-def sample_labels(model: PretrainedModel, n: int, label: int | None) -> tuple[Tensor | None, int | None]:
-    """Labels for a sample grid: one row per class by default, or all ``label``; and the grid width."""
-    num_classes = model.config.num_classes
+def labels_for(model: PretrainedModel, count: int, given: int | Sequence[int] | None) -> Tensor | None:
+    """The class labels of ``count`` images, (count,) long, from one label for all of them or one per image; None
+    for a model without classes.
+
+    One rule for every task: a class-conditional model needs labels, and a model without classes refuses any (a
+    label it would ignore is a mistake to report, not to pass over). The model checks their range (``check_labels``).
+    """
+    num_classes = getattr(model.config, "num_classes", 0)
+    given = [] if given is None else [int(g) for g in given] if isinstance(given, (list, tuple)) else [int(given)]
     if not num_classes:
-        if label is not None:
-            raise ValueError("a class label was given but the model is unconditional")
-        return None, None
-    if label is not None:
-        return torch.full((n,), label, dtype=torch.long), None
-    per_class = max(1, n // num_classes)
-    return torch.arange(num_classes).repeat_interleave(per_class), per_class
-
-
-def labels_for(model: PretrainedModel, n: int, label: int | None) -> Tensor | None:
-    """``n`` copies of ``label`` for a class-conditional model (which needs one); None for any other model."""
-    if not getattr(model.config, "num_classes", 0):
-        return None
-    if label is None or label < 0:
-        raise ValueError(f"the model is class-conditional ({model.config.num_classes} classes): pick a class")
-    return sample_labels(model, n, int(label))[0]
-
-
-def labels_of_images(model: PretrainedModel, count: int, given: Sequence[int] | None) -> Tensor | None:
-    """The labels of ``count`` images to code: one given label for all, or one per image; None for an unconditional
-    model (which refuses any)."""
-    if not getattr(model.config, "num_classes", 0):
         if given:
             raise ValueError("a class label was given but the model is unconditional")
         return None
     if not given:
-        raise ValueError("the model is class-conditional: give a class label (one for all images, or one per image)")
+        raise ValueError(f"the model is class-conditional ({num_classes} classes): pick a class (one label for all "
+                         f"images, or one per image)")
     if len(given) not in (1, count):
         raise ValueError(f"give one class label or one per image ({count}), got {len(given)}")
-    return torch.tensor(list(given) * (count if len(given) == 1 else 1), dtype=torch.long)
+    return torch.tensor(given * (count if len(given) == 1 else 1), dtype=torch.long)
+
+
+def sample_labels(model: PretrainedModel, n: int, label: int | None) -> tuple[Tensor | None, int | None]:
+    """The labels of a sample grid of ``n`` images and its images per row (None: any): all ``label``
+    (:func:`labels_for`), or for a class-conditional model given none, one row per class (``n`` // classes each, at
+    least one)."""
+    num_classes = getattr(model.config, "num_classes", 0)
+    if num_classes and label is None:
+        per_class = max(1, n // num_classes)
+        return torch.arange(num_classes).repeat_interleave(per_class), per_class
+    return labels_for(model, n, label), None
 
 
 @torch.no_grad()
-def sample(model: ImageTransformer, num: int, label: int | None = None, temperature: float = 1.0,
-           generator: torch.Generator | None = None, use_cache: bool = True, progress: bool = False,
-           on_step: StepHook | None = None) -> tuple[Tensor, int | None]:
-    """A sample grid: ``num`` images (a class-conditional model: ``label``, or one row per class), uint8
-    (N, H, W, C) on the CPU, and the grid's images per row (None: any)."""
+def sample(model: ImageTransformer, num: int, label: int | None = None,
+           options: Sampling | None = None) -> tuple[Tensor, int | None]:
+    """The sample grid (of the command, a training run and a shipped model's card): ``num`` images (a
+    class-conditional model: ``label``, or one row per class; see :func:`sample_labels`) drawn as ``options`` say,
+    uint8 (N, H, W, C) on the CPU, and the grid's images per row (None: any)."""
     labels, nrow = sample_labels(model, num, label)
     n = len(labels) if labels is not None else num
-    images = model.sample(n, labels=labels, temperature=temperature, generator=generator, use_cache=use_cache,
-                          progress=progress, on_step=on_step)
-    return images.cpu(), nrow
+    return model.sample(n, labels, options=options).cpu(), nrow
 
 
 # ----- completion and super-resolution ------------------------------------------------------------------------
@@ -137,25 +132,22 @@ def blank_below(image: Tensor, rows: int) -> Tensor:
 
 
 @torch.no_grad()
-def complete(model: ImageTransformer, image: Tensor, rows: int, num: int = 4, labels: Tensor | None = None,
-             temperature: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
-             on_step: StepHook | None = None) -> Tensor:
-    """Keep the top ``rows`` rows of ``image`` (uint8 (H, W, C)) and sample the rest ``num`` times (``labels``:
-    (num,) for a class-conditional model): (num + 2, H, W, C), the input with its unknown part grey, the
-    completions, the original."""
+def complete(model: ImageTransformer, image: Tensor, rows: int, num: int = 4, label: int | None = None,
+             options: Sampling | None = None) -> Tensor:
+    """Keep the top ``rows`` rows of ``image`` (uint8 (H, W, C)) and sample the rest ``num`` times (all of class
+    ``label``, for a class-conditional model), drawn as ``options`` say: (num + 2, H, W, C), the input with its
+    unknown part grey, the completions, the original."""
     model.known_prefix(rows)  # the allowed row counts, before any work
-    completions = model.complete(repeat_image(image, num), rows, labels=labels, temperature=temperature,
-                                 generator=generator, progress=progress, on_step=on_step)
+    labels = labels_for(model, num, label)
+    completions = model.complete(repeat_image(image, num), rows, labels, options=options)
     return torch.cat([blank_below(image, rows)[None], completions.cpu(), image[None].cpu()])
 
 
 @torch.no_grad()
-def upscale(model: SuperResolutionTransformer, low: Tensor, num: int = 1, temperature: float = 0.9,
-            generator: torch.Generator | None = None, progress: bool = False,
-            on_step: StepHook | None = None) -> Tensor:
-    """``num`` high-resolution samples (num, H, W, C) for the low-resolution image ``low`` (h, w, C)."""
-    return model.sample(repeat_image(low, num), temperature=temperature, generator=generator, progress=progress,
-                        on_step=on_step).cpu()
+def upscale(model: SuperResolutionTransformer, low: Tensor, num: int = 1, options: Sampling | None = None) -> Tensor:
+    """``num`` high-resolution samples (num, H, W, C) for the low-resolution image ``low`` (h, w, C), drawn as
+    ``options`` say (by default at the model's temperature, 0.9)."""
+    return model.sample(repeat_image(low, num), options=options).cpu()
 
 
 def upscale_row(model: SuperResolutionTransformer, low: Tensor, samples: Tensor,
@@ -414,8 +406,8 @@ def superres_report(model: SuperResolutionTransformer, images: Tensor, inputs: T
     report: dict[str, Any] = {"num_samples": len(idx), "temperatures": {}}
     columns = [enlarge(lows, tuple(int(f) for f in model.config.scale))]  # inputs enlarged for display
     for t in temperatures:
-        samples = model.sample(lows, temperature=t, generator=torch.Generator().manual_seed(seed),
-                               progress=progress).cpu()
+        options = Sampling(temperature=t, generator=torch.Generator().manual_seed(seed), progress=progress)
+        samples = model.sample(lows, options=options).cpu()
         agreement = consistency(samples, lows)
         entry = {
             # the paper's consistency, and ours beside it (see metrics.consistency)

@@ -27,7 +27,8 @@ from ..files.image_files import LOSSLESS_FORMATS, fit_image, lossless_bytes, los
 from ..files.pretrained import PretrainedModel, load_model
 from ..images import CHANNEL_NAMES, area_downsample, enlarge
 from ..metrics import spread
-from ..nn.model import ImageTransformer, StepHook
+from ..nn.model import ImageTransformer
+from ..nn.sampling import Sampling, StepHook
 from ..nn.superres import SuperResolutionTransformer
 from ..tasks import GREY, TEMPERATURES, labels_for, sample_labels
 
@@ -291,8 +292,8 @@ def sample_stream(model: ImageTransformer, num: int, temperature: float = 1.0, s
 
     def work() -> None:
         try:
-            result["images"] = model.sample(n, labels=labels, temperature=temperature,
-                                            generator=gen, on_step=on_step)
+            options = Sampling(temperature=temperature, generator=gen, on_step=on_step)
+            result["images"] = tasks.sample(model, num, label, options)[0]
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             result["error"] = e
         finally:
@@ -338,8 +339,8 @@ def complete(model: ImageTransformer, image: Tensor, rows: int, num: int = 4, te
     check_job(model, "complete")
     num = check_count("complete", num)
     model.known_prefix(rows)  # the allowed row counts, before any work
-    return tasks.complete(model, image, rows, num, labels_for(model, num, label), temperature,
-                          generator(seed), on_step=on_step)
+    options = Sampling(temperature=temperature, generator=generator(seed), on_step=on_step)
+    return tasks.complete(model, image, rows, num, label, options)
 
 
 # ----- Upscale ------------------------------------------------------------------------------------------------
@@ -383,8 +384,8 @@ def upscale(model: SuperResolutionTransformer, low: Tensor, num: int = 1, seed: 
     check_job(model, "upscale")
     num = check_count("upscale", num)
     generator(seed)  # the seed is checked once, before any work
-    samples = {float(t): tasks.upscale(model, low, num, float(t), generator(seed),
-                                       on_step=on_step) for t in temperatures}
+    samples = {float(t): tasks.upscale(model, low, num, Sampling(temperature=float(t), generator=generator(seed),
+                                                                  on_step=on_step)) for t in temperatures}
     return UpscaleResult(low, original, samples)
 
 

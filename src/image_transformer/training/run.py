@@ -22,8 +22,8 @@ from ..files.image_files import save_grid
 from ..files.pretrained import PretrainedModel, build_model, load_model, load_weights, model_from_config
 from ..metrics import spread
 from ..nn.config import ImageTransformerConfig
-from ..nn.superres import SuperResolutionTransformer
-from ..tasks import evaluate, format_superres_report, resolve_device, sample_labels, superres_report, world
+from ..nn.sampling import Sampling
+from ..tasks import evaluate, format_superres_report, resolve_device, sample, superres_report, world
 from .config import TrainConfig
 from .distributed import bf16_runs_natively, init_distributed, make_deterministic
 from .guard import run_lock
@@ -213,14 +213,12 @@ class TrainingRun:
     def _write_samples(self, model: PretrainedModel, test_x: Tensor, test_c: Tensor | None, train_x: Tensor) -> None:
         """samples.png; for super-resolution, the paper's report on held-out inputs (superres.png, .json)."""
         seed = self.train_config.seed
-        if isinstance(model, SuperResolutionTransformer):
+        if model.low_resolution_input:
             report = superres_report(model, test_x, test_c, train_x, self.out, self.num_samples, seed,
                                      progress=self.progress)
             self._say(format_superres_report(report))
             return
-        labels, nrow = sample_labels(model, self.num_samples, None)
-        n = len(labels) if labels is not None else self.num_samples
-        samples = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(seed),
-                               progress=self.progress)
+        options = Sampling(generator=torch.Generator().manual_seed(seed), progress=self.progress)
+        samples, nrow = sample(model, self.num_samples, options=options)
         path = save_or_rescue(self.out / "samples.png", lambda p: save_grid(samples, p, nrow=nrow, scale=2))
         self._say(f"samples: {path}")
