@@ -94,8 +94,8 @@ def reference_ms(model: ImageTransformer, batch: int, steps: int) -> float:
     values = torch.randint(0, 256, (batch, model.layout.n, model.dist.values_per_position))
     start = time.perf_counter()
     with torch.no_grad():
-        model.generate(values, model.layout.n - steps, None, 1.0, torch.Generator().manual_seed(1),
-                       use_cache=False, progress=False)
+        model.generate(values, model.layout.n - steps, temperature=1.0, generator=torch.Generator().manual_seed(1),
+                       use_cache=False)
     return 1000 * (time.perf_counter() - start) / steps
 
 
