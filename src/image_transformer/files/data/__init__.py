@@ -20,7 +20,7 @@ cache, ``datasets`` for torch (:func:`to_tensor_dataset`, super-resolution pairs
 """
 
 from .cifar import load_cifar
-from .common import DATASET_KINDS, DataError, ImageData
+from ._common import DATASET_KINDS, DataError, ImageData
 from .datasets import SuperResolutionPairs, make_pairs, to_tensor_dataset
 from .idx import load_mnist, read_idx
 from .image_folders import load_celeba, load_image_folder, read_name_list

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CIFAR10_CLASSES, DataError, ImageData, _check_split, _natural_key, _require_exists
+from ._common import CIFAR10_CLASSES, DataError, ImageData, check_split, natural_key, require_exists
 
 
 _PICKLE_GLOBALS = {
@@ -75,8 +75,8 @@ def load_cifar(root: str | os.PathLike, split: str, kind: str | None = None) -> 
     both are present (default: CIFAR-10 if found).
     """
     root = Path(root)
-    _require_exists(root)
-    _check_split(split, root)
+    require_exists(root)
+    check_split(split, root)
     dirs = _cifar_dirs(root)
     if kind is not None:
         if kind not in ("cifar10", "cifar100"):
@@ -92,7 +92,7 @@ def load_cifar(root: str | os.PathLike, split: str, kind: str | None = None) -> 
                         f"in this folder or a cifar-10-batches-py / cifar-100-python subfolder")
     folder = dirs[kind]
     if kind == "cifar10":
-        files = (sorted(folder.glob("data_batch_*"), key=lambda p: _natural_key(p.name)) if split == "train"
+        files = (sorted(folder.glob("data_batch_*"), key=lambda p: natural_key(p.name)) if split == "train"
                  else [folder / "test_batch"])
         label_key, meta_file, names_key, num_classes = "labels", folder / "batches.meta", "label_names", 10
     else:
