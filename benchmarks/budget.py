@@ -75,10 +75,10 @@ def probe_step_seconds(config: Any, cfg: TrainConfig, images: torch.Tensor, labe
     """Seconds per training step of a throwaway copy: spaces the curve's evaluations (not counted)."""
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(ImageTransformer(config), cfg, tmp, images, labels, progress=False)
-        trainer._train_step()
+        trainer.train_step()
         t0 = time.perf_counter()
         for _ in range(2):
-            trainer._train_step()
+            trainer.train_step()
         return (time.perf_counter() - t0) / 2
 
 

@@ -30,8 +30,9 @@ from .nn.config import ImageTransformerConfig, SuperResolutionConfig
 from .zoo import PRESETS, RECIPES, SUPERRES_FIELDS, is_superres_preset, preset
 from .nn.model import ImageTransformer
 from .nn.superres import SuperResolutionTransformer
-from .tasks import evaluate, format_superres_report, resolve_device, sample_labels, superres_report
+from .tasks import evaluate, format_superres_report, sample_labels, superres_report
 from .training import TrainConfig, TrainingRun
+from .training.distributed import resolve_device
 from .training.guard import TrainingStopped
 
 DEFAULT_DATA = "mnist-slice"

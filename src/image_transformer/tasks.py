@@ -33,35 +33,14 @@ TEMPERATURES = (0.8, 0.9, 1.0)  # the paper's super-resolution temperatures (tab
 GREY = 128  # what the not-yet-known part of an image is shown as
 
 
-# ----- where a task runs ----------------------------------------------------------------------------------
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process in its torch.distributed group; (0, 1) without one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N``, refusing CUDA when this machine has none."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}, "
-                         f"CUDA build: {torch.version.cuda or 'none'}); run on the CPU (device cpu)")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
-    return dev
-
-
 # ----- bits/dim of a split ------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: PretrainedModel, images: Tensor, condition: Tensor | None = None, batch_size: int = 64,
-             progress: bool = False) -> dict[str, float]:
-    """Mean bits/dim over ``images`` (uint8 (N, H, W, C)) given ``condition`` (one per image), in eval mode;
-    shared out over the processes of a torch.distributed group when there is one."""
-    rank, size = world()
+             progress: bool = False, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
+    """Mean bits/dim over ``images`` (uint8 (N, H, W, C)) given ``condition`` (one per image), in eval mode.
+    ``shard`` (rank, world size) shares the work out over the processes of a torch.distributed group: each takes
+    every size-th image and the sums are reduced (the trainer passes ``training.distributed.world()``)."""
+    rank, size = shard
     device = next(model.parameters()).device
     mine = torch.arange(rank, len(images), size)  # this process's share
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of bits/dim, count)
