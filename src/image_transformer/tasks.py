@@ -362,6 +362,18 @@ def heat_maps(model: PretrainedModel, images: Tensor, names: Sequence[str]) -> l
                                       title=f"{name}: {float(b):.3f} bits/dim")) for name, b, m in zip(names, bits, maps)]
 
 
+def heat_map_targets(specs: Sequence[str], sets: Sequence[str]) -> list[tuple[str, int]]:
+    """``SET@INDEX`` texts (e.g. ``noise@0``) as (set, index) pairs, each set one of the scored ``sets``."""
+    found = []
+    for spec in specs:
+        name, _, index = spec.rpartition("@")
+        if name not in sets or not index.isdigit():
+            raise ValueError(f"--heat-maps {spec!r}: expected SET@INDEX with SET one of the scored sets "
+                             f"({', '.join(sets)}) and INDEX an image's number in it")
+        found.append((name, int(index)))
+    return found
+
+
 # ----- the paper's super-resolution evaluation ----------------------------------------------------------
 def input_gain(model: SuperResolutionTransformer, images: Tensor, inputs: Tensor, bits: float | None = None,
                batch_size: int = 64) -> dict[str, float]:
