@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from . import codec, ood
 from .files.data import load_split
-from .files.image_files import heat_map, plot_roc, plot_score_histograms, save_grid
+from .files.image_files import save_grid
+from .files.plots import heat_map, plot_roc, plot_score_histograms
 from .files.pretrained import PretrainedModel
 from .images import enlarge, repeat_image
 from .metrics import bits_per_dim, consistency, detection, nearest_neighbour_ms_ssim, psnr, spread, ssim

@@ -28,7 +28,8 @@ from torch import Tensor
 
 from ..files.checkpoint import CheckpointError
 from ..files.folders import ModelFolderError
-from ..files.image_files import LOSSLESS_FORMATS, heat_map, lossless_formats
+from ..files.image_files import LOSSLESS_FORMATS, lossless_formats
+from ..files.plots import heat_map
 from ..files.pretrained import PretrainedModel
 from ..nn.model import StepHook
 from ..tasks import labels_for

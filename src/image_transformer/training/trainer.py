@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..files.checkpoint import (
     CHECKPOINT_NAME, CheckpointError, atomic_write, naming, read_checkpoint, save_checkpoint, stale_temporaries,
 )
-from ..files.image_files import plot_curve
+from ..files.plots import plot_curve
 from ..files.pretrained import PretrainedModel, load_weights, model_record
 from ..metrics import spread
 from ..nn.config import with_added_fields
