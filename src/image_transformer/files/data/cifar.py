@@ -136,3 +136,19 @@ def load_cifar(root: str | os.PathLike, split: str, kind: str | None = None) -> 
         class_names=class_names,
         source=f"{name} python batches in {folder} ({split} split: {', '.join(f.name for f in files)})",
     )
+
+
+HOLDOUT_TRAIN = 3000  # training images of the lossless CIFAR-10 subset; the rest of its data_batch_1 is held out
+
+
+def cifar_holdout(root: str | os.PathLike, train: int = HOLDOUT_TRAIN) -> tuple[ImageData, ImageData]:
+    """The lossless CIFAR-10 subset (``data_batch_1``'s first 4,000 training images, 20 test images) split for a
+    held-out evaluation: train on the first ``train`` training images; hold out the rest of them and the test batch.
+    ``root`` is what :func:`load_cifar` takes."""
+    full, test = load_cifar(root, "train", "cifar10"), load_cifar(root, "test", "cifar10")
+    if not 0 < train < len(full):
+        raise DataError(f"{root}: cannot train on {train} of its {len(full)} training images and hold out the rest")
+    held = ImageData(np.concatenate([full.images[train:], test.images]),
+                     np.concatenate([full.labels[train:], test.labels]), full.num_classes, full.class_names,
+                     f"{full.source} from image {train} on, and {test.source} (held out)")
+    return full.subset(slice(0, train)), held
