@@ -8,10 +8,10 @@ DATA is any data spec of ``image-transformer train --data`` (its train split tra
 held out), or ``cifar10-subset:PATH``: the lossless CIFAR-10 subset split as tools/make_cifar_holdout.py makes it (train on the
 first 3,000 images of ``data_batch_1``; hold out its last 1,000 plus the 20 images of ``test_batch``).
 
-Training is the library's ``Trainer`` with ``max_minutes = M``: the clock counts training only (the periodic
-evaluations that draw the curve are not counted), and the preset's recipe (see ``zoo.RECIPES``) sets
-batch size, learning rate, schedule and precision unless ``--train key=value`` overrides them. Afterwards
-the whole held-out split (or ``--eval-limit`` images spread over it) is evaluated. Prints bits/dim, steps,
+Training is the library's ``Trainer`` with ``max_minutes = M`` (``image_transformer.training.budget.run``): the clock
+counts training only (the periodic evaluations that draw the curve are not counted), and the preset's recipe (see
+``zoo.RECIPES``) sets batch size, learning rate, schedule and precision unless ``--train key=value`` overrides them.
+Afterwards the whole held-out split (or ``--eval-limit`` images spread over it) is evaluated. Prints bits/dim, steps,
 images/s; ``--json`` also writes them, with the curve of held-out bits/dim against minutes, for the sweep.
 """
 
@@ -19,39 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from image_transformer import ImageTransformer
-from image_transformer.zoo import PRESETS, RECIPES, preset
-from image_transformer.files.data import load_dataset
-from image_transformer.metrics import spread
-from image_transformer.tasks import evaluate
-from image_transformer.training.config import TrainConfig
-from image_transformer.training.trainer import Trainer
-
-# "wall": seconds of wall clock (the budget's definition); "cpu": this process's CPU seconds per thread, which
-# a neighbour on a shared CPU disturbs much less (for screening sweeps while other work runs)
-CLOCKS = {"wall": time.monotonic, "cpu": lambda: time.process_time() / torch.get_num_threads()}
-SUBSET_TRAIN = 3000  # images of data_batch_1 that train; the rest of it, and test_batch, are held out
-
-
-def load_split(spec: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-    """(train images, train labels, held-out images, held-out labels), uint8 (N, H, W, C)."""
-    if spec.startswith("cifar10-subset:"):
-        root = spec.split(":", 1)[1]
-        train, test = load_dataset(f"cifar10:{root}", "train"), load_dataset(f"cifar10:{root}", "test")
-        x, y = torch.from_numpy(train.images), torch.from_numpy(train.labels)
-        held_x = torch.cat([x[SUBSET_TRAIN:], torch.from_numpy(test.images)])
-        held_y = torch.cat([y[SUBSET_TRAIN:], torch.from_numpy(test.labels)])
-        return x[:SUBSET_TRAIN], y[:SUBSET_TRAIN], held_x, held_y
-    train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
-    labels = (lambda d: torch.from_numpy(d.labels) if d.labels is not None else None)
-    return torch.from_numpy(train.images), labels(train), torch.from_numpy(test.images), labels(test)
+from image_transformer.training.budget import CLOCKS, run
+from image_transformer.zoo import PRESETS
 
 
 def parse_value(text: str) -> Any:
@@ -69,52 +43,6 @@ def parse_settings(items: list[str], what: str, parser: argparse.ArgumentParser)
             parser.error(f"{what} {item!r}: expected key=value")
         out[key.replace("-", "_")] = parse_value(value)
     return out
-
-
-def probe_step_seconds(config: Any, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None) -> float:
-    """Seconds per training step of a throwaway copy: spaces the curve's evaluations (not counted)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(ImageTransformer(config), cfg, tmp, images, labels, progress=False)
-        trainer._train_step()
-        t0 = time.perf_counter()
-        for _ in range(2):
-            trainer._train_step()
-        return (time.perf_counter() - t0) / 2
-
-
-def run(spec: str, minutes: float, preset_name: str, model_settings: dict[str, Any], train_settings: dict[str, Any],
-        eval_limit: int = 0, curve_points: int = 8, out: str | None = None, progress: bool = True,
-        clock: str = "wall", compile: bool = False) -> dict[str, Any]:
-    """Train for ``minutes`` and evaluate; returns the result record (see the module docstring)."""
-    train_x, train_y, held_x, held_y = load_split(spec)
-    config = preset(preset_name, **model_settings)
-    if config.num_classes == 0:
-        train_y = held_y = None
-    recipe = {**RECIPES.get(preset_name, {}), **train_settings}
-    # the budget's minutes bind (a recipe's own max_minutes and steps give way to them)
-    cfg = TrainConfig(**{"checkpoint_every": 10**9, "eval_images": 256, **recipe, "steps": 10**9,
-                         "max_minutes": minutes, "eval_every": 10**9})
-    # the curve: about ``curve_points`` evaluations on 256 held-out images, their time not counted
-    cfg.eval_every = max(1, int(minutes * 60 / probe_step_seconds(config, cfg, train_x, train_y) / curve_points))
-    torch.manual_seed(cfg.seed)
-    model = ImageTransformer(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(model, cfg, out or tmp, train_x, train_y, held_x, held_y, progress=progress,
-                          compile=compile, clock=CLOCKS[clock])
-        trainer.train()
-        records = [json.loads(line) for line in trainer.log_path.read_text().splitlines()]
-    curve = [(r["minutes"], r["eval_bits_per_dim"]) for r in records if "eval_bits_per_dim" in r]
-    idx = spread(len(held_x), eval_limit) if eval_limit else torch.arange(len(held_x))
-    t0 = time.perf_counter()
-    result = evaluate(model, held_x[idx], held_y[idx] if held_y is not None else None, batch_size=64, progress=progress)
-    last = records[-1]
-    return {
-        "data": spec, "preset": preset_name, "model": config.to_dict(), "train": {**vars(cfg)},
-        "minutes": last["minutes"], "steps": last["step"], "images_per_sec": last["step"] * cfg.batch_size / (60 * last["minutes"]),
-        "parameters": model.num_parameters(), "bits_per_dim": result["bits_per_dim"], "eval_images": result["num_images"],
-        "eval_minutes": (time.perf_counter() - t0) / 60, "curve": curve, "threads": torch.get_num_threads(),
-        "clock": clock, "compile": compile,
-    }
 
 
 def main() -> None:

@@ -139,7 +139,7 @@ def attention_kernels(trainer: Trainer) -> str:
         return "cpu"
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        trainer._train_step()
+        trainer.train_step()
         sync(trainer.device)
     names = {e.key.lower() for e in prof.key_averages()}
     found = [label for label, keys in (("flash", ("flash",)), ("mem-efficient", ("fmha", "efficient", "mem_eff")),
@@ -158,11 +158,11 @@ def bench_training(name: str, batch: int, precision: str, compile: bool, device:
                 torch.cuda.reset_peak_memory_stats(device)
             trainer = make_trainer(name, batch, precision, compile, device, tmp)
             t0 = time.perf_counter()
-            trainer._train_step()  # compiles, if it does
+            trainer.train_step()  # compiles, if it does
             sync(device)
             row["first_step_s"] = time.perf_counter() - t0
-            trainer._train_step()
-            times = [timed(trainer._train_step, device) for _ in range(steps)]
+            trainer.train_step()
+            times = [timed(trainer.train_step, device) for _ in range(steps)]
             row["attention"] = attention_kernels(trainer)
             row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
             s = statistics.median(times)

@@ -157,7 +157,7 @@ def main() -> None:
             batch = args.batch_size or (16 if name.startswith("mnist") else 8)
             for precision in precisions:
                 trainer = make_trainer(name, {}, batch, precision, False, f"{tmp}/{len(rows)}")
-                ms, wall = profile_steps(trainer._train_step, args.steps, trainer.model.dist)
+                ms, wall = profile_steps(trainer.train_step, args.steps, trainer.model.dist)
                 rows.append((f"{name} b{batch}", precision, ms, wall))
         if args.peer:
             for precision in precisions:

@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from image_transformer.training import budget
 from image_transformer.zoo import RECIPES
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import budget  # noqa: E402  (the benchmark beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "sweep"

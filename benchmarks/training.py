@@ -14,7 +14,7 @@ configurations so that a noisy neighbour spreads over all of them, printed as me
   the seconds per step (forward, backward, Adam), images/s, GFLOP/s and the ratio to the ceiling of the
   precision it runs in.
 
-The step is the trainer's own (``Trainer._train_step``) on random images, with dropout as the preset has it.
+The step is the trainer's own (``Trainer.train_step``) on random images, with dropout as the preset has it.
 """
 
 from __future__ import annotations
@@ -146,10 +146,10 @@ def main() -> None:
             for run in runs:
                 trainer, times = run[4], run[6]
                 for _ in range(args.warmup_steps if r == 0 else 1):
-                    trainer._train_step()
+                    trainer.train_step()
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
-                    trainer._train_step()
+                    trainer.train_step()
                 times.append((time.perf_counter() - t0) / args.steps)
 
     print("\ndata feeding (batch indices and the copy of the batch, per step), against the fastest training step of that model:")

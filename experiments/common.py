@@ -1,5 +1,5 @@
-"""What the experiment scripts share: the data, training to a budget (``benchmarks/budget.py``'s ``run``), result
-files that let an interrupted experiment continue, and the markdown table and plot each one writes.
+"""What the experiment scripts share: the data, training to a budget (``image_transformer.training.budget.run``),
+result files that let an interrupted experiment continue, and the markdown table and plot each one writes.
 
 Every script takes ``--minutes`` (the training budget of each run) and ``--quick`` (a smoke run of seconds: tiny
 budgets, few evaluation images, results in a temporary folder instead of ``docs/experiments/``).
@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from image_transformer.training import budget  # train for a budget, evaluate the held-out split
 from image_transformer.zoo import preset as make_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import budget  # noqa: E402  (benchmarks/budget.py: train for a budget, evaluate the held-out split)
 
 DOCS = ROOT / "docs" / "experiments"
 SHARED = ROOT / ".." / "shared" / "data"

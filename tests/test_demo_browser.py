@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from image_transformer import ImageTransformer, ImageTransformerConfig, codec, demo
-from image_transformer.files.image_files import heat_map
+from image_transformer.files.plots import heat_map
 from image_transformer.nn.superres import SuperResolutionConfig, SuperResolutionTransformer
 
 REQUIRED = os.environ.get("DEMO_BROWSER_REQUIRED") == "1"  # .ci/run sets it: there a skip would hide a failure

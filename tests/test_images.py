@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from image_transformer.files.image_files import make_grid, plot_curve, save_grid
+from image_transformer.files.image_files import make_grid, save_grid
+from image_transformer.files.plots import plot_curve
 
 
 def test_make_grid_places_images_row_by_row():
@@ -108,7 +109,7 @@ def test_lossless_files_decode_to_the_same_pixels(channels):
 
 
 def test_heat_map_draws_values_with_a_colour_bar():
-    from image_transformer.files.image_files import heat_map
+    from image_transformer.files.plots import heat_map
 
     picture = heat_map(np.arange(12.0).reshape(3, 4), "bits", title="3.2 bits/dim", size=2.0)
     assert picture.dtype == np.uint8 and picture.shape == (200, 250, 3) and picture.std() > 0

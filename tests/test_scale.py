@@ -128,7 +128,7 @@ def test_ema_tracks_the_weights_and_is_used_for_loading(tmp_path, tiny_model, da
     start = {k: v.clone() for k, v in model.state_dict().items()}
     history = []
     for _ in range(3):
-        trainer._train_step()
+        trainer.train_step()
         history.append({k: v.clone() for k, v in model.state_dict().items()})
     k = "head.weight"
     expected = start[k]

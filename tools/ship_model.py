@@ -22,11 +22,10 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import safetensors.torch
 import torch
-import yaml
 
 from image_transformer.files.checkpoint import atomic_write
 from image_transformer.files.pretrained import PretrainedModel, load_model, save_pretrained
@@ -37,7 +36,7 @@ from image_transformer.nn.superres import SuperResolutionTransformer
 from image_transformer.tasks import superres_report
 from image_transformer.tasks import evaluate, sample_labels
 from image_transformer.files.folders import (CARD_NAME, GRID_NAME, LEFT_OUT_NAME, NAME_PATTERN, SHIPPED, SLICE_NAME,
-                                             is_pretrained_dir)
+                                             is_pretrained_dir, write_card)
 
 
 def slice_bits_per_dim(model: PretrainedModel, test_slice: dict[str, torch.Tensor]) -> float:
@@ -121,43 +120,6 @@ def _other_evaluations(run: Path) -> list[dict[str, Any]]:
     return found
 
 
-def _card_body(name: str, meta: dict[str, Any], summary: str) -> str:
-    test, data = meta["test"], meta["data"]
-    stages = "".join(f"; stage {i}: {s['steps']:,} steps, {s['train_minutes']:.1f} minutes on {s['data']}"
-                     for i, s in enumerate(meta.get("stages", []), 1))
-    left = [f"| left out of training | {e['files']:,} files of {e['data']}, listed in `{e['file']}` |"
-            for e in meta.get("left_out", [])]
-    others = [f"| bits/dim elsewhere | {e['bits_per_dim']:.4f} over {e['images']:,} images of {e['data']} "
-              f"(float32 weights, `{e['file']}`) |" for e in meta.get("other_evaluations", [])]
-    kind = meta["model_type"]
-    use = (f"image-transformer upscale {name} --data {data['spec']} --index 0 1 2 -o upscaled.png"
-           if kind == "SuperResolutionTransformer" else f"image-transformer sample {name} -n 16 -o samples.png")
-    lines = [
-        f"# {name}", "", summary, "",
-        "| | |", "|---|---|",
-        f"| model | `{kind}`, {meta['parameters']:,} parameters, {meta['config']['attention']} attention, "
-        f"{meta['config']['distribution']} output |",
-        f"| data | {data.get('description', data['spec'])} |",
-        f"| licence | {data.get('licence', 'see the data set')} |",
-        f"| test bits/dim | **{test['bits_per_dim']:.4f}** over {test['images']:,} test images"
-        f"{'' if test.get('full_split') else ' (spread over the split)'}, weights as shipped "
-        f"({meta['weights_dtype']}; {test['bits_per_dim_float32']:.4f} before rounding) |",
-        f"| training | {meta['steps']:,} steps, {meta['train_minutes']:.1f} minutes on {meta['hardware']}{stages} |",
-        *left,
-        *others,
-        "",
-    ]
-    if "superres" in test:
-        lines += ["Super-resolution report on held-out images (`image-transformer eval --samples`):", "",
-                  "```json", json.dumps(test["superres"], indent=2), "```", ""]
-    lines += [f"![samples]({GRID_NAME})", "", "## Use", "", "```bash", use, "```", "", "```python",
-              f"from image_transformer import {kind}", f"model = {kind}.from_pretrained({name!r})", "```", "",
-              "## How it was made", "", "```bash", *meta["command"], "```", "",
-              f"The test slice in `{SLICE_NAME}` (test images {meta['slice']['indices']}) gives "
-              f"{meta['slice']['bits_per_dim']:.4f} bits/dim with these weights; the test suite checks it.", ""]
-    return "\n".join(lines)
-
-
 def ship(run: str | Path, name: str, *, description: str, licence: str, commands: Sequence[str],
          data_name: str | None = None, data: str | None = None, hardware: str | None = None,
          zoo: str | Path | None = None, slice_images: int = 8, grid_images: int = 16, test_images: int = 0,
@@ -175,37 +137,9 @@ def ship(run: str | Path, name: str, *, description: str, licence: str, commands
     """
     if not NAME_PATTERN.match(name):
         raise ValueError(f"{name!r}: a model name is lower-case letters, digits, '-' and '.'")
-    run = Path(run)
-    run_info, trained = _read_json(run / "run.json"), _read_json(run / "eval.json")
-    if run_info is None or trained is None:
-        raise ValueError(f"{run}: needs run.json and eval.json: a finished training run")
-    record = _read_json(run / "eval-test.json") or trained  # `image-transformer eval RUN` on the test split
-    stages, others = _stages(run, run_info, trained), _other_evaluations(run)
-    model = load_model(run / "model" if is_pretrained_dir(run / "model") else run)  # the EMA when there is one
-    spec = data or run_info.get("data")
-    image_size = run_info.get("image_size")
-    test = load_split(spec, "test", tuple(image_size) if image_size else None)
-    x, labels = test.tensors()
-    idx = spread(len(x), test_images)
-    condition = model.condition_for(x, labels)
-    cond = condition[idx] if condition is not None else None
-    full = len(idx) == len(x)
-
-    if full and record.get("num_images") == len(x):
-        fp32 = float(record["bits_per_dim"])
-    else:
-        fp32 = evaluate(model, x[idx], cond, progress=progress)["bits_per_dim"]
-    shipped_bpd, dtype = fp32, torch.float32
-    if half:
-        rounded = copy.deepcopy(model)
-        with torch.no_grad():
-            for v in rounded.state_dict().values():
-                if v.is_floating_point():
-                    v.copy_(v.half().float())
-        finite = all(torch.isfinite(v).all() for v in rounded.state_dict().values() if v.is_floating_point())
-        half_bpd = evaluate(rounded, x[idx], cond, progress=progress)["bits_per_dim"] if finite else math.inf
-        if abs(half_bpd - fp32) < tolerance:
-            model, shipped_bpd, dtype = rounded, half_bpd, torch.float16
+    found = read_run(Path(run), data)
+    test = evaluate_test(found, test_images, progress)
+    model, shipped_bpd, dtype = as_shipped(found.model, test, half, tolerance, progress)
     if not math.isfinite(shipped_bpd):
         raise ValueError(f"{run}: test bits/dim is not finite; nothing shipped")
 
@@ -214,34 +148,132 @@ def ship(run: str | Path, name: str, *, description: str, licence: str, commands
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_pretrained(model, tmp, dtype=None if dtype == torch.float32 else dtype)
-    left_out = _copy_left_out(stages, tmp)
+    left_out = _copy_left_out(found.stages, tmp)
+    chosen, slice_bpd = write_test_slice(tmp, model, test, slice_images)
+    sample_command = write_sample_grid(tmp, model, test.x, chosen, name, found.spec, grid_images, seed, progress)
 
-    chosen = spread(len(x), slice_images)
-    test_slice = {"images": x[chosen].contiguous(), "indices": chosen.contiguous()}
-    if labels is not None and model.config.num_classes:
-        test_slice["labels"] = labels[chosen].contiguous()
+    meta = card_meta(found, test, model, dtype, shipped_bpd, chosen, slice_bpd, sample_command, left_out,
+                     description=description, licence=licence, commands=commands, data_name=data_name,
+                     hardware=hardware)
+    summary = (f"An Image Transformer trained with the `image-transformer` library on {data_name or found.spec}: "
+               f"{description}.")
+    write_card(tmp, name, meta, summary)
+    return swap_in(tmp, zoo / name)
+
+
+class FinishedRun(NamedTuple):
+    """What a finished run recorded, and its model: the ``run.json`` and ``eval.json`` (or ``eval-test.json``)
+    records, the stages that made it, other evaluations, and the data spec it is shipped with."""
+
+    folder: Path
+    info: dict[str, Any]  # run.json
+    record: dict[str, Any]  # eval-test.json, else eval.json
+    stages: list[dict[str, Any]]
+    others: list[dict[str, Any]]
+    model: PretrainedModel
+    spec: str
+
+
+def read_run(run: Path, data: str | None = None) -> FinishedRun:
+    """The finished run ``run``'s records and final model (the EMA when there is one); ``data`` replaces its spec."""
+    run_info, trained = _read_json(run / "run.json"), _read_json(run / "eval.json")
+    if run_info is None or trained is None:
+        raise ValueError(f"{run}: needs run.json and eval.json: a finished training run")
+    record = _read_json(run / "eval-test.json") or trained  # `image-transformer eval RUN` on the test split
+    stages, others = _stages(run, run_info, trained), _other_evaluations(run)
+    model = load_model(run / "model" if is_pretrained_dir(run / "model") else run)  # the EMA when there is one
+    return FinishedRun(run, run_info, record, stages, others, model, data or run_info.get("data"))
+
+
+class TestSplit(NamedTuple):
+    """The run's test split, the images evaluated (``idx``) and the float32 weights' bits/dim over them."""
+
+    source: str
+    x: torch.Tensor
+    labels: torch.Tensor | None
+    idx: torch.Tensor
+    cond: torch.Tensor | None  # the condition of the images evaluated
+    full: bool  # every image of the split evaluated
+    fp32: float
+
+
+def evaluate_test(found: FinishedRun, test_images: int, progress: bool) -> TestSplit:
+    """Bits/dim of the float32 weights on the test split (``test_images`` spread over it, 0 = all): the run's own
+    figure when it covers the same images, else evaluated here."""
+    image_size = found.info.get("image_size")
+    test = load_split(found.spec, "test", tuple(image_size) if image_size else None)
+    x, labels = test.tensors()
+    idx = spread(len(x), test_images)
+    condition = found.model.condition_for(x, labels)
+    cond = condition[idx] if condition is not None else None
+    full = len(idx) == len(x)
+    if full and found.record.get("num_images") == len(x):
+        fp32 = float(found.record["bits_per_dim"])
+    else:
+        fp32 = evaluate(found.model, x[idx], cond, progress=progress)["bits_per_dim"]
+    return TestSplit(test.source, x, labels, idx, cond, full, fp32)
+
+
+def as_shipped(model: PretrainedModel, test: TestSplit, half: bool, tolerance: float,
+               progress: bool) -> tuple[PretrainedModel, float, torch.dtype]:
+    """The weights to ship, their test bits/dim and dtype: rounded to half precision when ``half`` and that moves
+    bits/dim by less than ``tolerance``, else float32."""
+    if not half:
+        return model, test.fp32, torch.float32
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for v in rounded.state_dict().values():
+            if v.is_floating_point():
+                v.copy_(v.half().float())
+    finite = all(torch.isfinite(v).all() for v in rounded.state_dict().values() if v.is_floating_point())
+    half_bpd = evaluate(rounded, test.x[test.idx], test.cond, progress=progress)["bits_per_dim"] if finite else math.inf
+    if abs(half_bpd - test.fp32) < tolerance:
+        return rounded, half_bpd, torch.float16
+    return model, test.fp32, torch.float32
+
+
+def write_test_slice(folder: Path, model: PretrainedModel, test: TestSplit,
+                     slice_images: int) -> tuple[torch.Tensor, float]:
+    """The test slice (``slice_images`` spread over the split, their labels for a class-conditional model) into
+    ``folder``; returns the images' indices and the shipped weights' bits/dim on them."""
+    chosen = spread(len(test.x), slice_images)
+    test_slice = {"images": test.x[chosen].contiguous(), "indices": chosen.contiguous()}
+    if test.labels is not None and model.config.num_classes:
+        test_slice["labels"] = test.labels[chosen].contiguous()
     data = safetensors.torch.save(test_slice, metadata={"format": "pt", "split": "test"})
-    atomic_write(tmp / SLICE_NAME, lambda f: f.write(data))
-    slice_bpd = slice_bits_per_dim(model, test_slice)
+    atomic_write(folder / SLICE_NAME, lambda f: f.write(data))
+    return chosen, slice_bits_per_dim(model, test_slice)
 
+
+def write_sample_grid(folder: Path, model: PretrainedModel, x: torch.Tensor, chosen: torch.Tensor, name: str,
+                      spec: str, grid_images: int, seed: int, progress: bool) -> str:
+    """The card's picture (GRID_NAME): samples, or for super-resolution the test slice's upscaled; returns the
+    command that draws the like."""
     if isinstance(model, SuperResolutionTransformer):
         inputs = model.condition_for(x[chosen], None)
-        superres_report(model, x[chosen], inputs, None, tmp, len(chosen), seed)
-        (tmp / "superres.png").rename(tmp / GRID_NAME)
-        (tmp / "superres.json").unlink(missing_ok=True)
+        superres_report(model, x[chosen], inputs, None, folder, len(chosen), seed)
+        (folder / "superres.png").rename(folder / GRID_NAME)
+        (folder / "superres.json").unlink(missing_ok=True)
         sample_command = f"image-transformer upscale {name} --data {spec} --index ..."
     else:
         sample_labels_, nrow = sample_labels(model, grid_images, None)
         n = len(sample_labels_) if sample_labels_ is not None else grid_images
         samples = model.sample(n, labels=sample_labels_, generator=torch.Generator().manual_seed(seed),
                                progress=progress)
-        save_grid(samples, tmp / GRID_NAME, nrow=nrow, scale=2)
+        save_grid(samples, folder / GRID_NAME, nrow=nrow, scale=2)
         sample_command = f"image-transformer sample {name} -n {n} --seed {seed} -o {GRID_NAME}"
+    return sample_command
 
-    kind = type(model).__name__
+
+def card_meta(found: FinishedRun, test: TestSplit, model: PretrainedModel, dtype: torch.dtype, shipped_bpd: float,
+              chosen: torch.Tensor, slice_bpd: float, sample_command: str, left_out: list[dict[str, Any]], *,
+              description: str, licence: str, commands: Sequence[str], data_name: str | None,
+              hardware: str | None) -> dict[str, Any]:
+    """The card's YAML header: every figure from the run's records and the evaluation of the shipped weights."""
+    kind, spec, record, stages = type(model).__name__, found.spec, found.record, found.stages
     test_meta: dict[str, Any] = {
-        "split": "test", "source": test.source, "images": int(len(idx)), "full_split": full,
-        "bits_per_dim": round(shipped_bpd, 6), "bits_per_dim_float32": round(fp32, 6),
+        "split": "test", "source": test.source, "images": int(len(test.idx)), "full_split": test.full,
+        "bits_per_dim": round(shipped_bpd, 6), "bits_per_dim_float32": round(test.fp32, 6),
     }
     if "superres" in record:
         test_meta["superres"] = {k: v for k, v in record["superres"].items() if k != "grid"}
@@ -254,7 +286,7 @@ def ship(run: str | Path, name: str, *, description: str, licence: str, commands
         "parameters": model.num_parameters(),
         "weights_dtype": "float16" if dtype == torch.float16 else "float32",
         "data": {"name": data_name or spec, "spec": spec, "description": description, "licence": licence,
-                 "train_source": run_info.get("train_source"), "test_source": run_info.get("test_source")},
+                 "train_source": found.info.get("train_source"), "test_source": found.info.get("test_source")},
         "command": list(commands),
         "steps": sum(s["steps"] for s in stages),
         "train_minutes": round(sum(s["train_minutes"] for s in stages), 2),
@@ -264,21 +296,20 @@ def ship(run: str | Path, name: str, *, description: str, licence: str, commands
                   "bits_per_dim": round(slice_bpd, 6)},
         "sample_grid": GRID_NAME,
         "sample_command": sample_command,
-        "train": run_info.get("train"),
+        "train": found.info.get("train"),
         "config": model.config.to_dict(),
     }
     if left_out:
         meta["left_out"] = left_out
     if len(stages) > 1:
         meta["stages"] = stages
-    if others:
-        meta["other_evaluations"] = others
-    meta = _plain(meta)
-    summary = (f"An Image Transformer trained with the `image-transformer` library on {data_name or spec}: "
-               f"{description}.")
-    header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
-    (tmp / CARD_NAME).write_text(f"---\n{header}---\n\n{_card_body(name, meta, summary)}", encoding="utf-8")
-    final = zoo / name
+    if found.others:
+        meta["other_evaluations"] = found.others
+    return _plain(meta)
+
+
+def swap_in(tmp: Path, final: Path) -> Path:
+    """The finished folder ``tmp`` in place of ``final`` (an older one of that name is replaced)."""
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

@@ -9,36 +9,35 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
-import typing
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from . import codec, demo, ood, tasks
+from .cli_flags import (CHECKPOINT_HELP, NON_NEGATIVE, POSITIVE, Commands, HelpFormatter, add_config_flags,
+                        check_output, shown)
 from .files import folders
-from .files.checkpoint import CheckpointError, describe_os_error, run_info, save_or_rescue
+from .files.checkpoint import CheckpointError, describe_os_error, save_or_rescue
 from .files.data import DATASET_KINDS, ImageData, load_split
-from .files.image_files import LOSSLESS_FORMATS, image_format, read_image, save_grid, save_image
+from .files.image_files import LOSSLESS_FORMATS, read_image, save_grid, save_image
 from .files.pretrained import average_checkpoints, load_model
 from .images import area_downsample, parse_size
 from .metrics import spread
 from .nn.config import ImageTransformerConfig, SuperResolutionConfig
-from .zoo import PRESETS, RECIPES, SUPERRES_FIELDS, is_superres_preset, preset
+from .zoo import PRESETS, RECIPES, config_for, is_superres_preset, preset, recorded_data
 from .nn.model import ImageTransformer
 from .nn.sampling import Sampling
-from .tasks import evaluate, format_superres_report, resolve_device, superres_report
+from .tasks import evaluate, format_superres_report, superres_report
 from .training import TrainConfig, TrainingRun
+from .training.distributed import resolve_device
 from .training.guard import TrainingStopped
 
 DEFAULT_DATA = "mnist-slice"
 DEFAULT_BATCH_TEST = 16  # score: the typicality test's batch
 DEFAULT_PRESET = "mnist-cpu"  # the budget sweep's winner for MNIST: 10 minutes on 2 CPU cores
-CHECKPOINT_HELP = ("a shipped model's name (see `image-transformer models`), a run directory, checkpoint.pt, a "
-                   "save_pretrained directory, or hf-hub:USER/NAME (a Hugging Face Hub repo)")
 DATA_FIELDS = ("image_size", "channels", "num_classes")  # model fields the data decides, not a flag
 SIZE_FIELDS = ("image_size", "query_shape", "memory_flange", "input_size")  # given as HxW text
 
@@ -52,44 +51,6 @@ SUPERRES_FLAGS = _names(SuperResolutionConfig, _names(ImageTransformerConfig))
 TRAIN_FLAGS = _names(TrainConfig)
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``minimum``, refused with a clear message otherwise."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return parse
-
-
-POSITIVE, NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
-
-
-def _check_output(path: str | Path, kind: str = "file") -> Path:
-    """Refuse an output path before any work is done: ``kind`` "image" needs an image extension we write,
-    "folder" a folder (made if missing); every kind a place this process may write."""
-    path = Path(path)
-    if kind == "image":
-        image_format(path)
-    if kind != "folder" and path.is_dir():
-        raise ValueError(f"{path}: is a folder; give a file name")
-    if path.exists() and kind != "folder":
-        if not os.access(path, os.W_OK):
-            raise ValueError(f"{path}: not writable; check its permissions or write elsewhere")
-        return path
-    folder = path if kind == "folder" else path.parent
-    while not folder.exists() and folder != folder.parent:  # the nearest folder that exists
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ValueError(f"{path}: {folder} is a file, not a folder; choose another path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"{path}: cannot write into {folder} (read-only or no permission); write elsewhere")
-    return path
-
-
 def _set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -101,50 +62,10 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     return {name: parse_size(v, name) if name in SIZE_FIELDS else v for name, v in values.items()}
 
 
-def _task(args: argparse.Namespace) -> str:
-    """generate or superres: --task, or what the preset is (a super-resolution preset implies superres)."""
-    if is_superres_preset(args.preset):
-        if args.task == "generate":
-            raise ValueError(f"preset {args.preset!r} is a super-resolution model: drop --task generate")
-        return "superres"
-    return args.task or "generate"
-
-
 def _model_config(args: argparse.Namespace, data: ImageData) -> ImageTransformerConfig:
-    """Preset + command-line overrides + the data's image shape; refuses a preset that does not fit the data.
-
-    A class-conditional preset (``num_classes`` > 0) builds a class-conditional model by itself: it needs labelled
-    data with that many classes.
-    """
-    if args.preset not in PRESETS:
-        raise ValueError(f"unknown preset {args.preset!r}; known presets: {', '.join(sorted(PRESETS))}")
-    values = {k: v for k, v in PRESETS[args.preset].items() if k not in SUPERRES_FIELDS}
-    encoder_preset = {k: v for k, v in PRESETS[args.preset].items() if k in SUPERRES_FIELDS}
-    h, w, c = data.image_shape
-    preset_size = tuple(values.get("image_size", (h, w)))
-    if preset_size != (h, w) or values.get("channels", c) != c:
-        raise ValueError(
-            f"preset {args.preset!r} is for {preset_size[0]}x{preset_size[1]}x{values.get('channels', c)} images but "
-            f"the data holds {h}x{w}x{c}; pick another preset or pass --image-size to resize folder data"
-        )
-    values.update(image_size=(h, w), channels=c, **_given(args, MODEL_FLAGS))
-    if values.get("num_classes"):
-        if not data.num_classes:
-            raise ValueError(f"preset {args.preset!r} is class-conditional ({values['num_classes']} classes) but this "
-                             f"data set has no labels; pick an unconditional preset")
-        if data.num_classes != values["num_classes"]:
-            raise ValueError(f"preset {args.preset!r} is class-conditional with {values['num_classes']} classes but "
-                             f"the data has {data.num_classes}; pick another preset or data set")
-    if args.class_conditional:
-        if not data.num_classes:
-            raise ValueError("--class-conditional needs labelled data, but this data set has no labels")
-        values["num_classes"] = data.num_classes
-    if _task(args) == "superres":
-        values.pop("num_classes", None)
-        encoder = {"encoder_layers": max(1, values.get("num_layers", ImageTransformerConfig.num_layers) // 2),
-                   **encoder_preset, **_given(args, SUPERRES_FLAGS)}
-        return SuperResolutionConfig(**values, **encoder)
-    return ImageTransformerConfig(**values)
+    """The preset fitted to ``data`` with the model flags given (:func:`zoo.config_for`)."""
+    return config_for(args.preset, data, _given(args, MODEL_FLAGS), _given(args, SUPERRES_FLAGS), args.task,
+                      args.class_conditional)
 
 
 def _load_generator(path: str) -> ImageTransformer:
@@ -188,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    _check_output(args.output, "folder")
+    check_output(args.output, "folder")
     model = average_checkpoints(args.checkpoints)
     model.save_pretrained(args.output)
     print(f"averaged {len(args.checkpoints)} checkpoints -> {args.output}")
@@ -201,15 +122,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # results go beside a checkpoint; for a model given by name (whose folder is not ours), here
     folder = Path(".") if named else base if base.is_dir() else base.parent
     default = f"eval-{base.name}-{args.split}.json" if named else f"eval-{args.split}.json"
-    out = _check_output(args.output if args.output else folder / default)
+    out = check_output(args.output if args.output else folder / default)
     model = load_model(args.checkpoint).to(resolve_device(args.device))
     spec, image_size = args.data, parse_size(args.image_size) if args.image_size else None
-    if spec is None:
-        info = run_info(base) if not named else {}
-        spec, image_size = info.get("data"), image_size or info.get("image_size")
-        if spec is None:
-            trained_on = _trained_on(args.checkpoint)
-            raise ValueError(f"{args.checkpoint}: no data recorded with the model{trained_on}; pass --data KIND:PATH")
+    if spec is None:  # the data the run trained on
+        spec, recorded_size = recorded_data(args.checkpoint)
+        image_size = image_size or recorded_size
     data = load_split(spec, args.split, tuple(image_size) if image_size else None)
     x, labels = data.tensors()
     idx = spread(len(x), args.limit)
@@ -217,7 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     condition = model.condition_for(x, labels[idx] if labels is not None else None)
     superres = model.low_resolution_input
     if superres and args.samples:
-        _check_output(out.parent, "folder")  # superres.json and superres.png go beside the result
+        check_output(out.parent, "folder")  # superres.json and superres.png go beside the result
     result = evaluate(model, x, condition, batch_size=args.batch_size, progress=True)
     result.update(checkpoint=str(args.checkpoint), data=data.source, split=args.split)
     print(f"{args.split} bits/dim: {result['bits_per_dim']:.4f} over {result['num_images']} images ({data.source})")
@@ -233,14 +151,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2) + "\n"
     print(f"wrote {save_or_rescue(out, lambda p: p.write_text(text))}")
     return 0
-
-
-def _trained_on(name: str) -> str:
-    """For a shipped model's name, ' (its card: trained on SPEC)'; else ''."""
-    if not folders.is_named(name) or name not in folders.shipped_names():
-        return ""
-    spec = folders.read_card(folders.shipped_folder(name)).get("data", {}).get("spec")
-    return f" (its card: trained on {spec})" if spec else ""
 
 
 def _pick_images(args: argparse.Namespace, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -267,7 +177,7 @@ def _pick_images(args: argparse.Namespace, shape: tuple[int, int, int]) -> tuple
 def _grid_output(args: argparse.Namespace) -> None:
     """Before any work in a command that draws a PNG grid: the threads, and ``--output`` refused if unwritable."""
     _set_threads(args.threads)
-    _check_output(args.output, "image")
+    check_output(args.output, "image")
 
 
 def _write_grid(args: argparse.Namespace, grid: torch.Tensor, nrow: int | None) -> Path:
@@ -354,7 +264,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    out = _check_output(args.output)
+    out = check_output(args.output)
     model = _load_generator(args.checkpoint)
     if bool(args.images) == bool(args.data):
         raise ValueError("give image files or --data KIND:PATH (one of them)")
@@ -394,7 +304,7 @@ def _output_names(names: list[str] | None, count: int) -> list[str]:
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    folder = _check_output(args.output, "folder")
+    folder = check_output(args.output, "folder")
     try:
         stream = Path(args.file).read_bytes()
     except OSError as e:
@@ -419,16 +329,9 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    out = _check_output(args.output)
+    out = check_output(args.output)
     prefix = out.with_suffix("")
-    sets = [args.data, *args.ood]
-    pictures = []  # (set, index) of each heat map, checked before any work
-    for spec in args.heat_maps:
-        name, _, index = spec.rpartition("@")
-        if name not in sets or not index.isdigit():
-            raise ValueError(f"--heat-maps {spec!r}: expected SET@INDEX with SET one of the scored sets "
-                             f"({', '.join(sets)}) and INDEX an image's number in it")
-        pictures.append((name, int(index)))
+    pictures = tasks.heat_map_targets(args.heat_maps, [args.data, *args.ood])  # checked before any work
     model = load_model(args.checkpoint).to(resolve_device(args.device))
     background = load_model(args.background).to(resolve_device(args.device)) if args.background else None
     # unless given, the typicality test runs for batches of 16 where the data holds enough images (strict=False)
@@ -493,93 +396,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 # ----- parser ------------------------------------------------------------------------------------------
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Adds an option's default to its help once: not when the help already states it, nor when it is None."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default is None or "default" in text:
-            return text
-        return super()._get_help_string(action)
-
-
-
-
-def add_config_flags(parser: Any, config_class: type, names: Sequence[str],
-                     defaults: dict[str, str] | None = None) -> None:
-    """One flag per field ``names`` of ``config_class`` (``--hidden-size`` for ``hidden_size``), typed, limited and
-    explained by the field; unset (None) unless given. ``defaults``: the default each help states, by field."""
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    hints = typing.get_type_hints(config_class)
-    for name in names:
-        meta, hint = fields[name].metadata, hints[name]
-        if "help" not in meta:
-            raise TypeError(f"{config_class.__name__}.{name} has no help for its flag: declare it with "
-                            f"config.option(default, help)")
-        text = meta["help"] + (f" (default {defaults[name]})" if defaults and name in defaults else "")
-        flag = "--" + name.replace("_", "-")
-        if hint is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
-            continue
-        kind = {int: int, float: float}.get(hint, str)  # sizes stay text until _given parses them
-        if "minimum" in meta:
-            kind = _int_at_least(meta["minimum"])
-        parser.add_argument(flag, dest=name, type=kind, choices=meta.get("choices"), help=text)
-
-
-def _shown(value: Any) -> str:
-    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
-def _parent(*arguments: tuple[tuple[str, ...], dict[str, Any]]) -> argparse.ArgumentParser:
-    """A parent parser holding flags that several subcommands share."""
-    parent = argparse.ArgumentParser(add_help=False)
-    for names, options in arguments:
-        parent.add_argument(*names, **options)
-    return parent
-
-
-class _Commands:
-    """The subparsers being built, and the flags several subcommands share, each declared once."""
-
-    def __init__(self, sub: Any):
-        self.sub = sub
-        self.checkpoint = _parent((("checkpoint",), dict(help=CHECKPOINT_HELP)))
-        self.threads = _parent((("--threads",), dict(type=POSITIVE,
-                                                     help="torch CPU threads (default: torch's choice)")))
-        self.resize = _parent((("--image-size",), dict(help="HxW: resize folder/celeba images to this size")))
-        self.seed = _parent((("--seed",), dict(type=int, default=0, help="random seed for sampling")))
-        self.split = _parent((("--split",), dict(default="test", choices=["train", "test"],
-                                                 help="which split of the data")))
-        self.label = _parent((("--label",), dict(type=int, help="class-conditional models: the class to sample")))
-        self.device = _parent((("--device",), dict(default="cpu", help="cpu, cuda or cuda:N")))
-
-    def command(self, name: str, help: str, func: Callable[[argparse.Namespace], int],
-                *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser = self.sub.add_parser(name, help=help, parents=list(parents), formatter_class=HelpFormatter)
-        parser.set_defaults(func=func)
-        return parser
-
-    @staticmethod
-    def drawing(temperature: float, scale: int) -> argparse.ArgumentParser:
-        """--temperature and --scale, whose defaults differ between the commands that draw a PNG grid."""
-        return _parent((("--temperature",), dict(type=float, default=temperature,
-                                                 help="softmax temperature; 0 = greedy")),
-                       (("--scale",), dict(type=POSITIVE, default=scale, help="enlarge pixels in the PNG")))
-
-    @staticmethod
-    def picking(what: str) -> argparse.ArgumentParser:
-        """--input image files, or --data/--index/--split/--image-size: images straight from a data set."""
-        return _parent((("--input",), dict(nargs="+", help=f"image file(s) of the model's {what}")),
-                       (("--data",), dict(help="take the images from a data set instead: KIND:PATH as in train, "
-                                               "mnist-slice, or slice:NAME (test images shipped with model NAME)")),
-                       (("--index",), dict(type=NON_NEGATIVE, nargs="+", default=[0],
-                                           help="with --data: which images of the split")),
-                       (("--image-size",), dict(help="with --data: HxW to resize folder/celeba images to "
-                                                     "(default: the model's size)")))
-
-
-def _add_train(cmds: _Commands) -> None:
+def _add_train(cmds: Commands) -> None:
     t = cmds.command("train", "train a model (then evaluate on the test split and write samples)", cmd_train,
                      cmds.resize, cmds.threads)
     t.add_argument("--data", default=DEFAULT_DATA,
@@ -602,7 +419,7 @@ def _add_train(cmds: _Commands) -> None:
                         "super-resolution preset)")
     add_config_flags(t.add_argument_group("training (defaults from TrainConfig, or the preset's recipe where it has "
                                           "one: see `image-transformer presets`; on --resume, the run's own values)"),
-                     TrainConfig, TRAIN_FLAGS, defaults={f: _shown(getattr(TrainConfig(), f)) for f in TRAIN_FLAGS})
+                     TrainConfig, TRAIN_FLAGS, defaults={f: shown(getattr(TrainConfig(), f)) for f in TRAIN_FLAGS})
     x = t.add_argument_group("execution")
     x.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun each process takes its "
                                                    "LOCAL_RANK GPU)")
@@ -615,7 +432,7 @@ def _add_train(cmds: _Commands) -> None:
     add_config_flags(t.add_argument_group("model (override the preset)"), ImageTransformerConfig, MODEL_FLAGS)
     input_size = SuperResolutionConfig.__dataclass_fields__["input_size"].default
     add_config_flags(t.add_argument_group("super-resolution model (--task superres)"), SuperResolutionConfig,
-                     SUPERRES_FLAGS, defaults={"input_size": _shown(input_size), "encoder_layers": "half the decoder's"})
+                     SUPERRES_FLAGS, defaults={"input_size": shown(input_size), "encoder_layers": "half the decoder's"})
     t.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=True,
                    help="after training, evaluate bits/dim on the test split and write eval.json")
     t.add_argument("--final-eval-images", type=NON_NEGATIVE, default=0,
@@ -625,7 +442,7 @@ def _add_train(cmds: _Commands) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _add_eval(cmds: _Commands) -> None:
+def _add_eval(cmds: Commands) -> None:
     e = cmds.command("eval", "bits/dim of a checkpoint on a data split", cmd_eval, cmds.checkpoint, cmds.resize,
                      cmds.split, cmds.seed, cmds.threads, cmds.device)
     e.add_argument("--data", help="KIND:PATH (default: the data the checkpoint was trained on)")
@@ -639,7 +456,7 @@ def _add_eval(cmds: _Commands) -> None:
     e.add_argument("-o", "--output", help="JSON file for the result (default: eval-SPLIT.json beside the checkpoint)")
 
 
-def _add_drawing(cmds: _Commands) -> None:
+def _add_drawing(cmds: Commands) -> None:
     """sample, complete and upscale: the commands that draw a PNG grid."""
     s = cmds.command("sample", "draw samples into a PNG grid", cmd_sample, cmds.checkpoint, cmds.drawing(1.0, 2),
                      cmds.label, cmds.seed, cmds.threads, cmds.device)
@@ -661,7 +478,7 @@ def _add_drawing(cmds: _Commands) -> None:
     u.add_argument("-o", "--output", default="upscaled.png", help="PNG file")
 
 
-def _add_files_and_models(cmds: _Commands) -> None:
+def _add_files_and_models(cmds: Commands) -> None:
     """models, compress, decompress, average, presets and demo."""
     m = cmds.command("models", "list the trained models shipped with the package, or print one's card", cmd_models)
     m.add_argument("name", nargs="?", help="a shipped model: print its card (README.md)")
@@ -740,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train, evaluate and sample Image Transformers; compress images "
                                             "losslessly with them.")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    commands = _Commands(p.add_subparsers(dest="command", required=True))
+    commands = Commands(p.add_subparsers(dest="command", required=True))
     for add in (_add_train, _add_eval, _add_drawing, _add_files_and_models):
         add(commands)
     return p

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .images import check_images
-from .nn.config import ADDED_FIELDS
+from .nn.config import without_added_defaults
 from .nn.model import ImageTransformer
 
 __all__ = ["encode", "decode", "read_header", "fingerprint", "Header", "CodecError", "Cost", "FORMAT_VERSION"]
@@ -80,7 +80,7 @@ class Header:
 def fingerprint(model: nn.Module) -> str:
     """SHA-256 of the model's config and weights (hex): a stream decodes only with the model that wrote it."""
     # fields added since the first streams were written are left out at their defaults, so old streams decode
-    config = {k: v for k, v in model.config.to_dict().items() if ADDED_FIELDS.get(k, object()) != v}
+    config = without_added_defaults(model.config.to_dict())
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())

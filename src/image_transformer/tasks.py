@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from . import codec, ood
 from .files.data import load_split
-from .files.image_files import heat_map, plot_roc, plot_score_histograms, save_grid
+from .files.image_files import save_grid
+from .files.plots import heat_map, plot_roc, plot_score_histograms
 from .files.pretrained import PretrainedModel
 from .images import enlarge, repeat_image
 from .metrics import bits_per_dim, consistency, detection, nearest_neighbour_ms_ssim, psnr, spread, ssim
@@ -34,35 +35,14 @@ TEMPERATURES = (0.8, 0.9, 1.0)  # the paper's super-resolution temperatures (tab
 GREY = 128  # what the not-yet-known part of an image is shown as
 
 
-# ----- where a task runs ----------------------------------------------------------------------------------
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process in its torch.distributed group; (0, 1) without one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N``, refusing CUDA when this machine has none."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}, "
-                         f"CUDA build: {torch.version.cuda or 'none'}); run on the CPU (device cpu)")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
-    return dev
-
-
 # ----- bits/dim of a split ------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: PretrainedModel, images: Tensor, condition: Tensor | None = None, batch_size: int = 64,
-             progress: bool = False) -> dict[str, float]:
-    """Mean bits/dim over ``images`` (uint8 (N, H, W, C)) given ``condition`` (one per image), in eval mode;
-    shared out over the processes of a torch.distributed group when there is one."""
-    rank, size = world()
+             progress: bool = False, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
+    """Mean bits/dim over ``images`` (uint8 (N, H, W, C)) given ``condition`` (one per image), in eval mode.
+    ``shard`` (rank, world size) shares the work out over the processes of a torch.distributed group: each takes
+    every size-th image and the sums are reduced (the trainer passes ``training.distributed.world()``)."""
+    rank, size = shard
     device = next(model.parameters()).device
     mine = torch.arange(rank, len(images), size)  # this process's share
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of bits/dim, count)
@@ -373,6 +353,18 @@ def heat_maps(model: PretrainedModel, images: Tensor, names: Sequence[str]) -> l
     bits, maps = ood.model_bits(model, images, per_pixel=True)
     return [torch.from_numpy(heat_map(m, "bits (-log2 p, summed over the pixel's channels)",
                                       title=f"{name}: {float(b):.3f} bits/dim")) for name, b, m in zip(names, bits, maps)]
+
+
+def heat_map_targets(specs: Sequence[str], sets: Sequence[str]) -> list[tuple[str, int]]:
+    """``SET@INDEX`` texts (e.g. ``noise@0``) as (set, index) pairs, each set one of the scored ``sets``."""
+    found = []
+    for spec in specs:
+        name, _, index = spec.rpartition("@")
+        if name not in sets or not index.isdigit():
+            raise ValueError(f"--heat-maps {spec!r}: expected SET@INDEX with SET one of the scored sets "
+                             f"({', '.join(sets)}) and INDEX an image's number in it")
+        found.append((name, int(index)))
+    return found
 
 
 # ----- the paper's super-resolution evaluation ----------------------------------------------------------

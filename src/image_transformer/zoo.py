@@ -1,28 +1,31 @@
-"""The one registry of names: presets (architectures) and their training recipes, the model classes files name, and
-the trained models shipped in the package.
+"""The one registry of names: presets (architectures) and their training recipes, the model classes files name, the
+trained models shipped in the package, and a model's config built from them.
 
-- :data:`PRESETS` / :func:`preset`: named architectures; :data:`RECIPES`: the training settings a preset starts from.
-- :data:`MODEL_CLASSES`: ``model_type`` (what config files and checkpoints record) -> class.
-- Shipped models: :func:`shipped_names`, :func:`listing`, :func:`card_text`, :func:`shipped_folder` (the folders
-  under ``pretrained/``, read by :mod:`image_transformer.files.folders`).
+- :data:`PRESETS` / :func:`preset`: named architectures; :data:`RECIPES`: the training settings a preset starts from;
+  :func:`config_for`: a preset fitted to a data set, with overrides (what ``train`` builds).
+- :data:`MODEL_CLASSES`: ``model_type`` (what config files and checkpoints record) -> class: every
+  :class:`~image_transformer.files.pretrained.PretrainedModel` subclass, registered as it is defined.
+- The data a model trained on: :func:`recorded_data`. The shipped models' folders (names, cards, listing) are read
+  by :mod:`image_transformer.files.folders`, below the model classes, so that loading a file needs none of them.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from .files.folders import card_text, listing, read_card, shipped_folder, shipped_names
-from .files.pretrained import PretrainedModel
+from .files import folders
+from .files.checkpoint import run_info
+from .files.data import ImageData
+from .files.pretrained import MODEL_TYPES, PretrainedModel
 from .nn.config import ImageTransformerConfig, SuperResolutionConfig
-from .nn.model import ImageTransformer
-from .nn.superres import SuperResolutionTransformer
+from .nn.model import ImageTransformer  # noqa: F401 - defining the classes registers them in MODEL_CLASSES
+from .nn.superres import SuperResolutionTransformer  # noqa: F401
 
-__all__ = ["PRESETS", "RECIPES", "MODEL_CLASSES", "preset", "is_superres_preset", "shipped_names", "listing",
-           "card_text", "read_card", "shipped_folder"]
+__all__ = ["PRESETS", "RECIPES", "MODEL_CLASSES", "preset", "is_superres_preset", "task_for", "config_for",
+           "recorded_data"]
 
-MODEL_CLASSES: dict[str, type[PretrainedModel]] = {
-    cls.__name__: cls for cls in (ImageTransformer, SuperResolutionTransformer)
-}
+MODEL_CLASSES: dict[str, type[PretrainedModel]] = MODEL_TYPES
 
 # Presets. "paper" marks values from Parmar et al. 2018; "t2t" marks tensor2tensor's published hparams
 # (models/image_transformer.py and image_transformer_2d.py) where the paper is silent. Differences we
@@ -187,12 +190,84 @@ def is_superres_preset(name: str) -> bool:
     return any(k in PRESETS.get(name, {}) for k in SUPERRES_FIELDS)
 
 
+def _known(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
 def preset(name: str, **overrides: Any) -> ImageTransformerConfig:
     """Build a config from a named preset, with keyword overrides (a SuperResolutionConfig for a
     super-resolution preset)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
-    values = {**PRESETS[name], **overrides}
+    values = {**_known(name), **overrides}
     if is_superres_preset(name):
         return SuperResolutionConfig(**values)
     return ImageTransformerConfig(**values)
+
+
+def task_for(name: str | None, task: str | None = None) -> str:
+    """generate or superres: ``task``, or what the preset ``name`` is (a super-resolution preset implies superres)."""
+    if name is not None and is_superres_preset(name):
+        if task == "generate":
+            raise ValueError(f"preset {name!r} is a super-resolution model: drop --task generate")
+        return "superres"
+    return task or "generate"
+
+
+def config_for(name: str, data: ImageData, overrides: dict[str, Any] | None = None,
+               encoder: dict[str, Any] | None = None, task: str | None = None,
+               class_conditional: bool = False) -> ImageTransformerConfig:
+    """Preset ``name`` + ``overrides`` (model fields) + the data's image shape; refuses a preset that does not fit
+    the data. For super-resolution (:func:`task_for`), ``encoder`` overrides the encoder's fields.
+
+    A class-conditional preset (``num_classes`` > 0) builds a class-conditional model by itself: it needs labelled
+    data with that many classes; ``class_conditional`` makes any preset conditional on the data's labels.
+    """
+    chosen = _known(name)
+    values = {k: v for k, v in chosen.items() if k not in SUPERRES_FIELDS}
+    encoder_preset = {k: v for k, v in chosen.items() if k in SUPERRES_FIELDS}
+    h, w, c = data.image_shape
+    preset_size = tuple(values.get("image_size", (h, w)))
+    if preset_size != (h, w) or values.get("channels", c) != c:
+        raise ValueError(
+            f"preset {name!r} is for {preset_size[0]}x{preset_size[1]}x{values.get('channels', c)} images but "
+            f"the data holds {h}x{w}x{c}; pick another preset or pass --image-size to resize folder data"
+        )
+    values.update(image_size=(h, w), channels=c, **(overrides or {}))
+    if values.get("num_classes"):
+        if not data.num_classes:
+            raise ValueError(f"preset {name!r} is class-conditional ({values['num_classes']} classes) but this "
+                             f"data set has no labels; pick an unconditional preset")
+        if data.num_classes != values["num_classes"]:
+            raise ValueError(f"preset {name!r} is class-conditional with {values['num_classes']} classes but "
+                             f"the data has {data.num_classes}; pick another preset or data set")
+    if class_conditional:
+        if not data.num_classes:
+            raise ValueError("--class-conditional needs labelled data, but this data set has no labels")
+        values["num_classes"] = data.num_classes
+    if task_for(name, task) == "superres":
+        values.pop("num_classes", None)
+        encoder = {"encoder_layers": max(1, values.get("num_layers", ImageTransformerConfig.num_layers) // 2),
+                   **encoder_preset, **(encoder or {})}
+        return SuperResolutionConfig(**values, **encoder)
+    return ImageTransformerConfig(**values)
+
+
+def recorded_data(name_or_path: str | Path) -> tuple[str, list[int] | None]:
+    """The data a training run recorded with the model (a run folder or checkpoint): its KIND:PATH spec and image
+    size. Refused for a model with none recorded (a model folder, a shipped or Hub model: their data is not on this
+    machine), naming the data a shipped model's card says it was trained on."""
+    named = folders.is_named(name_or_path)
+    info = run_info(Path(name_or_path)) if not named else {}
+    if info.get("data") is None:
+        raise ValueError(f"{name_or_path}: no data recorded with the model{_trained_on(str(name_or_path))}; pass "
+                         f"--data KIND:PATH")
+    return info["data"], info.get("image_size")
+
+
+def _trained_on(name: str) -> str:
+    """For a shipped model's name, ' (its card: trained on SPEC)'; else ''."""
+    if not folders.is_named(name) or name not in folders.shipped_names():
+        return ""
+    spec = folders.read_card(folders.shipped_folder(name)).get("data", {}).get("spec")
+    return f" (its card: trained on {spec})" if spec else ""

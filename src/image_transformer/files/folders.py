@@ -73,20 +73,17 @@ def is_pretrained_dir(path: str | Path) -> bool:
     return (Path(path) / CONFIG_NAME).is_file()
 
 
-# ----- the shipped models -----------------------------------------------------------------------------------
-def shipped_names() -> list[str]:
-    """The names of the model folders in the package (complete or not: :func:`problems` says)."""
-    if not SHIPPED.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name))
+# ----- the model card: README.md, a YAML header (as on the Hub) and the same in words --------------------------------
+CARD_KEYS = ("model_type", "config", "test", "slice", "data", "command", "steps", "train_minutes", "hardware")
 
 
-def names_text() -> str:
-    """The shipped names for an error message, or why there are none."""
-    names = shipped_names()
-    if names:
-        return "shipped models: " + ", ".join(names)
-    return "no trained models are shipped in this installation yet (" + HOW_TO_TRAIN.format(folder=SHIPPED) + ")"
+def write_card(folder: str | Path, name: str, meta: dict[str, Any], summary: str) -> Path:
+    """The card of the model ``name`` into ``folder``: ``meta`` (JSON-plain values, at least :data:`CARD_KEYS`) as
+    its YAML header, then :func:`card_body` with ``summary`` as its first paragraph."""
+    header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
+    path = Path(folder) / CARD_NAME
+    path.write_text(f"---\n{header}---\n\n{card_body(name, meta, summary)}", encoding="utf-8")
+    return path
 
 
 def read_card(folder: str | Path) -> dict[str, Any]:
@@ -105,6 +102,60 @@ def read_card(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
+def card_body(name: str, meta: dict[str, Any], summary: str) -> str:
+    """The card's text below its header: the model, data, licence, figures, stages and how to use and remake it."""
+    test, data = meta["test"], meta["data"]
+    stages = "".join(f"; stage {i}: {s['steps']:,} steps, {s['train_minutes']:.1f} minutes on {s['data']}"
+                     for i, s in enumerate(meta.get("stages", []), 1))
+    left = [f"| left out of training | {e['files']:,} files of {e['data']}, listed in `{e['file']}` |"
+            for e in meta.get("left_out", [])]
+    others = [f"| bits/dim elsewhere | {e['bits_per_dim']:.4f} over {e['images']:,} images of {e['data']} "
+              f"(float32 weights, `{e['file']}`) |" for e in meta.get("other_evaluations", [])]
+    kind = meta["model_type"]
+    use = (f"image-transformer upscale {name} --data {data['spec']} --index 0 1 2 -o upscaled.png"
+           if kind == "SuperResolutionTransformer" else f"image-transformer sample {name} -n 16 -o samples.png")
+    lines = [
+        f"# {name}", "", summary, "",
+        "| | |", "|---|---|",
+        f"| model | `{kind}`, {meta['parameters']:,} parameters, {meta['config']['attention']} attention, "
+        f"{meta['config']['distribution']} output |",
+        f"| data | {data.get('description', data['spec'])} |",
+        f"| licence | {data.get('licence', 'see the data set')} |",
+        f"| test bits/dim | **{test['bits_per_dim']:.4f}** over {test['images']:,} test images"
+        f"{'' if test.get('full_split') else ' (spread over the split)'}, weights as shipped "
+        f"({meta['weights_dtype']}; {test['bits_per_dim_float32']:.4f} before rounding) |",
+        f"| training | {meta['steps']:,} steps, {meta['train_minutes']:.1f} minutes on {meta['hardware']}{stages} |",
+        *left,
+        *others,
+        "",
+    ]
+    if "superres" in test:
+        lines += ["Super-resolution report on held-out images (`image-transformer eval --samples`):", "",
+                  "```json", json.dumps(test["superres"], indent=2), "```", ""]
+    lines += [f"![samples]({GRID_NAME})", "", "## Use", "", "```bash", use, "```", "", "```python",
+              f"from image_transformer import {kind}", f"model = {kind}.from_pretrained({name!r})", "```", "",
+              "## How it was made", "", "```bash", *meta["command"], "```", "",
+              f"The test slice in `{SLICE_NAME}` (test images {meta['slice']['indices']}) gives "
+              f"{meta['slice']['bits_per_dim']:.4f} bits/dim with these weights; the test suite checks it.", ""]
+    return "\n".join(lines)
+
+
+# ----- the shipped models -----------------------------------------------------------------------------------
+def shipped_names() -> list[str]:
+    """The names of the model folders in the package (complete or not: :func:`problems` says)."""
+    if not SHIPPED.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name))
+
+
+def names_text() -> str:
+    """The shipped names for an error message, or why there are none."""
+    names = shipped_names()
+    if names:
+        return "shipped models: " + ", ".join(names)
+    return "no trained models are shipped in this installation yet (" + HOW_TO_TRAIN.format(folder=SHIPPED) + ")"
+
+
 def problems(name: str) -> list[str]:
     """What is wrong with the shipped folder ``name`` (empty when it is complete and its card matches)."""
     folder = SHIPPED / name
@@ -117,7 +168,7 @@ def problems(name: str) -> list[str]:
         config = json.loads((folder / CONFIG_NAME).read_text())
     except (ModelFolderError, json.JSONDecodeError, UnicodeDecodeError) as e:
         return [str(e)]
-    for key in ("model_type", "config", "test", "slice", "data", "command", "steps", "train_minutes", "hardware"):
+    for key in CARD_KEYS:
         if key not in meta:
             found.append(f"{folder / CARD_NAME}: the header has no {key!r}")
     if meta.get("model_type") != config.get("model_type") or meta.get("config") != config.get("config"):

@@ -26,13 +26,17 @@ from .folders import CHECKPOINT_NAME, CONFIG_NAME, OLD_WEIGHTS_NAME, WEIGHTS_NAM
 
 FORMAT_VERSION = 1
 PAPER_URL = "https://arxiv.org/abs/1802.05751"
+# the model classes files can name, by the ``model_type`` they record (the class name): every subclass of
+# PretrainedModel, registered as it is defined (this layer is below the modules that define them);
+# image_transformer.zoo.MODEL_CLASSES is this registry, filled
+MODEL_TYPES: dict[str, type["PretrainedModel"]] = {}
 
 
 # ----- the models files name -------------------------------------------------------------------------------
 class PretrainedModel(nn.Module, ModelHubMixin, library_name="image-transformer", paper_url=PAPER_URL,
                       tags=["image-transformer", "autoregressive", "pytorch"]):
     """A model that files know by name: ``config`` (a ``config_class``) rebuilds it, ``save_pretrained`` and
-    ``from_pretrained`` write and read it. Its subclasses are the model types files name (:func:`model_types`).
+    ``from_pretrained`` write and read it. Its subclasses are the model types files name (:data:`MODEL_TYPES`).
 
     The Hub's conventions come from ``huggingface_hub.ModelHubMixin``: ``save_pretrained(dir)`` writes
     ``config.json``, ``model.safetensors`` and a ``README.md`` model card (kept if one is there), ``push_to_hub``
@@ -46,6 +50,10 @@ class PretrainedModel(nn.Module, ModelHubMixin, library_name="image-transformer"
     pipeline_tag: ClassVar[str]  # the Hub's task name, for the model card
     tasks: ClassVar[tuple[str, ...]]  # the tasks it serves, named as image_transformer.tasks' functions
     low_resolution_input: ClassVar[bool]  # True: it draws images given a low-resolution one (super-resolution)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        MODEL_TYPES[cls.__name__] = cls
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -112,21 +120,9 @@ def model_record(model: PretrainedModel) -> dict[str, Any]:
     return {"model_type": type(model).__name__, "config": model.config.to_dict(), "format_version": FORMAT_VERSION}
 
 
-def model_types() -> dict[str, type[PretrainedModel]]:
-    """The model classes files can name, by the ``model_type`` they record (the class name): every subclass of
-    :class:`PretrainedModel` (the package's are listed in :data:`image_transformer.zoo.MODEL_CLASSES`)."""
-    found: dict[str, type[PretrainedModel]] = {}
-    todo = list(PretrainedModel.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        found[cls.__name__] = cls
-        todo += cls.__subclasses__()
-    return found
-
-
 def model_from_config(config: Any) -> PretrainedModel:
     """A new model of the kind ``config`` describes (the model class whose ``config_class`` it is)."""
-    for cls in model_types().values():
+    for cls in MODEL_TYPES.values():
         if type(config) is cls.config_class:
             return cls(config)
     raise TypeError(f"no model is registered for {type(config).__name__}")
@@ -134,7 +130,7 @@ def model_from_config(config: Any) -> PretrainedModel:
 
 def build_model(record: dict[str, Any], source: str) -> PretrainedModel:
     """Instantiate the architecture described by ``model_record`` output."""
-    kind, known = record.get("model_type"), model_types()
+    kind, known = record.get("model_type"), MODEL_TYPES
     if kind not in known:
         raise CheckpointError(f"{source}: unknown model_type {kind!r}; expected one of {sorted(known)}")
     cls = known[kind]

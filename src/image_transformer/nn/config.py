@@ -6,7 +6,7 @@ import dataclasses
 import numbers
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Collection
 
 from ..images import CHANNEL_NAMES, parse_size
 from .distributions import DISTRIBUTIONS, make_distribution
@@ -24,6 +24,18 @@ ADDED_FIELDS: dict[str, Any] = {"norm": "post", "pixel_input_relu": False, "enco
                                 "encoder_input": "table", "input_skip": False, "neighbourhood": 0,
                                 "conv_size": 0}
 ENCODER_POSITIONS = ("aligned", "own")
+
+
+def with_added_fields(values: dict[str, Any], fields: Collection[str]) -> dict[str, Any]:
+    """A saved config's ``values`` completed with the :data:`ADDED_FIELDS` among ``fields`` it lacks, at the values
+    that keep its model what it was."""
+    return {**{k: v for k, v in ADDED_FIELDS.items() if k in fields}, **values}
+
+
+def without_added_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` less the :data:`ADDED_FIELDS` at those values: what a config written before them held."""
+    return {k: v for k, v in values.items() if ADDED_FIELDS.get(k, object()) != v}
+
 ENCODER_INPUTS = ("auto", "table", "linear")
 
 
@@ -177,7 +189,7 @@ class ImageTransformerConfig:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
         # a config saved before a field existed gets the value that keeps that model what it was
-        return cls(**{**{k: v for k, v in ADDED_FIELDS.items() if k in known}, **d})
+        return cls(**with_added_fields(d, known))
 
 
 @dataclass

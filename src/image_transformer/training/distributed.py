@@ -8,7 +8,27 @@ import os
 
 import torch
 
-from ..tasks import resolve_device
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: its torch.distributed group's, or before the group is joined, what torchrun
+    told it (``RANK``, ``WORLD_SIZE``: the run's lock is taken by rank 0 before any group exists); (0, 1) alone."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``, refusing CUDA when this machine has none."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}, "
+                         f"CUDA build: {torch.version.cuda or 'none'}); run on the CPU (device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return dev
 
 
 def init_distributed(device: str) -> torch.device:

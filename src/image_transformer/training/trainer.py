@@ -25,13 +25,13 @@ from tqdm.auto import tqdm
 from ..files.checkpoint import (
     CHECKPOINT_NAME, CheckpointError, atomic_write, naming, read_checkpoint, save_checkpoint, stale_temporaries,
 )
-from ..files.image_files import plot_curve
+from ..files.plots import plot_curve
 from ..files.pretrained import PretrainedModel, load_weights, model_record
 from ..metrics import spread
-from ..nn.config import ADDED_FIELDS
-from ..tasks import evaluate, world
+from ..nn.config import with_added_fields
+from ..tasks import evaluate
 from .config import TrainConfig
-from .distributed import autocast
+from .distributed import autocast, world
 from .guard import StopOnSignal, TrainingStopped
 from .schedule import make_optimizer
 
@@ -60,6 +60,15 @@ class NegLogLikelihood(nn.Module):
 
     def forward(self, images: Tensor, condition: Tensor | None = None) -> Tensor:
         return -self.model.log_prob(images, condition).mean()
+
+
+def training_loss(model: PretrainedModel, device: torch.device, compile: bool = False) -> nn.Module:
+    """The :class:`NegLogLikelihood` a step backpropagates: DDP-wrapped in a process group, compiled if asked."""
+    loss: nn.Module = NegLogLikelihood(model)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        ids = [device.index] if device.type == "cuda" else None
+        loss = nn.parallel.DistributedDataParallel(loss, device_ids=ids)
+    return torch.compile(loss) if compile else loss
 
 
 class EMA:
@@ -112,25 +121,14 @@ class Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by processes x grad_accum "
                              f"= {self.world} x {cfg.grad_accum}")
         self.device = next(model.parameters()).device
-        self.loss = NegLogLikelihood(model)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.loss = nn.parallel.DistributedDataParallel(self.loss, device_ids=ids)
-        if compile:
-            self.loss = torch.compile(self.loss)
+        self.loss = training_loss(model, self.device, compile)
         self._session_start: float | None = None
         self._eval_seconds = 0.0  # time this session spent in periodic evaluations
         self.opt, self.sched = make_optimizer(model, cfg, self.session_minutes)
         self.ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
         self.step = 0
         self.minutes_before = 0.0  # training time of earlier sessions of this run (from the checkpoint)
-        self.writer = None
-        if tensorboard and self.rank == 0:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:
-                raise ValueError(f"logging to TensorBoard needs the tensorboard package (pip install tensorboard): {e}") from None
-            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        self.writer = tensorboard_writer(self.out / "tensorboard") if tensorboard and self.rank == 0 else None
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
 
@@ -185,14 +183,7 @@ class Trainer:
     def resume(self) -> None:
         """Continue from ``checkpoint.pt``: weights, EMA, optimizer, schedule, step, RNG, data position."""
         state = read_checkpoint(self.checkpoint_path)
-        ours, theirs = model_record(self.model), {k: state.get(k) for k in ("model_type", "config")}
-        # a checkpoint from before a config field existed has that field at the value that kept its model
-        theirs["config"] = {**{k: v for k, v in ADDED_FIELDS.items() if k in ours["config"]}, **(theirs["config"] or {})}
-        if theirs["model_type"] != ours["model_type"] or theirs["config"] != ours["config"]:
-            mine = ours["config"]
-            diff = {k: (theirs["config"].get(k), v) for k, v in mine.items() if theirs["config"].get(k) != v}
-            raise CheckpointError(f"{self.checkpoint_path}: architecture differs from the requested one "
-                                  f"(checkpoint {theirs['model_type']} vs requested {ours['model_type']}): {diff}")
+        check_architecture(self.model, state, self.checkpoint_path)
         load_weights(self.model, state["model"], str(self.checkpoint_path))
         if self.ema is not None and state.get("ema") is not None:
             self.ema.shadow = {k: v.to(self.device) for k, v in self.model.upgrade_state_dict(state["ema"]).items()}
@@ -204,11 +195,8 @@ class Trainer:
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         if self.rank == 0:
-            self._truncate_log(self.step)
-            stale = stale_temporaries(self.out, "checkpoint*.pt") + stale_temporaries(self.out / "model", "*")
-            for tmp in stale:
-                tmp.unlink(missing_ok=True)
-                print(f"removed {tmp}: a temporary file left by a write that was killed", file=sys.stderr)
+            truncate_log(self.log_path, self.step)
+            remove_stale_temporaries(self.out)
 
     # ----- records -----------------------------------------------------------------------------------
     @property
@@ -225,30 +213,6 @@ class Trainer:
                 if k != "step":
                     self.writer.add_scalar(k, v, record["step"])
 
-    def _truncate_log(self, step: int) -> None:
-        """Drop records written after the checkpoint we resume from (a killed run may have some), and a torn
-        last line (a kill or a full disk in the middle of an append), with a warning."""
-        path = self.log_path
-        if not path.is_file():
-            return
-        with naming(path):
-            lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-        keep = []
-        for i, line in enumerate(lines):
-            try:
-                record_step = json.loads(line)["step"]
-            except (json.JSONDecodeError, TypeError, KeyError) as e:
-                if i == len(lines) - 1:
-                    print(f"warning: {path}: dropped its last line, cut short by an interrupted write: "
-                          f"{line[:60]!r}", file=sys.stderr)
-                    break
-                raise ValueError(f"{path}: line {i + 1} is not a metrics record ({type(e).__name__}: {e}); "
-                                 f"delete that line and resume again") from None
-            if record_step <= step:
-                keep.append(line)
-        text = "".join(line + "\n" for line in keep)
-        atomic_write(path, lambda f: f.write(text.encode()))
-
     # ----- the loop ----------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         """Bits/dim on ``eval_images`` spread over the held-out split; its time is not training time."""
@@ -258,12 +222,14 @@ class Trainer:
         condition = self.eval_condition[idx] if self.eval_condition is not None else None
         averaged = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
         with averaged:
-            result = evaluate(self.model, self.eval_images[idx], condition, batch_size=max(self.cfg.batch_size, 32))
+            result = evaluate(self.model, self.eval_images[idx], condition, batch_size=max(self.cfg.batch_size, 32),
+                              shard=(self.rank, self.world))
         self._eval_seconds += self.clock() - started
         return result
 
-    def _train_step(self) -> float:
-        """One optimizer step over the global batch; returns its mean loss in nats per sub-pixel."""
+    def train_step(self) -> float:
+        """One optimizer step over the global batch; returns its mean loss in nats per sub-pixel. :meth:`train` runs
+        these with its records and checkpoints; a benchmark may time them alone."""
         cfg = self.cfg
         idx = batch_indices(self.step, len(self.train_images), cfg.batch_size, cfg.seed)
         idx = idx[self.rank :: self.world]  # this process's share of the global batch
@@ -304,11 +270,7 @@ class Trainer:
         """
         cfg, model = self.cfg, self.model
         if self.rank == 0:
-            run_json = self.out / "run.json"
-            with naming(run_json):
-                run_json.write_text(json.dumps(
-                    {"model": model_record(model), "train": dataclasses.asdict(cfg), "processes": self.world,
-                     **self.run_info}, indent=2) + "\n")
+            write_run_json(self.out / "run.json", model, cfg, self.world, self.run_info)
         model.train()
         self._session_start, self._eval_seconds = self.clock(), 0.0
         bar = progress_bar(cfg, self.step, self.session_minutes(), disable=not self.progress)
@@ -334,17 +296,12 @@ class Trainer:
         while self.step < cfg.steps:
             t0 = self.clock()
             lr = self.sched.get_last_lr()[0]
-            bpd = self._train_step() / math.log(2.0)
+            bpd = self.train_step() / math.log(2.0)
             smoothed = bpd if smoothed is None else 0.95 * smoothed + 0.05 * bpd
             last = {"step": self.step, "train_bits_per_dim": bpd, "lr": lr,
                     "images_per_sec": cfg.batch_size / max(self.clock() - t0, 1e-9),
                     "minutes": self.train_minutes}
-            if cfg.max_minutes > 0:  # the bar counts minutes; the postfix the steps
-                bar.update(min(self.session_minutes(), cfg.max_minutes) - bar.n)
-                bar.set_postfix(step=f"{self.step}/{cfg.steps}", bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}")
-            else:
-                bar.update(1)
-                bar.set_postfix(bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}")
+            show_step(bar, cfg, self.step, self.session_minutes(), smoothed, lr)
             out_of_time = cfg.max_minutes > 0 and self.session_minutes() > cfg.max_minutes
             stopping = stop.signum is not None
             if self.world > 1:  # every process stops at the same step
@@ -398,3 +355,72 @@ def progress_bar(cfg: TrainConfig, step: int, minutes: float, disable: bool = Fa
                     unit="min", dynamic_ncols=True,
                     bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}{postfix}]")
     return tqdm(total=cfg.steps, initial=step, disable=disable, desc="train", unit="step", dynamic_ncols=True)
+
+
+def show_step(bar: Any, cfg: TrainConfig, step: int, minutes: float, smoothed: float, lr: float) -> None:
+    """Move the training bar (see :func:`progress_bar`) on by one step."""
+    if cfg.max_minutes > 0:  # the bar counts minutes; the postfix the steps
+        bar.update(min(minutes, cfg.max_minutes) - bar.n)
+        bar.set_postfix(step=f"{step}/{cfg.steps}", bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}")
+    else:
+        bar.update(1)
+        bar.set_postfix(bpd=f"{smoothed:.3f}", lr=f"{lr:.2e}")
+
+
+def check_architecture(model: PretrainedModel, state: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a checkpoint (``state``, read from ``path``) of another architecture than ``model``'s."""
+    ours, theirs = model_record(model), {k: state.get(k) for k in ("model_type", "config")}
+    # a checkpoint from before a config field existed has that field at the value that kept its model
+    theirs["config"] = with_added_fields(theirs["config"] or {}, ours["config"])
+    if theirs["model_type"] != ours["model_type"] or theirs["config"] != ours["config"]:
+        diff = {k: (theirs["config"].get(k), v) for k, v in ours["config"].items() if theirs["config"].get(k) != v}
+        raise CheckpointError(f"{path}: architecture differs from the requested one "
+                              f"(checkpoint {theirs['model_type']} vs requested {ours['model_type']}): {diff}")
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the records of ``path`` (metrics.jsonl) written after the checkpoint of ``step`` a run resumes from (a killed run may have some), and a torn
+    last line (a kill or a full disk in the middle of an append), with a warning."""
+    if not path.is_file():
+        return
+    with naming(path):
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            record_step = json.loads(line)["step"]
+        except (json.JSONDecodeError, TypeError, KeyError) as e:
+            if i == len(lines) - 1:
+                print(f"warning: {path}: dropped its last line, cut short by an interrupted write: "
+                      f"{line[:60]!r}", file=sys.stderr)
+                break
+            raise ValueError(f"{path}: line {i + 1} is not a metrics record ({type(e).__name__}: {e}); "
+                             f"delete that line and resume again") from None
+        if record_step <= step:
+            keep.append(line)
+    text = "".join(line + "\n" for line in keep)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def tensorboard_writer(folder: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` logging into ``folder`` (the package is optional: a clear error without it)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ValueError(f"logging to TensorBoard needs the tensorboard package (pip install tensorboard): {e}") from None
+    return SummaryWriter(str(folder))
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete the temporary files that writes killed midway left in the run folder ``out`` (and its model/), saying so."""
+    for tmp in stale_temporaries(out, "checkpoint*.pt") + stale_temporaries(out / "model", "*"):
+        tmp.unlink(missing_ok=True)
+        print(f"removed {tmp}: a temporary file left by a write that was killed", file=sys.stderr)
+
+
+def write_run_json(path: Path, model: PretrainedModel, cfg: TrainConfig, processes: int,
+                   run_info: dict[str, Any]) -> None:
+    """``run.json``: the model, the training configuration, the processes and what the run recorded of its data."""
+    with naming(path):
+        path.write_text(json.dumps({"model": model_record(model), "train": dataclasses.asdict(cfg),
+                                    "processes": processes, **run_info}, indent=2) + "\n")

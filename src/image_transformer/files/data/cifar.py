@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CIFAR10_CLASSES, DataError, ImageData, _check_split, _natural_key, _require_exists
+from ._common import CIFAR10_CLASSES, DataError, ImageData, check_split, natural_key, require_exists
 
 
 _PICKLE_GLOBALS = {
@@ -75,8 +75,8 @@ def load_cifar(root: str | os.PathLike, split: str, kind: str | None = None) -> 
     both are present (default: CIFAR-10 if found).
     """
     root = Path(root)
-    _require_exists(root)
-    _check_split(split, root)
+    require_exists(root)
+    check_split(split, root)
     dirs = _cifar_dirs(root)
     if kind is not None:
         if kind not in ("cifar10", "cifar100"):
@@ -92,7 +92,7 @@ def load_cifar(root: str | os.PathLike, split: str, kind: str | None = None) -> 
                         f"in this folder or a cifar-10-batches-py / cifar-100-python subfolder")
     folder = dirs[kind]
     if kind == "cifar10":
-        files = (sorted(folder.glob("data_batch_*"), key=lambda p: _natural_key(p.name)) if split == "train"
+        files = (sorted(folder.glob("data_batch_*"), key=lambda p: natural_key(p.name)) if split == "train"
                  else [folder / "test_batch"])
         label_key, meta_file, names_key, num_classes = "labels", folder / "batches.meta", "label_names", 10
     else:
@@ -136,3 +136,19 @@ def load_cifar(root: str | os.PathLike, split: str, kind: str | None = None) -> 
         class_names=class_names,
         source=f"{name} python batches in {folder} ({split} split: {', '.join(f.name for f in files)})",
     )
+
+
+HOLDOUT_TRAIN = 3000  # training images of the lossless CIFAR-10 subset; the rest of its data_batch_1 is held out
+
+
+def cifar_holdout(root: str | os.PathLike, train: int = HOLDOUT_TRAIN) -> tuple[ImageData, ImageData]:
+    """The lossless CIFAR-10 subset (``data_batch_1``'s first 4,000 training images, 20 test images) split for a
+    held-out evaluation: train on the first ``train`` training images; hold out the rest of them and the test batch.
+    ``root`` is what :func:`load_cifar` takes."""
+    full, test = load_cifar(root, "train", "cifar10"), load_cifar(root, "test", "cifar10")
+    if not 0 < train < len(full):
+        raise DataError(f"{root}: cannot train on {train} of its {len(full)} training images and hold out the rest")
+    held = ImageData(np.concatenate([full.images[train:], test.images]),
+                     np.concatenate([full.labels[train:], test.labels]), full.num_classes, full.class_names,
+                     f"{full.source} from image {train} on, and {test.source} (held out)")
+    return full.subset(slice(0, train)), held

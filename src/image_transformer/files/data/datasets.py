@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ...images import area_downsample, as_tensor, check_images, parse_size
-from .common import ImageData
+from ._common import ImageData
 
 
 def to_tensor_dataset(data: ImageData) -> torch.utils.data.Dataset:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .common import DataError, ImageData, MNIST_CLASSES, _check_split, _require_exists
+from ._common import DataError, ImageData, MNIST_CLASSES, check_split, require_exists
 
 
 _IDX_DTYPES = {
@@ -54,7 +54,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     of data matches the dimensions in the header; a truncated file raises DataError with expected vs. actual bytes.
     """
     path = Path(path)
-    _require_exists(path)
+    require_exists(path)
     if path.is_dir():
         raise DataError(f"{path}: is a folder, expected an idx file")
     try:
@@ -113,8 +113,8 @@ def load_mnist(root: str | os.PathLike, split: str) -> ImageData:
     spelling some mirrors use).
     """
     root = Path(root)
-    _require_exists(root)
-    _check_split(split, root)
+    require_exists(root)
+    check_split(split, root)
     prefix = "train" if split == "train" else "t10k"
     found = {}
     for part, ndim in (("images", 3), ("labels", 1)):

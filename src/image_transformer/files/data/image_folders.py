@@ -13,9 +13,8 @@ from typing import Any, Collection, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ...images import parse_size
 from ..image_files import FOLDER_EXTENSIONS, normalise_mode, open_image
-from .common import DataError, ImageData, PROGRESS_THRESHOLD, _BOX, _check_split, _require_exists
+from ._common import BOX, PROGRESS_THRESHOLD, DataError, ImageData, check_split, require_exists, size_or_none
 
 
 @dataclass
@@ -171,7 +170,7 @@ def _decode(source: _Source, entries: list[_Entry], crop: Any, image_size: tuple
                 img = img.crop((left, top, left + width, top + height))
             if image_size is not None:
                 if (img.height, img.width) != tuple(image_size):
-                    img = img.resize((image_size[1], image_size[0]), _BOX)
+                    img = img.resize((image_size[1], image_size[0]), BOX)
             else:
                 size = (img.height, img.width)
                 if first is None:
@@ -189,16 +188,6 @@ def _decode(source: _Source, entries: list[_Entry], crop: Any, image_size: tuple
     if not out:
         raise DataError(f"{desc}: no images")
     return _common_channels(out)  # type: ignore[arg-type]
-
-
-def _image_size(value: Any) -> tuple[int, int] | None:
-    """``image_size`` as (H, W), or None; a DataError for anything else."""
-    if value is None:
-        return None
-    try:
-        return parse_size(value, "image_size", positive=True)
-    except ValueError as e:
-        raise DataError(str(e)) from None
 
 
 def load_image_folder(root: str | os.PathLike, split: str | None = None,
@@ -220,8 +209,8 @@ def load_image_folder(root: str | os.PathLike, split: str | None = None,
     leaving nothing out. The class names stay those of the whole folder.
     """
     root = Path(root)
-    _require_exists(root)
-    image_size = _image_size(image_size)
+    require_exists(root)
+    image_size = size_or_none(image_size)
     source = _Source(root)
     try:
         entries, note = _select_split(source.entries, split, source.description)
@@ -314,9 +303,9 @@ def load_celeba(root: str | os.PathLike, split: str, image_size: int | tuple[int
     images, "test" the last ``num_test``. No labels.
     """
     root = Path(root)
-    _require_exists(root)
-    _check_split(split, root)
-    size = _image_size(image_size)
+    require_exists(root)
+    check_split(split, root)
+    size = size_or_none(image_size)
     source = _Source(root)
     try:
         entries = sorted(source.entries, key=lambda e: (e.parts[-1], e.parts))

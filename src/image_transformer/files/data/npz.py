@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import DataError, ImageData, _check_split, _natural_key, _require_exists
+from ._common import DataError, ImageData, check_split, natural_key, require_exists
 
 
 def _npz_open(path: Path) -> Any:
@@ -96,7 +96,7 @@ def _npz_to_hwc(data: np.ndarray, hwc: tuple[int, int, int], path: Path) -> np.n
 
 
 def _npz_files(folder: Path, split: str) -> list[Path]:
-    files = sorted(folder.glob("*.npz"), key=lambda p: _natural_key(p.name))
+    files = sorted(folder.glob("*.npz"), key=lambda p: natural_key(p.name))
     if split == "train":
         return [p for p in files if p.name.startswith("train")]
     return [p for p in files if p.name.startswith(("val", "test"))]
@@ -116,8 +116,8 @@ def load_npz(path: str | os.PathLike, split: str) -> ImageData:
     the same files, so train and test agree.
     """
     path = Path(path)
-    _require_exists(path)
-    _check_split(split, path, ("train", "test", "val"))
+    require_exists(path)
+    check_split(split, path, ("train", "test", "val"))
     if path.is_dir():
         files = _npz_files(path, split)
         if not files:

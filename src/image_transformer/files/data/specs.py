@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Callable, Collection
 
 from ..folders import SLICE_NAME, UnknownModel, read_slice, shipped_folder
-from .common import DATASET_KINDS, DataError, FASHION_MNIST_CLASSES, ImageData, SLICE_DIR, _check_split
+from ._common import (DATASET_KINDS, FASHION_MNIST_CLASSES, SLICE_DIR, DataError, ImageData, check_split,
+                      size_or_none)
 from .idx import load_mnist
 from .cifar import load_cifar
 from .npz import load_npz
-from .image_folders import _image_size, load_celeba, load_image_folder
+from .image_folders import load_celeba, load_image_folder
 
 
 CACHED_SPLITS = 4  # decoded folder/celeba splits kept in memory, the least recently used dropped first
@@ -49,7 +50,7 @@ def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = Non
     ``leave_out``: files of an image folder's split to drop (``class/NNNN``, see :func:`load_image_folder`);
     other kinds of data have no file names, and a list for them is refused.
     """
-    size = _image_size(image_size)
+    size = size_or_none(image_size)
     spec = str(spec)
     if leave_out is not None and not str(spec).strip().lower().startswith("folder:"):
         raise DataError(f"{spec}: a leave-out list names files of an image folder (folder:PATH); this data has "
@@ -93,7 +94,7 @@ def load_dataset(spec: str, split: str, image_size: tuple[int, int] | None = Non
 def load_model_slice(name: str, split: str) -> ImageData:
     """The test images shipped beside the trained model ``name`` (its card records their bits/dim); the train
     split is empty. Raises :class:`DataError` naming the shipped models for an unknown name."""
-    split = _check_split(split, f"slice:{name}")
+    split = check_split(split, f"slice:{name}")
     try:
         folder = shipped_folder(name)
     except UnknownModel as e:

@@ -1,4 +1,5 @@
-"""Shared by every format: the data a loader returns, the error it raises, the class names of the known sets."""
+"""Shared by every format: the data a loader returns, the error it raises, the class names of the known sets, and
+the small checks every loader makes (a private module: its names are for the loaders beside it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ...images import parse_size
+
 
 DATASET_KINDS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "npz", "folder", "celeba")
 SLICE_DIR = Path(__file__).resolve().parents[2] / "datasets" / "mnist-slice"
@@ -20,7 +23,7 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
-_BOX = getattr(Image, "Resampling", Image).BOX  # area averaging
+BOX = getattr(Image, "Resampling", Image).BOX  # area averaging
 PROGRESS_THRESHOLD = 2000  # show a progress bar when decoding more image files than this
 
 
@@ -85,16 +88,26 @@ class ImageData:
         )
 
 
-def _check_split(split: str, where: Any, allowed: Sequence[str] = ("train", "test")) -> str:
+def check_split(split: str, where: Any, allowed: Sequence[str] = ("train", "test")) -> str:
     if split not in allowed:
         raise DataError(f"{where}: unknown split {split!r}; expected one of {', '.join(allowed)}")
     return split
 
 
-def _require_exists(path: Path) -> None:
+def require_exists(path: Path) -> None:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
 
 
-def _natural_key(name: str) -> list:
+def natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def size_or_none(value: Any) -> tuple[int, int] | None:
+    """``image_size`` as (H, W), or None; a DataError for anything else."""
+    if value is None:
+        return None
+    try:
+        return parse_size(value, "image_size", positive=True)
+    except ValueError as e:
+        raise DataError(str(e)) from None
