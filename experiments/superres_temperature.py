@@ -48,7 +48,7 @@ QUICK = ("mnist-slice", None, (7, 7))
 def trained_model(name_or_path: str) -> tuple[SuperResolutionTransformer, int | None, float | None]:
     """A trained super-resolution model, with its training steps and minutes where its card or run records them."""
     model = load_model(name_or_path)
-    if not isinstance(model, SuperResolutionTransformer):
+    if "upscale" not in model.tasks:
         raise SystemExit(f"{name_or_path}: not a super-resolution model")
     folder = zoo.resolve(name_or_path)
     if (folder / zoo.CARD_NAME).is_file() and zoo.is_pretrained_dir(folder):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from image_transformer.files.folders import read_card, shipped_folder, shipped_names
+from image_transformer.zoo import MODEL_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = [ROOT / "README.md", ROOT / "docs" / "guide" / "models.md", ROOT / "docs" / "guide" / "quickstart.md"]
@@ -36,7 +37,7 @@ def describe_model(meta: dict[str, Any]) -> str:
     if c.get("conv_size"):
         blocks += f" with causal {c['conv_size']}x{c['conv_size']} convolutions"
     words = [output, blocks, f"d {c['hidden_size']}, {c['num_layers']} layers"]
-    if meta["model_type"] == "SuperResolutionTransformer":
+    if MODEL_CLASSES[meta["model_type"]].low_resolution_input:
         h, w = c["input_size"] if isinstance(c["input_size"], list) else (c["input_size"],) * 2
         words.insert(0, f"{h}x{w} -> {c['image_size'][0]}x{c['image_size'][1]} super-resolution")
         words[-1] += f" + {c['encoder_layers']} encoder layers"

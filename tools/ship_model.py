@@ -32,9 +32,9 @@ from image_transformer.files.pretrained import PretrainedModel, load_model, save
 from image_transformer.files.data import load_split, read_name_list
 from image_transformer.files.image_files import save_grid
 from image_transformer.metrics import spread
-from image_transformer.nn.superres import SuperResolutionTransformer
+from image_transformer.nn.sampling import Sampling
 from image_transformer.tasks import superres_report
-from image_transformer.tasks import evaluate, sample_labels
+from image_transformer.tasks import evaluate, sample
 from image_transformer.files.folders import (CARD_NAME, GRID_NAME, LEFT_OUT_NAME, NAME_PATTERN, SHIPPED, SLICE_NAME,
                                              is_pretrained_dir, write_card)
 
@@ -249,19 +249,17 @@ def write_sample_grid(folder: Path, model: PretrainedModel, x: torch.Tensor, cho
                       spec: str, grid_images: int, seed: int, progress: bool) -> str:
     """The card's picture (GRID_NAME): samples, or for super-resolution the test slice's upscaled; returns the
     command that draws the like."""
-    if isinstance(model, SuperResolutionTransformer):
+    if model.low_resolution_input:
         inputs = model.condition_for(x[chosen], None)
         superres_report(model, x[chosen], inputs, None, folder, len(chosen), seed)
         (folder / "superres.png").rename(folder / GRID_NAME)
         (folder / "superres.json").unlink(missing_ok=True)
         sample_command = f"image-transformer upscale {name} --data {spec} --index ..."
     else:
-        sample_labels_, nrow = sample_labels(model, grid_images, None)
-        n = len(sample_labels_) if sample_labels_ is not None else grid_images
-        samples = model.sample(n, labels=sample_labels_, generator=torch.Generator().manual_seed(seed),
-                               progress=progress)
+        samples, nrow = sample(model, grid_images, options=Sampling(generator=torch.Generator().manual_seed(seed),
+                                                                    progress=progress))
         save_grid(samples, folder / GRID_NAME, nrow=nrow, scale=2)
-        sample_command = f"image-transformer sample {name} -n {n} --seed {seed} -o {GRID_NAME}"
+        sample_command = f"image-transformer sample {name} -n {len(samples)} --seed {seed} -o {GRID_NAME}"
     return sample_command
 
 
@@ -280,7 +278,7 @@ def card_meta(found: FinishedRun, test: TestSplit, model: PretrainedModel, dtype
     meta: dict[str, Any] = {
         "library_name": "image-transformer",
         "license": "other",
-        "pipeline_tag": "image-to-image" if kind == "SuperResolutionTransformer" else "unconditional-image-generation",
+        "pipeline_tag": model.pipeline_tag,
         "tags": ["image-transformer", "autoregressive", "pytorch"],
         "model_type": kind,
         "parameters": model.num_parameters(),
