@@ -3,24 +3,8 @@ import itertools
 import pytest
 import torch
 
+from helpers import ATTENTION, tiny
 from image_transformer import ImageTransformer, ImageTransformerConfig, bits_per_dim
-
-ATTENTION = {
-    # query/memory sizes chosen so that they do not divide the sequence or the grid
-    "local_1d": dict(attention="local_1d", query_length=7, memory_length=5),
-    "global": dict(attention="global"),
-    "local_2d": dict(attention="local_2d", query_shape=(2, 4), memory_flange=(1, 3)),
-}
-
-
-def tiny(attention="local_1d", distribution="categorical", channels=3, size=(5, 6), **kw):
-    cfg = ImageTransformerConfig(
-        image_size=size, channels=channels, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32,
-        dropout=0.0, distribution=distribution, num_mixtures=3, **{**ATTENTION[attention], **kw},
-    )
-    torch.manual_seed(0)
-    return ImageTransformer(cfg).double().eval()
-
 
 CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 2, 3, 4]))  # grey, grey + alpha, RGB, RGBA
 

@@ -10,23 +10,18 @@ import pytest
 import torch
 from PIL import Image
 
-from image_transformer import ImageTransformer, ImageTransformerConfig, SuperResolutionConfig
-from image_transformer import cli, codec
-from image_transformer.nn.config import ADDED_FIELDS
-from image_transformer.zoo import PRESETS, RECIPES, is_superres_preset, preset
+from helpers import run
+from image_transformer import ImageTransformer, ImageTransformerConfig, SuperResolutionConfig, cli, codec
 from image_transformer.files.data import ImageData, load_image_folder
-from image_transformer.nn.embeddings import PixelInput, PositionEncoding
-from image_transformer.images import area_downsample, bicubic_downsample_float
 from image_transformer.metrics import consistency
+from image_transformer.nn.config import ADDED_FIELDS
+from image_transformer.nn.embeddings import PixelInput, PositionEncoding
 from image_transformer.nn.order import make_layout
 from image_transformer.training.config import TrainConfig
+from image_transformer.zoo import PRESETS, RECIPES, is_superres_preset, preset
 
 PAPER_PRESETS = [name for name in PRESETS if not name.endswith("-tiny") and not name.startswith(("mnist", "tiny"))
                  and not name.endswith(("-cpu", "-gpu"))]
-
-
-def run(*args):
-    return cli.main([str(a) for a in args])
 
 
 # ----- 1: 2D memory extends up ----------------------------------------------------------------------------------
@@ -148,7 +143,8 @@ def test_learned_positions_contain_the_papers_half_and_half_split():
     split = torch.cat([row_half[index // cols], col_half[index % cols]], 1)
     assert torch.equal(enc(index), split)
     sinusoidal = PositionEncoding((rows, cols), d)(index)  # the fixed encoding is the paper's split itself
-    assert torch.equal(sinusoidal[:, : d // 2].reshape(rows, cols, -1)[:, 0], sinusoidal[:, : d // 2].reshape(rows, cols, -1)[:, -1])
+    first_half = sinusoidal[:, : d // 2].reshape(rows, cols, -1)
+    assert torch.equal(first_half[:, 0], first_half[:, -1])
 
 
 # ----- 9: missing presets ----------------------------------------------------------------------------------------

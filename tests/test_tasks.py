@@ -3,10 +3,9 @@
 import pytest
 import torch
 
+from helpers import tiny
 from image_transformer import tasks
 from image_transformer.images import repeat_image
-
-from test_model import tiny
 
 
 def test_compress_reports_the_coders_own_cost_without_a_second_pass():
