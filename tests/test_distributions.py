@@ -2,7 +2,10 @@ import pytest
 import torch
 
 from image_transformer.nn.distributions import (
-    Categorical, DiscretizedLogisticMixture, discretized_logistic_log_prob, make_distribution,
+    Categorical,
+    DiscretizedLogisticMixture,
+    discretized_logistic_log_prob,
+    make_distribution,
 )
 
 VALUES = torch.arange(256)

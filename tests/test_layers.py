@@ -106,8 +106,9 @@ def test_the_check_catches_every_form_of_an_upward_import(line, target):
 
 
 def test_imports_of_other_packages_and_of_lower_layers_are_not_reported():
-    for line in ("import os", "from os import path", "import image_transformer_extra", "from image_transformers import x",
-                 "from .. import images", "from ..nn import model", "from image_transformer import metrics"):
+    for line in ("import os", "from os import path", "import image_transformer_extra",
+                 "from image_transformers import x", "from .. import images", "from ..nn import model",
+                 "from image_transformer import metrics"):
         found = imports_in(line, ("training", "trainer"))
         assert all(layer_of(t) <= layer_of(("training", "trainer")) for t in found), (line, found)
     assert imports_in("import image_transformer_extra\nfrom image_transformers import x", ("files",)) == []

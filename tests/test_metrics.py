@@ -51,7 +51,8 @@ def test_area_downsample_of_a_known_pattern():
         [255, 255, 0, 1],
         [255, 254, 0, 0],
     ], dtype=torch.uint8)[None, :, :, None]
-    assert area_downsample(pattern, (2, 2))[0, :, :, 0].tolist() == [[3, 10], [255, 0]]  # 10.25 -> 10, 254.75 -> 255, 0.25 -> 0
+    # 10.25 -> 10, 254.75 -> 255, 0.25 -> 0
+    assert area_downsample(pattern, (2, 2))[0, :, :, 0].tolist() == [[3, 10], [255, 0]]
     assert area_downsample_float(pattern, 2)[0, :, :, 0].tolist() == [[3.0, 10.25], [254.75, 0.25]]
     assert area_downsample(pattern, (1, 1)).item() == round(sum(map(int, pattern.flatten())) / 16)
     assert area_downsample(pattern, (4, 2))[0, :, :, 0].tolist() == [[1, 10], [5, 11], [255, 1], [255, 0]]  # halves up
