@@ -58,7 +58,7 @@ def test_load_cifar100(tmp_path):
     assert D.load_cifar(folder, "test").labels.tolist() == [13]
 
 
-def test_cifar_corrupt(tmp_path):
+def test_corrupt_wrongly_sized_and_code_running_cifar_batches_are_refused_by_name(tmp_path):
     folder = make_cifar10(tmp_path)
     (folder / "test_batch").write_bytes(b"\x80\x02}q\x00(garbage")
     with pytest.raises(DataError) as exc:

@@ -8,7 +8,7 @@ import pytest
 from image_transformer.files.data import DataError, ImageData
 
 
-def test_image_data_basics():
+def test_image_data_subsets_keep_labels_and_classes_and_five_channels_are_refused():
     images = np.arange(4 * 2 * 3 * 3, dtype=np.uint8).reshape(4, 2, 3, 3)
     d = ImageData(images, np.array([0, 1, 2, 1]), 3, ["a", "b", "c"], "test")
     assert len(d) == 4 and d.image_shape == (2, 3, 3)

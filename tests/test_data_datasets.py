@@ -9,7 +9,7 @@ from image_transformer.files import data as D
 from image_transformer.files.data import ImageData
 
 
-def test_to_tensor_dataset():
+def test_to_tensor_dataset_yields_uint8_images_and_int64_labels_or_minus_one():
     images = np.arange(3 * 2 * 2, dtype=np.uint8).reshape(3, 2, 2, 1)
     ds = D.to_tensor_dataset(ImageData(images, np.array([2, 0, 1]), 3, None, "t"))
     assert len(ds) == 3

@@ -25,7 +25,7 @@ def test_read_idx_roundtrip(tmp_path, gz, code):
 
 
 @pytest.mark.parametrize("gz", [True, False])
-def test_read_idx_truncated(tmp_path, gz):
+def test_a_truncated_idx_file_is_refused_naming_it_and_both_sizes(tmp_path, gz):
     raw = bytes([0, 0, 8, 3]) + struct.pack(">3I", 10, 28, 28) + bytes(1000)
     path = tmp_path / ("short-images-idx3-ubyte" + (".gz" if gz else ""))
     path.write_bytes(gzip.compress(raw) if gz else raw)

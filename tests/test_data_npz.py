@@ -58,7 +58,7 @@ def test_load_npz_directory(tmp_path):
     assert_names(exc, "8x8", "16x16")
 
 
-def test_load_npz_errors(tmp_path):
+def test_bad_npz_files_and_folders_are_refused_naming_the_file_and_the_problem(tmp_path):
     np.savez(tmp_path / "nodata.npz", images=np.zeros((2, 3072), np.uint8))
     with pytest.raises(DataError) as exc:
         D.load_npz(tmp_path / "nodata.npz", "train")

@@ -74,7 +74,7 @@ def test_the_folder_cache_is_bounded_and_sees_a_changed_archive(tmp_path, monkey
     specs._CACHE.clear()
 
 
-def test_mnist_slice():
+def test_the_mnist_slice_is_the_first_6000_train_and_1000_test_mnist_images():
     train = D.load_dataset("mnist-slice", "train")
     test = D.load_dataset("mnist-slice", "test")
     assert len(train) == 6000 and len(test) == 1000 and train.image_shape == (28, 28, 1)

@@ -52,7 +52,7 @@ def test_dmol_orders_channels_inside_a_pixel():
     assert (order[:, 1] == order[:, 0] + 1).all() and (order[:, 2] == order[:, 0] + 2).all()
 
 
-def test_forward_shapes():
+def test_forward_gives_256_logits_per_sub_pixel_or_30_mixture_parameters_per_pixel():
     model = tiny("local_1d", "categorical", 3)
     x = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8)
     assert model(x).shape == (2, 5, 6, 3, 256)
@@ -127,7 +127,7 @@ def test_bad_config_raises_value_error():
         ImageTransformerConfig(channels=5)  # 1 to 4 are grey, grey + alpha, RGB, RGBA
 
 
-def test_labels_are_checked():
+def test_log_prob_demands_labels_in_range_and_refuses_them_for_an_unconditional_model():
     model = tiny(num_classes=4)
     x = torch.zeros(2, 5, 6, 3, dtype=torch.uint8)
     with pytest.raises(ValueError, match="pass labels"):

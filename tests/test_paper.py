@@ -155,7 +155,7 @@ def test_super_resolution_presets_have_an_encoder_two_to_three_times_shallower(n
     assert 2 <= cfg.num_layers / cfg.encoder_layers <= 3
 
 
-def test_table4_ablation_family():
+def test_the_table4_presets_keep_8_layers_and_vary_three_block_sizes_each_attention():
     family = [preset(n) for n in PRESETS if "-table4-" in n]
     assert all(c.num_layers == 8 and c.ffn_size == 1024 for c in family)
     one = {(c.query_length, c.memory_length) for c in family if c.attention == "local_1d"}
@@ -205,7 +205,7 @@ def test_folders_of_grey_alpha_and_rgba_pngs(tmp_path):
     assert images.shape == (2, 5, 6, 2) and images[0, 0, 0].tolist() == [7, 255] and images[1, 0, 0].tolist() == [9, 9]
 
 
-def test_npz_with_four_channels(tmp_path):
+def test_load_npz_keeps_four_channel_images(tmp_path):
     data = np.random.default_rng(1).integers(0, 256, (4, 3, 3, 4), dtype=np.uint8)
     np.savez(tmp_path / "x.npz", data=data)
     from image_transformer.files.data import load_npz
