@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from mkdocs.structure.files import File
@@ -24,7 +23,8 @@ def cli_reference() -> str:
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    lines = ["# Command line", "", "Every subcommand of `image-transformer`, with its `--help` as the command prints it "
+    lines = ["# Command line", "",
+             "Every subcommand of `image-transformer`, with its `--help` as the command prints it "
              "(this page is generated from the parser).", "", "```text", parser.format_help().rstrip(), "```", ""]
     for name, command in sub.choices.items():
         command.formatter_class = lambda prog: HelpFormatter(prog, width=110)

@@ -1,19 +1,14 @@
 """Shared fixtures: the autoregressive and normalization checks for any model with ``log_prob``, builders of tiny
-models and data, and the options and thread setting of the whole suite."""
+models and data, and the options and thread setting of the whole suite. Plain helpers (no fixture needed) are in
+helpers.py."""
 
 from __future__ import annotations
 
-import gzip
-import struct
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
+from helpers import write_tiny_mnist
 from image_transformer import ImageTransformer, ImageTransformerConfig
-
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -112,23 +107,7 @@ def data():
     return build
 
 
-def write_idx(path, array):
-    """A gzip idx file (MNIST's format) holding a uint8 array."""
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture
 def tiny_mnist(tmp_path):
     """48 training and 12 test 6x6 grey images in MNIST's layout, dark left half, bright right half."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "mnist"
-    root.mkdir()
-    for prefix, n in (("train", 48), ("t10k", 12)):
-        images = np.zeros((n, 6, 6), np.uint8)
-        images[:, :, 3:] = 220
-        images = np.clip(images + rng.integers(0, 30, images.shape), 0, 255)
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 3, n))
-    return root
+    return write_tiny_mnist(tmp_path / "mnist")

@@ -8,7 +8,11 @@ import torch
 
 from image_transformer import ImageTransformer, ImageTransformerConfig
 from image_transformer.files.checkpoint import (
-    CheckpointError, atomic_write, read_checkpoint, save_checkpoint, stale_temporaries,
+    CheckpointError,
+    atomic_write,
+    read_checkpoint,
+    save_checkpoint,
+    stale_temporaries,
 )
 from image_transformer.files.pretrained import load_model, model_record
 

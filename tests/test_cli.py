@@ -13,13 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import forge2, png_claiming, run
 from image_transformer import cli, codec
-from image_transformer.cli import build_parser, main
+from image_transformer.cli import build_parser
 from image_transformer.nn.model import ImageTransformer
-
-
-def run(*args):
-    return main([str(a) for a in args])
 
 
 def test_train_eval_sample_complete_resume(tiny_mnist, tmp_path, capsys):
@@ -313,7 +310,8 @@ def test_compress_and_decompress_end_to_end(trained, tiny_mnist, tmp_path, capsy
         assert np.array_equal(np.asarray(Image.open(src).convert("L")), np.asarray(Image.open(tmp_path / "dec" / name)))
 
     # a whole split, and the errors
-    assert run("compress", trained / "model", "--data", f"mnist:{tiny_mnist}", "--limit", 5, "-o", tmp_path / "s.itc") == 0
+    assert run("compress", trained / "model", "--data", f"mnist:{tiny_mnist}", "--limit", 5,
+               "-o", tmp_path / "s.itc") == 0
     assert run("decompress", tmp_path / "s.itc", "--model", trained, "-o", tmp_path / "split") == 0
     assert sorted(p.name for p in (tmp_path / "split").iterdir()) == [f"image-{i:05d}.png" for i in range(5)]
     assert codec.read_header((tmp_path / "s.itc").read_bytes())[0].names is None  # no made-up names stored
@@ -342,7 +340,8 @@ def test_model_and_training_flags_are_made_from_the_config_fields():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     actions = {a.dest: a for a in train._actions}
     decoder = tuple(f.name for f in dataclasses.fields(ImageTransformerConfig))
-    for config_class, leave_out in ((TrainConfig, ()), (ImageTransformerConfig, ("image_size", "channels", "num_classes")),
+    for config_class, leave_out in ((TrainConfig, ()),
+                                    (ImageTransformerConfig, ("image_size", "channels", "num_classes")),
                                     (SuperResolutionConfig, decoder)):
         for field in dataclasses.fields(config_class):
             if field.name in leave_out:
@@ -392,8 +391,6 @@ def test_train_init_refuses_model_flags_and_resume(trained, tmp_path, capsys):
 
 
 def test_a_decompression_bomb_is_one_line_and_writes_nothing(trained, tmp_path, capsys):
-    from test_images import png_claiming
-
     (tmp_path / "bomb.png").write_bytes(png_claiming(20000, 10000))
     assert run("compress", trained, tmp_path / "bomb.png", "-o", tmp_path / "b.itc") == 2
     err = capsys.readouterr().err
@@ -402,8 +399,6 @@ def test_a_decompression_bomb_is_one_line_and_writes_nothing(trained, tmp_path, 
 
 
 def test_a_forged_stream_is_one_line_and_writes_nothing(trained, tmp_path, capsys):
-    from test_codec import forge2
-
     assert run("compress", trained / "model", "--data", f"mnist:{tiny_mnist_path(trained)}", "--limit", 2,
                "-o", tmp_path / "s.itc") == 0
     names = zlib.compress(json.dumps([5, 6]).encode())
@@ -450,8 +445,6 @@ def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):
 
 
 def test_decompress_keeps_only_base_names_and_non_ascii_paths_work(trained, tmp_path, capsys):
-    from test_codec import forge2
-
     folder = tmp_path / "données ünï 画像"
     folder.mkdir()
     image = folder / "chiffre-é.png"

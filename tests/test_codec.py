@@ -1,4 +1,5 @@
 import base64
+import functools
 import itertools
 import json
 import math
@@ -8,23 +9,18 @@ import zlib
 import pytest
 import torch
 
-from image_transformer import ImageTransformer, ImageTransformerConfig, SuperResolutionConfig, SuperResolutionTransformer
-from image_transformer import codec
+import helpers
+from helpers import ATTENTION, forge, forge2
+from image_transformer import (
+    ImageTransformer,
+    ImageTransformerConfig,
+    SuperResolutionConfig,
+    SuperResolutionTransformer,
+    codec,
+)
 
-ATTENTION = {
-    "local_1d": dict(attention="local_1d", query_length=7, memory_length=5),
-    "global": dict(attention="global"),
-    "local_2d": dict(attention="local_2d", query_shape=(2, 4), memory_flange=(1, 3)),
-}
-
-
-def tiny(attention="local_1d", distribution="categorical", channels=3, seed=0, **kw):
-    cfg = ImageTransformerConfig(
-        image_size=(4, 5), channels=channels, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32,
-        dropout=0.0, distribution=distribution, num_mixtures=3, **{**ATTENTION[attention], **kw},
-    )
-    torch.manual_seed(seed)
-    return ImageTransformer(cfg).eval()
+# the codec's models are float32, as shipped models run, on 4x5 images
+tiny = functools.partial(helpers.tiny, size=(4, 5), dtype=torch.float32)
 
 
 def images(n, channels=3, seed=1):
@@ -120,18 +116,6 @@ def test_damaged_streams_are_refused_by_name(stream, damage, message):
         codec.decode(damage(data), model)
 
 
-def forge(data: bytes, **fields) -> bytes:
-    """``data`` (a version 1 stream) with header fields replaced and the header's CRC recomputed, as anyone editing a
-    stream can."""
-    prefix = codec._PREFIX
-    _, version, length = prefix.unpack_from(data)
-    header = json.loads(data[prefix.size : prefix.size + length])
-    header.update(fields)
-    body = json.dumps(header).encode()
-    return prefix.pack(codec.MAGIC, version, len(body)) + body + struct.pack("<I", zlib.crc32(body)) + \
-        data[prefix.size + length + 4 :]
-
-
 @pytest.mark.parametrize("fields,message", [
     (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
     (dict(batch_size=2.5), "batch_size must be an integer"),
@@ -154,24 +138,6 @@ def test_forged_header_fields_are_refused_before_anything_is_allocated(stream_v1
     model, data = stream_v1
     with pytest.raises(codec.CodecError, match=message):
         codec.decode(forge(data, **fields), model)
-
-
-FIXED = ("fingerprint", "height", "width", "channels", "count", "batch_size", "payload_bytes", "payload_crc",
-         "images_crc", "flags")
-
-
-def forge2(data: bytes, tail: bytes | None = None, **fields) -> bytes:
-    """A version 2 stream with fixed header fields (and, given ``tail``, what follows them) replaced and the header's
-    CRC recomputed."""
-    prefix = codec._PREFIX
-    _, version, length = prefix.unpack_from(data)
-    assert version == 2
-    body = data[prefix.size : prefix.size + length]
-    values = dict(zip(FIXED, codec._FIXED.unpack_from(body)))
-    values.update(fields)
-    body = codec._FIXED.pack(*values.values()) + (body[codec._FIXED.size :] if tail is None else tail)
-    return prefix.pack(codec.MAGIC, version, len(body)) + body + struct.pack("<I", zlib.crc32(body)) + \
-        data[prefix.size + length + 4 :]
 
 
 @pytest.mark.parametrize("fields,message", [
@@ -223,7 +189,8 @@ def test_the_mixtures_fast_tables_are_its_likelihoods(channels):
         assert torch.allclose(fast.sum(-1), torch.ones(32, dtype=torch.float64), atol=1e-12)
     changed = values.clone()
     changed[:, -1] = 255 - changed[:, -1]  # the channel being coded and later ones never matter
-    assert torch.equal(dist.channel_table(params, values, channels - 1), dist.channel_table(params, changed, channels - 1))
+    assert torch.equal(dist.channel_table(params, values, channels - 1),
+                       dist.channel_table(params, changed, channels - 1))
 
 
 def test_many_names_are_stored_deflated_and_read_back(stream):

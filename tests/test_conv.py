@@ -7,12 +7,10 @@ import itertools
 import pytest
 import torch
 
+from helpers import ATTENTION, static_generate, tiny
 from image_transformer import SuperResolutionConfig, SuperResolutionTransformer
 from image_transformer.nn.conv import CausalConv, causal_taps
 from image_transformer.nn.order import make_layout
-
-from test_model import ATTENTION, tiny
-from test_static_step import static_generate
 
 LAYOUT = dict(query_length=7, memory_length=5, query_shape=(2, 4), memory_flange=(1, 3))
 # each local option: (the dependency check's settings, the normalisation check's, the samplers'); the neighbourhood

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,13 +18,12 @@ import time
 import pytest
 import torch
 
+from helpers import ATTENTION, free_port, tiny
 from image_transformer import SuperResolutionConfig, SuperResolutionTransformer, bits_per_dim, load_model
+from image_transformer.files.folders import read_slice, shipped_folder, shipped_names
 from image_transformer.nn.static_step import StaticSampler
 from image_transformer.training.config import TrainConfig
 from image_transformer.training.trainer import Trainer
-from image_transformer.files.folders import read_slice, shipped_folder, shipped_names
-
-from test_model import ATTENTION, tiny
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")]
@@ -56,7 +54,8 @@ def assert_same_log_probs(cpu, cuda):
 
 
 def random_images(model, n, seed=0):
-    return torch.randint(0, 256, (n, *model.image_shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, 256, (n, *model.image_shape), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
 
 
 # ----- the likelihood ---------------------------------------------------------------------------------------
@@ -249,12 +248,6 @@ def test_compiled_steps_on_cuda_give_the_eager_steps_weights(tmp_path, tiny_mode
     moved = norm(runs[False][k] - start[k] for k in floats)
     apart = norm(runs[True][k] - runs[False][k] for k in floats)
     assert apart < APART[precision] * moved, (apart, moved)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(args, out, **kw):

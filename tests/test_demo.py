@@ -16,11 +16,12 @@ import safetensors.torch
 import torch
 from PIL import Image
 
+from helpers import free_port
 from image_transformer import ImageTransformer, ImageTransformerConfig, codec, demo
+from image_transformer.cli import main
 from image_transformer.files import folders as zoo
 from image_transformer.files.checkpoint import save_checkpoint
 from image_transformer.files.pretrained import model_record
-from image_transformer.cli import main
 from image_transformer.images import area_downsample
 from image_transformer.metrics import bits_per_dim
 from image_transformer.nn.superres import SuperResolutionConfig, SuperResolutionTransformer
@@ -238,7 +239,8 @@ def test_compress_gives_a_file_that_decodes_identically_and_sizes_beside_it():
     assert ("the files as uploaded", 300) in result.sizes and result.sizes[-1][1] == 32
     table = demo.size_table(result)
     assert f"| Image Transformer (this model) | {len(result.stream):,} |" in table and "| 1.00x |" not in table
-    assert result.model_bits_per_dim == pytest.approx(float(bits_per_dim(model.log_prob(images)).mean().detach()), rel=1e-5)
+    expected = float(bits_per_dim(model.log_prob(images)).mean().detach())
+    assert result.model_bits_per_dim == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="super-resolution model"):
         demo.compress(superres(), torch.zeros(1, 4, 4, 3, dtype=torch.uint8))
 
@@ -254,8 +256,8 @@ def test_likelihood_is_bits_per_dim_and_its_map_sums_the_bits_of_each_pixel():
     assert float(bits[1, 2]) == pytest.approx(float(-log_prob[0, 1, 2].sum() / np.log(2)), rel=1e-5)
     sr = superres()
     bpd_sr, _ = demo.likelihood(sr, image)  # given its own downsampled version
-    assert bpd_sr == pytest.approx(float(bits_per_dim(sr.log_prob(image[None], area_downsample(image[None], 2)).detach())),
-                                   rel=1e-5)
+    expected = float(bits_per_dim(sr.log_prob(image[None], area_downsample(image[None], 2)).detach()))
+    assert bpd_sr == pytest.approx(expected, rel=1e-5)
     conditional = generator(num_classes=2)
     with pytest.raises(ValueError, match="pick a class"):
         demo.likelihood(conditional, image[..., :1])
@@ -415,8 +417,6 @@ def test_the_demo_with_a_password_refuses_every_request_without_it(tmp_path):
     are served (so the refusals are the password's doing, not a wrong address)."""
     pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
     import httpx
-
-    from test_scale import free_port
 
     generator().save_pretrained(tmp_path / "m")
     port = free_port()

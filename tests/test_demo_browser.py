@@ -5,8 +5,8 @@ steps are tools/demo_screenshots.py's (which writes docs/demo/ from trained mode
 fetched back and compared pixel for pixel with what the library computes for the same inputs (samples, completions,
 the upscaling gallery, the compressed and decoded images, the heat map), except the completion of a sketch, whose
 input is the browser's own drawing of mouse strokes: it is checked for its size, the fitting note and its strokes.
-The compressed file the page offers is downloaded and decoded. Skipped, saying why, where Gradio, Playwright or Chromium is missing:
-``pip install -e ".[demo,browser]"`` and ``apt-get install chromium`` (what .ci/run does). Set
+The compressed file the page offers is downloaded and decoded. Skipped, saying why, where Gradio, Playwright or
+Chromium is missing: ``pip install -e ".[demo,browser]"`` and ``apt-get install chromium`` (what .ci/run does). Set
 DEMO_SCREENSHOTS=FOLDER to keep the screenshots.
 """
 
@@ -54,7 +54,8 @@ _spec.loader.exec_module(tool)
 CHROMIUM = tool.find_chromium()
 if CHROMIUM is None:
     missing("no Chromium on this machine: apt-get install chromium (or set CHROMIUM_PATH)")
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]  # its pandas use
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]  # its pandas use
 SMALL = dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, query_length=16, memory_length=16)
 STEP_SECONDS = 0.2  # the held-back model's pause at each of its first 24 steps (3 of its 8 rows)
 

@@ -2,7 +2,10 @@ import pytest
 import torch
 
 from image_transformer.nn.distributions import (
-    Categorical, DiscretizedLogisticMixture, discretized_logistic_log_prob, make_distribution,
+    Categorical,
+    DiscretizedLogisticMixture,
+    discretized_logistic_log_prob,
+    make_distribution,
 )
 
 VALUES = torch.arange(256)
@@ -150,7 +153,7 @@ def test_bad_temperature_is_rejected(t):
         Categorical().sample(torch.zeros(1, 256), t)
 
 
-def test_make_distribution():
+def test_make_distribution_builds_by_name_and_refuses_an_unknown_one():
     assert isinstance(make_distribution("categorical", 3), Categorical)
     assert make_distribution("dmol", 3, 10).num_params == 100
     with pytest.raises(ValueError, match="unknown distribution"):

@@ -44,7 +44,7 @@ def test_sinusoidal_halves_encode_row_and_column():
     assert torch.cdist(flat, flat).add(torch.eye(rows * cols)).min() > 1e-3  # every position distinct
 
 
-def test_position_encoding_kinds():
+def test_position_encoding_is_fixed_sinusoids_or_learned_rows_plus_columns():
     sin = PositionEncoding((3, 4), 8)
     index = torch.tensor([0, 5, 11])
     assert torch.equal(sin(index), sinusoidal_2d(3, 4, 8)[index])

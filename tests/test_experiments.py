@@ -74,18 +74,19 @@ def test_a_stored_super_resolution_score_is_reused_only_for_the_same_weights(tmp
     """A shipped name or run folder trained again keeps its name: its stored temperature result must not be reused."""
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     import superres_temperature as experiment
+
+    from helpers import tiny_superres
     from image_transformer.codec import fingerprint
     from image_transformer.files.pretrained import load_model
-    from test_superres import tiny
 
     folder = tmp_path / "model"
-    tiny().save_pretrained(folder)
+    tiny_superres().save_pretrained(folder)
     path = tmp_path / "result.json"
     assert experiment.stored_result(path, str(folder)) is None  # nothing stored yet
     path.write_text(json.dumps({"bits_per_dim": 3.0, "weights": fingerprint(load_model(folder))}))
     assert experiment.stored_result(path, str(folder))["bits_per_dim"] == 3.0
     assert experiment.stored_result(path)["bits_per_dim"] == 3.0  # --report reads what is stored
-    retrained = tiny()
+    retrained = tiny_superres()
     with torch.no_grad():
         next(retrained.parameters()).add_(0.5)
     retrained.save_pretrained(folder)

@@ -16,16 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from helpers import forge, forge2, tiny
 from image_transformer import codec
 from image_transformer.cli import main
 from image_transformer.files.data import DataError, load_cifar, load_image_folder, load_npz, read_idx
 from image_transformer.files.image_files import open_image, read_image
 
-from test_codec import forge, forge2
-from test_model import tiny
-
 # FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz.py: a longer run than the suite's
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 MODEL = tiny("local_1d", "categorical", 1, size=(3, 3))
 IMAGES = torch.randint(0, 256, (2, 3, 3, 1), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 STREAM = codec.encode(MODEL, IMAGES, names=["a.png", "b.png"], batch_size=1)

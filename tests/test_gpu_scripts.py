@@ -21,13 +21,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import load_tool
 from image_transformer import load_model
 from image_transformer.files.folders import read_card
-from test_zoo import ship_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu  # noqa: E402  (benchmarks/gpu.py)
+
+ship_model = load_tool("ship_model")
 TINY = "--hidden-size 16 --num-layers 1 --num-heads 1 --ffn-size 16 --num-mixtures 2"
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import png_claiming
 from image_transformer.files.image_files import make_grid, save_grid
 from image_transformer.files.plots import plot_curve
 
@@ -76,7 +77,8 @@ def test_fit_image_makes_lossless_changes_itself_and_lossy_ones_only_when_asked(
     x, notes = fit_image(Image.fromarray(np.full((4, 6), 9, np.uint8)), (4, 6, 4))
     assert x.shape == (4, 6, 4) and (x[..., :3] == 9).all() and (x[..., 3] == 255).all()
     rgba[0, 0, 3] = 0
-    with pytest.raises(ValueError, match="it is RGBA but the model takes RGB images .*transparency flattened onto black"):
+    with pytest.raises(ValueError,
+                       match="it is RGBA but the model takes RGB images .*transparency flattened onto black"):
         fit_image(Image.fromarray(rgba, "RGBA"), (4, 6, 3))
     x, notes = fit_image(Image.fromarray(rgba, "RGBA"), (4, 6, 3), fit=True)
     assert (x[0, 0] == 0).all() and (x[1, 1] == 70).all() and notes == ["transparency flattened onto black"]
@@ -115,16 +117,6 @@ def test_heat_map_draws_values_with_a_colour_bar():
     assert picture.dtype == np.uint8 and picture.shape == (200, 250, 3) and picture.std() > 0
     with pytest.raises(ValueError, match=r"needs a \(H, W\) array"):
         heat_map(np.zeros(3), "bits")
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A 45-byte PNG whose header claims ``width`` x ``height`` grey pixels (and holds none)."""
-    import struct
-    import zlib
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
 
 
 @pytest.mark.parametrize("size", [(20000, 10000), (8000, 6000)])  # over Pillow's own limit; over ours only

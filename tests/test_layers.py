@@ -1,5 +1,6 @@
 """The package's layers import only downwards: uint8 images and metrics at the bottom, then files, the model,
-tasks and the codec, training, and the command line and the demo on top."""
+tasks and the codec, training, and the command line and the demo on top. And no test file imports another: what
+they share is in tests/helpers.py and conftest.py."""
 
 import ast
 from pathlib import Path
@@ -14,6 +15,8 @@ PACKAGE = "image_transformer"
 LAYERS = {"images": 0, "metrics": 1, "files": 2, "nn": 3, "tasks": 4, "codec": 4, "ood": 4, "zoo": 4, "training": 5,
           "cli": 6, "cli_flags": 6, "demo": 6, "__init__": 6, "__main__": 6}
 TOP = ("__init__",)  # the package itself: importing it runs __init__.py, which imports every layer
+TESTS = Path(__file__).resolve().parent
+TEST_MODULES = {path.stem for path in TESTS.glob("test_*.py")} | {"conftest"}
 
 
 def layer_of(parts: tuple[str, ...]) -> int:
@@ -106,11 +109,52 @@ def test_the_check_catches_every_form_of_an_upward_import(line, target):
 
 
 def test_imports_of_other_packages_and_of_lower_layers_are_not_reported():
-    for line in ("import os", "from os import path", "import image_transformer_extra", "from image_transformers import x",
-                 "from .. import images", "from ..nn import model", "from image_transformer import metrics"):
+    for line in ("import os", "from os import path", "import image_transformer_extra",
+                 "from image_transformers import x", "from .. import images", "from ..nn import model",
+                 "from image_transformer import metrics"):
         found = imports_in(line, ("training", "trainer"))
         assert all(layer_of(t) <= layer_of(("training", "trainer")) for t in found), (line, found)
     assert imports_in("import image_transformer_extra\nfrom image_transformers import x", ("files",)) == []
+
+
+def imported_test_files(source: str) -> list[str]:
+    """The test files (or conftest) that ``source`` imports, in any form, wherever the import stands. A test file
+    that imports another breaks when that one is moved, split or deleted, and runs its module-level code (models
+    built, tools loaded) for nothing: shared code belongs in helpers.py, shared fixtures in conftest.py."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found += [name for name in names if name.split(".")[0] in TEST_MODULES]
+    return found
+
+
+def test_no_test_file_imports_another():
+    found = {}
+    for path in sorted(TESTS.glob("*.py")):
+        if imported := imported_test_files(path.read_text()):
+            found[path.name] = imported
+    assert found == {}
+
+
+@pytest.mark.parametrize("line", [
+    "from test_model import ATTENTION, tiny",
+    "import test_codec",
+    "import os, test_zoo as zoo",
+    "from conftest import tiny_mnist",
+    "def later():\n    from test_scale import free_port",  # an import deferred to a call
+])
+def test_the_check_catches_every_form_of_a_test_file_import(line):
+    assert imported_test_files(line), line
+
+
+def test_imports_of_helpers_and_of_packages_are_not_reported():
+    assert imported_test_files("from helpers import tiny\nimport helpers\nimport pytest\nimport test\n"
+                               "from image_transformer import cli\nfrom testing import x") == []
 
 
 def test_the_registry_knows_every_model_class_files_can_name():

@@ -26,7 +26,7 @@ def add_noise(images, scale, seed=1):
     return (images.long() + noise).clamp(0, 255).to(torch.uint8)
 
 
-def test_identical_images():
+def test_identical_images_give_infinite_psnr_unit_ssim_and_zero_consistency_error():
     x = random_images(3)
     assert torch.isinf(psnr(x, x)).all() and (psnr(x, x) > 0).all()
     assert torch.equal(ssim(x, x), torch.ones(3, dtype=torch.float64))
@@ -51,7 +51,8 @@ def test_area_downsample_of_a_known_pattern():
         [255, 255, 0, 1],
         [255, 254, 0, 0],
     ], dtype=torch.uint8)[None, :, :, None]
-    assert area_downsample(pattern, (2, 2))[0, :, :, 0].tolist() == [[3, 10], [255, 0]]  # 10.25 -> 10, 254.75 -> 255, 0.25 -> 0
+    # 10.25 -> 10, 254.75 -> 255, 0.25 -> 0
+    assert area_downsample(pattern, (2, 2))[0, :, :, 0].tolist() == [[3, 10], [255, 0]]
     assert area_downsample_float(pattern, 2)[0, :, :, 0].tolist() == [[3.0, 10.25], [254.75, 0.25]]
     assert area_downsample(pattern, (1, 1)).item() == round(sum(map(int, pattern.flatten())) / 16)
     assert area_downsample(pattern, (4, 2))[0, :, :, 0].tolist() == [[1, 10], [5, 11], [255, 1], [255, 0]]  # halves up
@@ -72,7 +73,7 @@ def test_consistency_of_an_exact_upsampling_is_zero():
     assert torch.equal(result["l2"], torch.zeros(4, dtype=torch.float64))
 
 
-def test_consistency_units():
+def test_consistency_gives_rmse_and_l2_in_pixel_values_and_refuses_a_non_multiple_size():
     inputs = torch.full((2, 2, 2, 3), 100, dtype=torch.uint8)
     samples = torch.full((2, 8, 8, 3), 106, dtype=torch.uint8)
     samples[1, :4, :4, 0] = 100 + 6 + 16  # one input value off by 16 more
@@ -145,7 +146,7 @@ def test_nearest_neighbour_finds_the_sample_itself():
         nearest_neighbour_ms_ssim(samples, random_images(3, 4, 4, 3), 2)
 
 
-def test_shape_mismatch_raises():
+def test_metrics_refuse_images_of_different_shapes_or_without_a_batch():
     with pytest.raises(ValueError, match="same shape"):
         psnr(random_images(1, 4, 4), random_images(1, 4, 5))
     with pytest.raises(ValueError, match="same shape"):

@@ -3,24 +3,8 @@ import itertools
 import pytest
 import torch
 
+from helpers import ATTENTION, tiny
 from image_transformer import ImageTransformer, ImageTransformerConfig, bits_per_dim
-
-ATTENTION = {
-    # query/memory sizes chosen so that they do not divide the sequence or the grid
-    "local_1d": dict(attention="local_1d", query_length=7, memory_length=5),
-    "global": dict(attention="global"),
-    "local_2d": dict(attention="local_2d", query_shape=(2, 4), memory_flange=(1, 3)),
-}
-
-
-def tiny(attention="local_1d", distribution="categorical", channels=3, size=(5, 6), **kw):
-    cfg = ImageTransformerConfig(
-        image_size=size, channels=channels, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32,
-        dropout=0.0, distribution=distribution, num_mixtures=3, **{**ATTENTION[attention], **kw},
-    )
-    torch.manual_seed(0)
-    return ImageTransformer(cfg).double().eval()
-
 
 CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"], [1, 2, 3, 4]))  # grey, grey + alpha, RGB, RGBA
 
@@ -68,7 +52,7 @@ def test_dmol_orders_channels_inside_a_pixel():
     assert (order[:, 1] == order[:, 0] + 1).all() and (order[:, 2] == order[:, 0] + 2).all()
 
 
-def test_forward_shapes():
+def test_forward_gives_256_logits_per_sub_pixel_or_30_mixture_parameters_per_pixel():
     model = tiny("local_1d", "categorical", 3)
     x = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8)
     assert model(x).shape == (2, 5, 6, 3, 256)
@@ -143,7 +127,7 @@ def test_bad_config_raises_value_error():
         ImageTransformerConfig(channels=5)  # 1 to 4 are grey, grey + alpha, RGB, RGBA
 
 
-def test_labels_are_checked():
+def test_log_prob_demands_labels_in_range_and_refuses_them_for_an_unconditional_model():
     model = tiny(num_classes=4)
     x = torch.zeros(2, 5, 6, 3, dtype=torch.uint8)
     with pytest.raises(ValueError, match="pass labels"):

@@ -6,12 +6,11 @@ import itertools
 import pytest
 import torch
 
+from helpers import ATTENTION, tiny
 from image_transformer import ImageTransformerConfig
 from image_transformer.nn.config import ConfigError
 from image_transformer.nn.embeddings import NeighbourhoodInput
 from image_transformer.nn.order import make_layout
-
-from test_model import ATTENTION, tiny
 
 
 def test_it_reads_the_pixel_above_which_attention_here_cannot():

@@ -314,7 +314,8 @@ def test_the_demo_places_an_image_among_the_kept_reference_scores(tiny_mnist, tm
     model = tiny_model(image_size=(6, 6), dropout=0.0)
     model.save_pretrained(tmp_path / "m")
     shown = DemoModel(str(tmp_path / "m"), model)
-    assert shown.reference() is None and "No reference scores" in placement(None, torch.zeros(6, 6, 1, dtype=torch.uint8), 1.0)
+    assert shown.reference() is None
+    assert "No reference scores" in placement(None, torch.zeros(6, 6, 1, dtype=torch.uint8), 1.0)
     assert main(["score", str(tmp_path / "m"), "--data", f"mnist:{tiny_mnist}", "--split", "train", "--codecs", "png",
                  "--write-reference", "-o", str(tmp_path / "s.csv")]) == 0
     record = folders.read_reference(tmp_path / "m")

@@ -33,14 +33,16 @@ def test_block_raster_2d_matches_brute_force(grid, q, f):
     qh, qw = min(q[0], rows), min(q[1], cols)
     # brute-force block-raster order
     blocks = [(bi, bj) for bi in range(-(-rows // qh)) for bj in range(-(-cols // qw))]
-    order = [r * cols + c for bi, bj in blocks for r in range(bi * qh, bi * qh + qh) for c in range(bj * qw, bj * qw + qw)
+    order = [r * cols + c for bi, bj in blocks
+             for r in range(bi * qh, bi * qh + qh) for c in range(bj * qw, bj * qw + qw)
              if r < rows and c < cols]
     assert layout.order.tolist() == order
     rank = {p: i for i, p in enumerate(order)}
     for p, seen in visible_sets(layout).items():
         r, c = divmod(p, cols)
         top, left = (r // qh) * qh, (c // qw) * qw
-        expect = sorted(rr * cols + cc for rr in range(top - f[0], top + qh) for cc in range(left - f[1], left + qw + f[1])
+        expect = sorted(rr * cols + cc
+                        for rr in range(top - f[0], top + qh) for cc in range(left - f[1], left + qw + f[1])
                         if 0 <= rr < rows and 0 <= cc < cols and rank[rr * cols + cc] <= rank[p])
         assert seen == expect, p
 

@@ -10,23 +10,18 @@ import pytest
 import torch
 from PIL import Image
 
-from image_transformer import ImageTransformer, ImageTransformerConfig, SuperResolutionConfig
-from image_transformer import cli, codec
-from image_transformer.nn.config import ADDED_FIELDS
-from image_transformer.zoo import PRESETS, RECIPES, is_superres_preset, preset
+from helpers import run
+from image_transformer import ImageTransformer, ImageTransformerConfig, SuperResolutionConfig, cli, codec
 from image_transformer.files.data import ImageData, load_image_folder
-from image_transformer.nn.embeddings import PixelInput, PositionEncoding
-from image_transformer.images import area_downsample, bicubic_downsample_float
 from image_transformer.metrics import consistency
+from image_transformer.nn.config import ADDED_FIELDS
+from image_transformer.nn.embeddings import PixelInput, PositionEncoding
 from image_transformer.nn.order import make_layout
 from image_transformer.training.config import TrainConfig
+from image_transformer.zoo import PRESETS, RECIPES, is_superres_preset, preset
 
 PAPER_PRESETS = [name for name in PRESETS if not name.endswith("-tiny") and not name.startswith(("mnist", "tiny"))
                  and not name.endswith(("-cpu", "-gpu"))]
-
-
-def run(*args):
-    return cli.main([str(a) for a in args])
 
 
 # ----- 1: 2D memory extends up ----------------------------------------------------------------------------------
@@ -148,7 +143,8 @@ def test_learned_positions_contain_the_papers_half_and_half_split():
     split = torch.cat([row_half[index // cols], col_half[index % cols]], 1)
     assert torch.equal(enc(index), split)
     sinusoidal = PositionEncoding((rows, cols), d)(index)  # the fixed encoding is the paper's split itself
-    assert torch.equal(sinusoidal[:, : d // 2].reshape(rows, cols, -1)[:, 0], sinusoidal[:, : d // 2].reshape(rows, cols, -1)[:, -1])
+    first_half = sinusoidal[:, : d // 2].reshape(rows, cols, -1)
+    assert torch.equal(first_half[:, 0], first_half[:, -1])
 
 
 # ----- 9: missing presets ----------------------------------------------------------------------------------------
@@ -159,7 +155,7 @@ def test_super_resolution_presets_have_an_encoder_two_to_three_times_shallower(n
     assert 2 <= cfg.num_layers / cfg.encoder_layers <= 3
 
 
-def test_table4_ablation_family():
+def test_the_table4_presets_keep_8_layers_and_vary_three_block_sizes_each_attention():
     family = [preset(n) for n in PRESETS if "-table4-" in n]
     assert all(c.num_layers == 8 and c.ffn_size == 1024 for c in family)
     one = {(c.query_length, c.memory_length) for c in family if c.attention == "local_1d"}
@@ -209,7 +205,7 @@ def test_folders_of_grey_alpha_and_rgba_pngs(tmp_path):
     assert images.shape == (2, 5, 6, 2) and images[0, 0, 0].tolist() == [7, 255] and images[1, 0, 0].tolist() == [9, 9]
 
 
-def test_npz_with_four_channels(tmp_path):
+def test_load_npz_keeps_four_channel_images(tmp_path):
     data = np.random.default_rng(1).integers(0, 256, (4, 3, 3, 4), dtype=np.uint8)
     np.savez(tmp_path / "x.npz", data=data)
     from image_transformer.files.data import load_npz

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,26 +10,16 @@ import time
 import pytest
 import torch
 
+from helpers import free_port, run
 from image_transformer.files.checkpoint import CheckpointError
 from image_transformer.files.pretrained import average_checkpoints, load_model
-from image_transformer.cli import main
 from image_transformer.training.config import TrainConfig
 from image_transformer.training.distributed import resolve_device
 from image_transformer.training.trainer import Trainer
 
 
-def run(*args):
-    return main([str(a) for a in args])
-
-
 def weights(path):
     return torch.load(path, weights_only=False)["model"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli(*args, **kw):
@@ -79,7 +68,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_mnist, tmp_path):
     assert run("train", *args, "--out", tmp_path / "straight") == 0
     a, b = weights(out / "checkpoint.pt"), weights(tmp_path / "straight" / "checkpoint.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))  # records after the kill point were dropped, none repeated
 
 

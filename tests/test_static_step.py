@@ -6,18 +6,11 @@ import itertools
 import pytest
 import torch
 
+from helpers import ATTENTION, static_generate, tiny
 from image_transformer import SuperResolutionConfig, SuperResolutionTransformer
 from image_transformer.nn.static_step import StaticSampler, StepIndex, sampler_for
 
-from test_model import ATTENTION, tiny
-
 CASES = list(itertools.product(ATTENTION, ["categorical", "dmol"]))
-
-
-def static_generate(model, values, start=0, labels=None, context=None, generator=None, temperature=1.0):
-    sampler = StaticSampler(model, values.shape[0], temperature, labels is not None, context, graph=False, chunk=5)
-    with torch.no_grad():
-        return sampler.run(values.clone(), start, labels, context, generator)
 
 
 @pytest.mark.parametrize("attention,distribution", CASES)

@@ -3,11 +3,10 @@
 import pytest
 import torch
 
+from helpers import tiny
 from image_transformer import tasks
 from image_transformer.images import repeat_image
 from image_transformer.nn.sampling import Sampling
-
-from test_model import tiny
 
 
 def test_compress_reports_the_coders_own_cost_without_a_second_pass():

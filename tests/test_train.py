@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from image_transformer import ImageTransformer, ImageTransformerConfig
-from image_transformer.training import trainer as train_module
-from image_transformer.files.checkpoint import CheckpointError
 from image_transformer.cli import main
+from image_transformer.files.checkpoint import CheckpointError
 from image_transformer.tasks import evaluate
+from image_transformer.training import trainer as train_module
 from image_transformer.training.config import TrainConfig
 from image_transformer.training.guard import RunLocked, StopOnSignal, run_lock
 from image_transformer.training.schedule import transformer_schedule
@@ -336,8 +336,8 @@ def test_periodic_evaluation_is_not_training_time(tmp_path):
 
 @pytest.mark.parametrize("name", ["cifar10-cpu", "mnist-cpu"])
 def test_budget_presets_train_for_ten_minutes_and_decay_with_the_clock(name):
-    from image_transformer.zoo import RECIPES, preset
     from image_transformer.training.schedule import lr_factor
+    from image_transformer.zoo import RECIPES, preset
 
     cfg = TrainConfig(**RECIPES[name])
     assert cfg.max_minutes == 10.0 and cfg.schedule == "linear"

@@ -3,26 +3,23 @@ really ship with the package, Hub repo ids in offline mode, folders of the old l
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import safetensors.torch
 import torch
 
-import huggingface_hub.constants
+from helpers import load_tool, run, write_tiny_mnist
 from image_transformer import ImageTransformer, SuperResolutionTransformer, load_model
 from image_transformer.files import folders as zoo
 from image_transformer.files.pretrained import PretrainedModel
-from image_transformer.cli import main
 from image_transformer.tasks import evaluate
 from image_transformer.zoo import preset
 
@@ -30,36 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 OLD = Path(__file__).parent / "data" / "pretrained-6222cca"  # written by save_pretrained of commit 6222cca
 REAL_ZOO = zoo.SHIPPED  # the package's own folder, before any test points zoo.SHIPPED elsewhere
 WHEEL_BUDGET = 25 * 1024 * 1024
-
-
-def _ship_module():
-    spec = importlib.util.spec_from_file_location("ship_model", REPO / "tools" / "ship_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ship_model = _ship_module()
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-model_tables = _tool("model_tables")
-
-
-def run(*args):
-    return main([str(a) for a in args])
-
-
-def _write_idx(path, array):
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+ship_model = load_tool("ship_model")
+model_tables = load_tool("model_tables")
 
 
 @pytest.fixture(autouse=True)
@@ -74,14 +43,7 @@ def trained(tmp_path_factory):
     """Two tiny models really trained for a few steps on 6x6 images in MNIST's layout (dark left, bright right)
     and shipped into a temporary zoo: ``digits`` (generator) and ``digits-sr`` (3x3 -> 6x6 super-resolution)."""
     root = tmp_path_factory.mktemp("zoo")
-    data = root / "mnist"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 48), ("t10k", 12)):
-        images = np.zeros((n, 6, 6), np.uint8)
-        images[:, :, 3:] = 220
-        _write_idx(data / f"{prefix}-images-idx3-ubyte.gz", np.clip(images + rng.integers(0, 30, images.shape), 0, 255))
-        _write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 3, n))
+    data = write_tiny_mnist(root / "mnist")
     common = ["--data", f"mnist:{data}", "--preset", "tiny", "--steps", 3, "--batch-size", 4, "--eval-images", 4,
               "--num-samples", 2, "--quiet"]
     commands = {"digits": ["train", "--out", root / "runs" / "digits", *common],
