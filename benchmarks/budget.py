@@ -2,11 +2,12 @@
 
     python benchmarks/budget.py cifar10-subset:../shared/data/cifar10-lossless-subset --minutes 10 --preset cifar10-cpu
     python benchmarks/budget.py mnist:../shared/data/mnist --minutes 10 --preset mnist-cpu
-    python benchmarks/budget.py mnist:../shared/data/mnist --minutes 1 --preset mnist-tiny --set norm=pre --train lr=3e-3
+    python benchmarks/budget.py mnist:../shared/data/mnist --minutes 1 --preset mnist-tiny \\
+        --set norm=pre --train lr=3e-3
 
 DATA is any data spec of ``image-transformer train --data`` (its train split trains, its test split is
-held out), or ``cifar10-subset:PATH``: the lossless CIFAR-10 subset split as tools/make_cifar_holdout.py makes it (train on the
-first 3,000 images of ``data_batch_1``; hold out its last 1,000 plus the 20 images of ``test_batch``).
+held out), or ``cifar10-subset:PATH``: the lossless CIFAR-10 subset split as tools/make_cifar_holdout.py makes it
+(train on the first 3,000 images of ``data_batch_1``; hold out its last 1,000 plus the 20 images of ``test_batch``).
 
 Training is the library's ``Trainer`` with ``max_minutes = M`` (``image_transformer.training.budget.run``): the clock
 counts training only (the periodic evaluations that draw the curve are not counted), and the preset's recipe (see
@@ -70,7 +71,8 @@ def main() -> None:
                  clock=args.clock, compile=args.compile)
     print(f"{args.preset} {' '.join(args.set + args.train)} on {args.data}, {args.minutes:g} min ({args.clock} clock), "
           f"{result['threads']} threads{', compiled' if args.compile else ''}:")
-    print(f"  held-out bits/dim {result['bits_per_dim']:.4f} ({result['eval_images']} images), steps {result['steps']}, "
+    print(f"  held-out bits/dim {result['bits_per_dim']:.4f} ({result['eval_images']} images), "
+          f"steps {result['steps']}, "
           f"images/s {result['images_per_sec']:.2f}, trained {result['minutes']:.2f} min, "
           f"{result['parameters'] / 1e6:.2f}M parameters")
     print("  curve (minutes, bits/dim on 256 held-out images): "

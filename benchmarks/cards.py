@@ -57,7 +57,8 @@ def main() -> None:
     print(f"\n{'model':14} {'card bits/dim':>14} {'images':>7} {'measured':>9} {'images':>7} {'difference':>11} "
           f"{'seconds':>8}  data")
     for name, card_bpd, card_n, bpd, n, seconds, spec in rows:
-        print(f"{name:14} {card_bpd:14.4f} {card_n:7d} {bpd:9.4f} {n:7d} {bpd - card_bpd:+11.4f} {seconds:8.1f}  {spec}")
+        print(f"{name:14} {card_bpd:14.4f} {card_n:7d} {bpd:9.4f} {n:7d} {bpd - card_bpd:+11.4f} "
+              f"{seconds:8.1f}  {spec}")
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from image_transformer import codec
-from image_transformer.files.pretrained import load_model
 from image_transformer.files.data import load_dataset
 from image_transformer.files.image_files import LOSSLESS_FORMATS, lossless_bytes, lossless_formats
+from image_transformer.files.pretrained import load_model
 from image_transformer.tasks import evaluate
 
 

@@ -38,9 +38,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from image_transformer import ImageTransformer
-from image_transformer.zoo import preset
 from image_transformer.training.config import TrainConfig
 from image_transformer.training.trainer import NegLogLikelihood, Trainer
+from image_transformer.zoo import preset
 
 # (preset, training batch): the paper's 1D presets; imagenet64 has 4x the positions of an image, so 1/4 the batch
 PRESETS = [("cifar10-1d-cat", 64), ("cifar10-1d-dmol", 64), ("imagenet64-1d-cat", 16)]
@@ -322,7 +322,8 @@ def render(header: str, args: argparse.Namespace, ceiling: dict[str, list[float]
              f"Matmul ceiling ({args.matmul_size}x{args.matmul_size}x{args.matmul_size}, random data, median [min-max] "
              f"of {args.repeats}): fp32 {med(ceiling['fp32'])} TFLOP/s, bf16 {med(ceiling['bf16'])} TFLOP/s.", "",
              "Training (the trainer's step: forward, backward, Adam; random images):", "",
-             "| preset | batch | precision | s/step | img/s | TFLOP/s | of ceiling | attention | peak GiB | first step s |",
+             "| preset | batch | precision | s/step | img/s | TFLOP/s | of ceiling | attention | peak GiB "
+             "| first step s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in training:
         label = r["precision"] + (" + compile" if r["compile"] else "")

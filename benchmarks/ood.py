@@ -66,9 +66,11 @@ def experiment(title: str, model_name: str, inside: str, outside: list[str], arg
                          batch_size=args.batch_size, progress=False)
     seconds = time.perf_counter() - start
     columns = [c for c in SCORES if c in report.scores]
-    rows = [f"\n### {title}\n", f"model `{model_name}`; in-distribution `{inside}`, {len(report.inside.images)} images, "
+    rows = [f"\n### {title}\n",
+            f"model `{model_name}`; in-distribution `{inside}`, {len(report.inside.images)} images, "
             f"mean {float(report.inside.table['bits_per_dim'].mean()):.3f} bits/dim ({seconds:.0f} s)\n",
-            "| other set | mean bits/dim | " + " | ".join(f"AUROC {c}" for c in columns) + " | typicality: batches flagged |",
+            "| other set | mean bits/dim | " + " | ".join(f"AUROC {c}" for c in columns)
+            + " | typicality: batches flagged |",
             "|---|---|" + "---|" * len(columns) + "---|"]
     separation = report.separation()
     for s in report.outside:
@@ -120,7 +122,8 @@ def speed(args: argparse.Namespace) -> list[str]:
             f"{spread_text(ceiling)} GFLOP/s: {statistics.median(achieved) / statistics.median(ceiling):.0%} of it; "
             f"200 images/s would need {200 * flops / 1e9:.0f} GFLOP/s.",
             f"With `--precision bf16`: **{spread_text(fast)} images/s**, against the bf16 matmul ceiling of "
-            f"{spread_text(bf16_ceiling)} GFLOP/s ({statistics.median(fast) * flops / 1e9 / statistics.median(bf16_ceiling):.0%}"
+            f"{spread_text(bf16_ceiling)} GFLOP/s "
+            f"({statistics.median(fast) * flops / 1e9 / statistics.median(bf16_ceiling):.0%}"
             f" of it); bits/dim within {float((low - reference).abs().max()):.4f} of fp32's on these images.\n"]
     mnist = ood.synthetic("noise", 1, model.image_shape)  # sizes do not matter here, only the time
     from image_transformer.files.data import load_split

@@ -102,7 +102,8 @@ def profile_steps(step: Callable[[], object], steps: int, likelihood_owner: obje
         top = parent is not None and parent.name in ("step", "likelihood") or parent is None and e.name.startswith(NODE)
         if not top:
             continue
-        if parent is not None and parent.name == "likelihood" or e.name.startswith(NODE) and e.sequence_nr in in_likelihood:
+        if (parent is not None and parent.name == "likelihood"
+                or e.name.startswith(NODE) and e.sequence_nr in in_likelihood):
             totals["likelihood"] += e.cpu_time_total
         else:
             fam = family(e.name)
@@ -143,7 +144,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", action="append", help="presets to profile (default: cifar10-cpu, mnist-cpu)")
     p.add_argument("--batch-size", type=int, default=0, help="0: 8 for colour presets, 16 for MNIST")
-    p.add_argument("--precision", nargs="+", default=None, help="fp32 and/or bf16 (default: both where the CPU has bf16)")
+    p.add_argument("--precision", nargs="+", default=None,
+                   help="fp32 and/or bf16 (default: both where the CPU has bf16)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--peer", type=Path, help="a checkout of pclucas14/pixel-cnn-pp: profile its step as well")
@@ -171,10 +173,12 @@ def main() -> None:
     print(header)
     print("|" + "---|" * (len(rows) + 1))
     for fam in families:
-        print(f"| {fam} | " + " | ".join(f"{ms.get(fam, 0):.1f} ({ms.get(fam, 0) / wall:.0%})" for _, _, ms, wall in rows) + " |")
+        print(f"| {fam} | "
+              + " | ".join(f"{ms.get(fam, 0):.1f} ({ms.get(fam, 0) / wall:.0%})" for _, _, ms, wall in rows) + " |")
     print("| **step** | " + " | ".join(f"**{wall:.1f}**" for _, _, _, wall in rows) + " |")
     if args.json:
-        args.json.write_text(json.dumps([dict(model=l, precision=pr, wall_ms=w, ms=m) for l, pr, m, w in rows], indent=1))
+        args.json.write_text(json.dumps([dict(model=label, precision=pr, wall_ms=w, ms=m) for label, pr, m, w in rows],
+                                        indent=1))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def image_seconds(model: ImageTransformer, batch: int) -> float:
 
 
 def forward_seconds(model: ImageTransformer, batch: int) -> float:
-    x = torch.randint(0, 256, (batch, *model.image_shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    x = torch.randint(0, 256, (batch, *model.image_shape), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         start = time.perf_counter()
         model.log_prob(x)

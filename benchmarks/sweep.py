@@ -112,12 +112,14 @@ def report(data: str) -> None:
              "evenly). Rows are sorted by budget, then bits/dim. Runs are sequential. The budget's clock is `wall` "
              "(wall-clock minutes, the budget's definition) or `cpu` (the process's CPU minutes per thread: "
              "used for screening while other work shared the CPU, which it disturbs much less).", "",
-             "| data | budget (min) | name | preset | model changes | training | steps | img/s | eval | bits/dim | note |",
+             "| data | budget (min) | name | preset | model changes | training | steps | img/s | eval "
+             "| bits/dim | note |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         model = ", ".join(f"{k}={v}" for k, v in r["model_settings"].items()) or "-"
         train = ", ".join(f"{k}={v}" for k, v in r["train_settings"].items()) or "-"
-        lines.append(f"| {r['sweep_data']} | {r['budget_minutes']:g} {r['clock']} | {r['name']} | {r['preset']} | {model} | {train} "
+        lines.append(f"| {r['sweep_data']} | {r['budget_minutes']:g} {r['clock']} | {r['name']} | {r['preset']} "
+                     f"| {model} | {train} "
                      f"| {r['steps']} | {r['images_per_sec']:.1f} | {r['eval_images']} | {r['bits_per_dim']:.4f} "
                      f"| {r.get('note', '')} |")
     DOCS.mkdir(parents=True, exist_ok=True)
@@ -174,7 +176,9 @@ def main() -> None:
             continue
         preset, model, train = CANDIDATES[args.data][name]
         result: dict[str, Any] = budget.run(DATA[args.data], args.minutes, preset, model, train,
-                                            eval_limit=EVAL_LIMIT[args.data] if args.eval_limit is None else args.eval_limit, progress=False, clock=args.clock,
+                                            eval_limit=(EVAL_LIMIT[args.data] if args.eval_limit is None
+                                                        else args.eval_limit),
+                                            progress=False, clock=args.clock,
                                             curve_points=5)
         recipe = {k: v for k, v in {**RECIPES.get(preset, {}), **train}.items() if k not in ("steps", "max_minutes")}
         result |= {"name": name, "sweep_data": args.data, "budget_minutes": args.minutes, "model_settings": model,

@@ -30,9 +30,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from image_transformer import ImageTransformer
-from image_transformer.zoo import PRESETS, preset
 from image_transformer.training.config import TrainConfig
 from image_transformer.training.trainer import NegLogLikelihood, Trainer, batch_indices
+from image_transformer.zoo import PRESETS, preset
 
 # (name, preset, overrides, batch): the families the sweep chooses from, at the sizes it trains
 MODELS = [
@@ -110,7 +110,8 @@ def main() -> None:
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--preset", action="append", help="time these presets (repeatable) instead of the default set")
     p.add_argument("--batch-size", type=int, default=8, help="batch for --preset models")
-    p.add_argument("--precision", nargs="+", default=None, help="fp32 and/or bf16 (default: both where the CPU has bf16)")
+    p.add_argument("--precision", nargs="+", default=None,
+                   help="fp32 and/or bf16 (default: both where the CPU has bf16)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the training step")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run")
     args = p.parse_args()
@@ -152,7 +153,8 @@ def main() -> None:
                     trainer.train_step()
                 times.append((time.perf_counter() - t0) / args.steps)
 
-    print("\ndata feeding (batch indices and the copy of the batch, per step), against the fastest training step of that model:")
+    print("\ndata feeding (batch indices and the copy of the batch, per step), "
+          "against the fastest training step of that model:")
     for label, batch, precision, compiled, trainer, _, times in runs[:: max(1, len(runs) // len(models))]:
         feed = feeding_seconds(trainer)
         print(f"  {label:26} {feed * 1e3:8.3f} ms/step = {feed / min(times):.3%} of a step")

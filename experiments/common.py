@@ -173,7 +173,8 @@ def compare_report(args: argparse.Namespace, out: Path, experiment: str, configs
         return
     rows = [[r["dataset"], r["name"], r["preset"],
              ", ".join(f"{k}={v}" for k, v in r["model_settings"].items()), f"{r['parameters'] / 1e6:.2f}M", r["steps"],
-             f"{r['images_per_sec']:.1f}", f"{r['bits_per_dim']:.4f}"] for r in sorted(results, key=lambda r: r["name"])]
+             f"{r['images_per_sec']:.1f}", f"{r['bits_per_dim']:.4f}"]
+            for r in sorted(results, key=lambda r: r["name"])]
     preface = [claim, "", "**Ours**: " + budget_line(args, results), "", f"Command: `{command(script, args)}`"]
     write_markdown(out / f"{experiment}.md", title, preface,
                    ["data", "name", "preset", "model changes", "parameters", "steps", "images/s", "held-out bits/dim"],

@@ -2,7 +2,8 @@
 
     python experiments/superres_temperature.py --minutes 30
     python experiments/superres_temperature.py --model celeba-sr      # score a trained model instead (no training)
-    python experiments/superres_temperature.py --quick                # smoke run on the shipped MNIST slice (7x7 -> 28x28)
+    python experiments/superres_temperature.py --quick                # smoke run on the shipped MNIST slice
+                                                                      # (7x7 -> 28x28)
 
 Trains one encoder-decoder (decoder ``cifar10-1d-cat-tiny``, 2 encoder layers) on 9,000 aligned CelebA faces for the
 budget, evaluates held-out bits/dim on the last 1,000, then samples ``--samples`` held-out inputs at each temperature
@@ -22,22 +23,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import common
 import torch
 
-import common
-from image_transformer.files import folders as zoo
 from image_transformer.codec import fingerprint
-from image_transformer.files.pretrained import load_model
-from image_transformer.nn.config import SuperResolutionConfig
-from image_transformer.zoo import PRESETS
+from image_transformer.files import folders as zoo
 from image_transformer.files.data import load_split
+from image_transformer.files.pretrained import load_model
 from image_transformer.images import area_downsample
 from image_transformer.metrics import spread
+from image_transformer.nn.config import SuperResolutionConfig
 from image_transformer.nn.superres import SuperResolutionTransformer
-from image_transformer.tasks import superres_report
-from image_transformer.tasks import evaluate
+from image_transformer.tasks import evaluate, superres_report
 from image_transformer.training.config import TrainConfig
 from image_transformer.training.trainer import Trainer
+from image_transformer.zoo import PRESETS
 
 EXPERIMENT = "superres_temperature"
 TEMPERATURES = (0.8, 0.9, 1.0)
@@ -106,7 +106,8 @@ def score(args, out, model, spec, train_x, test_x, input_size, steps, minutes, s
 
 def command(args, r) -> str:
     if r.get("model"):
-        return f"python experiments/superres_temperature.py --model {r['model']} --samples {args.samples} --threads {args.threads}"
+        return (f"python experiments/superres_temperature.py --model {r['model']} --samples {args.samples} "
+                f"--threads {args.threads}")
     return f"{common.command('superres_temperature.py', args)} --samples {args.samples}"
 
 
@@ -123,14 +124,16 @@ def write_report(args, out, r) -> None:
     shutil.copyfile(r["grid"], out / f"{EXPERIMENT}_samples.png")
     rows = []
     for t, e in r["report"]["temperatures"].items():
-        rows.append([t, f"{e['consistency_l2_bicubic']:.1f}", f"{e['consistency_area_rmse']:.2f}", f"{e['psnr_db']:.2f}",
-                     f"{e['ssim']:.3f}", f"{e.get('nearest_train_ms_ssim', float('nan')):.3f}"])
+        rows.append([t, f"{e['consistency_l2_bicubic']:.1f}", f"{e['consistency_area_rmse']:.2f}",
+                     f"{e['psnr_db']:.2f}", f"{e['ssim']:.3f}", f"{e.get('nearest_train_ms_ssim', float('nan')):.3f}"])
     preface = [
-        "**The paper's claim** (Parmar et al. 2018, section 5.2, paraphrased): for 8x8 -> 32x32 CelebA super-resolution, "
+        "**The paper's claim** (Parmar et al. 2018, section 5.2, paraphrased): for 8x8 -> 32x32 CelebA "
+        "super-resolution, "
         "sampling at a temperature below 1 (0.8, 0.9) gives samples that look more realistic to people than "
         "temperature 1.0; samples stay consistent with their input.",
         "",
-        f"**Ours**: {r['data']}, {r['image_size'][0]}x{r['image_size'][1]} from {r['input_size'][0]}x{r['input_size'][1]}, "
+        f"**Ours**: {r['data']}, {r['image_size'][0]}x{r['image_size'][1]} "
+        f"from {r['input_size'][0]}x{r['input_size'][1]}, "
         f"{r['parameters'] / 1e6:.2f}M parameters, {trained(args, r)}; held-out {r['bits_per_dim']:.4f} bits/dim over "
         f"{r['eval_images']} images; {r['report']['num_samples']} held-out inputs sampled at each temperature. "
         "Consistency (paper's): L2 distance between the input and the bicubic-downsampled sample, 0..255 units; "

@@ -42,14 +42,16 @@ def report(args, out):
     if not results:
         return
     rows = []
-    for r in sorted(results, key=lambda r: (CONFIGS[r["name"]][0], "-2d-" in r["name"], context(CONFIGS[r["name"]][2]))):
+    for r in sorted(results,
+                    key=lambda r: (CONFIGS[r["name"]][0], "-2d-" in r["name"], context(CONFIGS[r["name"]][2]))):
         data, preset, model = CONFIGS[r["name"]]
         blocks = ", ".join(f"{k}={v}" for k, v in model.items())
         rows.append([data, "2D" if "-2d-" in r["name"] else "1D", blocks, context(model), r["steps"],
                      f"{r['bits_per_dim']:.4f}"])
     preface = [
         "**The paper's claim** (Parmar et al. 2018, Table 4 and its discussion, paraphrased): on CIFAR-10, with models "
-        "of 8 layers and ffn 1024, bits/dim improve as the query and memory blocks grow, for 1D and 2D local attention.",
+        "of 8 layers and ffn 1024, bits/dim improve as the query and memory blocks grow, "
+        "for 1D and 2D local attention.",
         "",
         "**Ours**: the same change at small scale. " + common.budget_line(args, results),
         "", f"Command: `{common.command('table4_block_sizes.py', args)}`",

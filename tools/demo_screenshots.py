@@ -122,7 +122,8 @@ def drive(page: Any, url: str, digit: Path, face: Path | None, shots: Path | Non
           rows: int | None = None, progress_shot: bool = False,
           compress: list[Path] | None = None) -> dict[str, dict[str, Any]]:
     """Every tab once: sample ``num`` images, complete ``digit`` keeping its top ``rows`` rows (and a 7 drawn on the
-    sketch pad), upscale ``face`` (None: the first held-out face), compress ``compress`` (None: ``digit``) and score ``digit``. Returns per tab
+    sketch pad), upscale ``face`` (None: the first held-out face), compress ``compress`` (None: ``digit``)
+    and score ``digit``. Returns per tab
     the seconds from the click
     to the result, the status text, and the addresses of what was shown or offered for download. With
     ``progress_shot``, also a screenshot of the grid half drawn (``sample-progress.png``)."""

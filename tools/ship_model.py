@@ -28,15 +28,22 @@ import safetensors.torch
 import torch
 
 from image_transformer.files.checkpoint import atomic_write
-from image_transformer.files.pretrained import PretrainedModel, load_model, save_pretrained
 from image_transformer.files.data import load_split, read_name_list
+from image_transformer.files.folders import (
+    CARD_NAME,
+    GRID_NAME,
+    LEFT_OUT_NAME,
+    NAME_PATTERN,
+    SHIPPED,
+    SLICE_NAME,
+    is_pretrained_dir,
+    write_card,
+)
 from image_transformer.files.image_files import save_grid
+from image_transformer.files.pretrained import PretrainedModel, load_model, save_pretrained
 from image_transformer.metrics import spread
 from image_transformer.nn.sampling import Sampling
-from image_transformer.tasks import superres_report
-from image_transformer.tasks import evaluate, sample
-from image_transformer.files.folders import (CARD_NAME, GRID_NAME, LEFT_OUT_NAME, NAME_PATTERN, SHIPPED, SLICE_NAME,
-                                             is_pretrained_dir, write_card)
+from image_transformer.tasks import evaluate, sample, superres_report
 
 
 def slice_bits_per_dim(model: PretrainedModel, test_slice: dict[str, torch.Tensor]) -> float:
@@ -315,7 +322,8 @@ def swap_in(tmp: Path, final: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a finished run folder of `image-transformer train`")
     p.add_argument("name", help="the model's name (lower case, digits, '-')")
     p.add_argument("--description", required=True, help="the training data in words (which images, lossy or not)")

@@ -3,9 +3,9 @@
 from .files.pretrained import load_model
 from .metrics import bits_per_dim
 from .nn.config import ImageTransformerConfig, SuperResolutionConfig
-from .zoo import PRESETS, preset
 from .nn.model import ImageTransformer
 from .nn.superres import SuperResolutionTransformer
+from .zoo import PRESETS, preset
 
 __all__ = ["ImageTransformer", "ImageTransformerConfig", "SuperResolutionTransformer", "SuperResolutionConfig",
            "PRESETS", "preset", "bits_per_dim", "load_model"]

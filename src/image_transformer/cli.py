@@ -17,8 +17,16 @@ from typing import Any, Sequence
 import torch
 
 from . import codec, demo, ood, tasks
-from .cli_flags import (CHECKPOINT_HELP, NON_NEGATIVE, POSITIVE, Commands, HelpFormatter, add_config_flags,
-                        check_output, shown)
+from .cli_flags import (
+    CHECKPOINT_HELP,
+    NON_NEGATIVE,
+    POSITIVE,
+    Commands,
+    HelpFormatter,
+    add_config_flags,
+    check_output,
+    shown,
+)
 from .files import folders
 from .files.checkpoint import CheckpointError, describe_os_error, save_or_rescue
 from .files.data import DATASET_KINDS, ImageData, load_split
@@ -27,13 +35,13 @@ from .files.pretrained import average_checkpoints, load_model
 from .images import area_downsample, parse_size
 from .metrics import spread
 from .nn.config import ImageTransformerConfig, SuperResolutionConfig
-from .zoo import PRESETS, RECIPES, config_for, is_superres_preset, preset, recorded_data
 from .nn.model import ImageTransformer
 from .nn.sampling import Sampling
 from .tasks import evaluate, format_superres_report, superres_report
 from .training import TrainConfig, TrainingRun
 from .training.distributed import resolve_device
 from .training.guard import TrainingStopped
+from .zoo import PRESETS, RECIPES, config_for, is_superres_preset, preset, recorded_data
 
 DEFAULT_DATA = "mnist-slice"
 DEFAULT_BATCH_TEST = 16  # score: the typicality test's batch
@@ -84,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         given = sorted(_given(args, MODEL_FLAGS + SUPERRES_FLAGS)) + (["--class-conditional"] if args.class_conditional
                                                                       else [])
         if given or args.task:
-            raise ValueError(f"--init takes the architecture of {args.init}: drop the model flags {given or ['--task']}")
+            raise ValueError(f"--init takes the architecture of {args.init}: "
+                             f"drop the model flags {given or ['--task']}")
         if args.resume:
             raise ValueError("--init starts a new run from a model's weights; --resume continues a run: give one")
     elif args.preset is None:

@@ -5,7 +5,8 @@ with its categorical model (probabilities quantized inside the library, the same
 
 Determinism: encoder and decoder run the same path, the sampler's cached step (``ImageTransformer.cached_steps``),
 over the same batches (the batch size is stored in the file), with the coding table of each value from
-``dist.channel_table`` (float64; ``value_probs`` for format version 1). The encoder feeds the true values back in, the decoder the decoded ones,
+``dist.channel_table`` (float64; ``value_probs`` for format version 1). The encoder feeds the true values back in,
+the decoder the decoded ones,
 so both compute bit-identical probabilities; the known-prefix parallel pass is *not* used (its sums are
 grouped differently and are not bit-identical to the step's). Decoding needs the same weights (checked
 by fingerprint) and the same arithmetic: the same torch build on the same kind of CPU. A CRC of the
@@ -413,7 +414,8 @@ def decode(data: bytes, model: ImageTransformer, *, progress: bool = False, cost
             values = torch.zeros(n_chunk, model.layout.n, model.dist.values_per_position, dtype=torch.long,
                                  device=model.head.weight.device)
             try:
-                _code(model, values, None if labels is None else labels[lo : lo + size], code_value, bar, header.version)
+                _code(model, values, None if labels is None else labels[lo : lo + size], code_value, bar,
+                      header.version)
             except (RuntimeError, ValueError, AssertionError) as e:  # the range decoder ran off its data
                 raise CodecError(f"the stream does not decode with this model: {e}") from None
             out.append(model.to_images(values.cpu()).to(torch.uint8))

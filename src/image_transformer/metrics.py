@@ -172,7 +172,8 @@ def consistency(samples: Tensor, inputs: Tensor) -> dict[str, Tensor]:
     ``samples`` (B, H, W, C), ``inputs`` (B, h, w, C), intensities in 0..255 units. Returns float64 tensors (B,):
 
     - ``"l2_bicubic"``: **the paper's definition** (Parmar et al. 2018, after Dahl et al. 2017): the L2 distance
-      between the input and a bicubic downsampling of the sample (:func:`~image_transformer.images.bicubic_downsample_float`,
+      between the input and a bicubic downsampling of the sample
+      (:func:`~image_transformer.images.bicubic_downsample_float`,
       unrounded), sqrt(sum((bicubic(sample) - inputs)^2)) over the h*w*C values;
     - ``"rmse"`` and ``"l2"``: **ours**, with the area (box mean, unrounded) downsampling by which this library makes
       its inputs: the root-mean-square and the Euclidean norm of the difference (rmse = l2 / sqrt(h*w*C)); 0 for

@@ -29,8 +29,8 @@ from .files.image_files import LOSSLESS_FORMATS, lossless_bytes, lossless_format
 from .files.pretrained import PretrainedModel
 from .images import check_images
 
-__all__ = ["model_bits", "codec_bits", "score_images", "complexity_scores", "score_columns", "reference", "percentile", "TypicalityTest",
-           "synthetic", "transform", "SYNTHETIC", "TRANSFORMS"]
+__all__ = ["model_bits", "codec_bits", "score_images", "complexity_scores", "score_columns", "reference", "percentile",
+           "TypicalityTest", "synthetic", "transform", "SYNTHETIC", "TRANSFORMS"]
 
 LN2 = math.log(2.0)
 PRECISIONS = ("fp32", "bf16")
@@ -49,7 +49,8 @@ def _check(images: Tensor) -> None:
 
 @torch.no_grad()
 def model_bits(model: PretrainedModel, images: Tensor, labels: Tensor | None = None, batch_size: int = 64,
-               per_pixel: bool = False, progress: bool = False, precision: str = "fp32") -> tuple[Tensor, Tensor | None]:
+               per_pixel: bool = False, progress: bool = False,
+               precision: str = "fp32") -> tuple[Tensor, Tensor | None]:
     """Bits/dim of each image under ``model`` (uint8 (N, H, W, C) -> float64 (N,)), one parallel pass per batch;
     with ``per_pixel``, also the bits of each pixel, summed over its channels (N, H, W). ``precision`` "bf16" runs
     the network under bf16 autocast (the distributions stay in fp32): about twice as fast on a CPU with bf16

@@ -264,7 +264,8 @@ class ScoreReport:
         width = max(len(c) for c in self.scores)
         separation = self.separation()
         for s in self.outside:
-            lines.append(f"\nvs {s.name} ({len(s.images)} images): mean bits/dim {float(s.table['bits_per_dim'].mean()):.3f}"
+            lines.append(f"\nvs {s.name} ({len(s.images)} images): "
+                         f"mean bits/dim {float(s.table['bits_per_dim'].mean()):.3f}"
                          f" against {float(self.inside.table['bits_per_dim'].mean()):.3f}")
             lines.append(f"  {'score':{width}s}  AUROC   AUPR  FPR@95%TPR")
             for c, d in separation[s.name].items():
@@ -352,7 +353,8 @@ def heat_maps(model: PretrainedModel, images: Tensor, names: Sequence[str]) -> l
     the picture the demo's Likelihood tab shows."""
     bits, maps = ood.model_bits(model, images, per_pixel=True)
     return [torch.from_numpy(heat_map(m, "bits (-log2 p, summed over the pixel's channels)",
-                                      title=f"{name}: {float(b):.3f} bits/dim")) for name, b, m in zip(names, bits, maps)]
+                                      title=f"{name}: {float(b):.3f} bits/dim"))
+            for name, b, m in zip(names, bits, maps)]
 
 
 def heat_map_targets(specs: Sequence[str], sets: Sequence[str]) -> list[tuple[str, int]]:
@@ -424,7 +426,8 @@ def format_superres_report(report: dict[str, Any]) -> str:
     lines = [f"super-resolution on {report['num_samples']} held-out images (grid: {report['grid']}):"]
     for t, e in report["temperatures"].items():
         nn_text = f", nearest-train MS-SSIM {e['nearest_train_ms_ssim']:.3f}" if "nearest_train_ms_ssim" in e else ""
-        lines.append(f"  T={t}: consistency (paper's: L2 to the bicubic downsampling) {e['consistency_l2_bicubic']:.1f}, "
+        lines.append(f"  T={t}: consistency (paper's: L2 to the bicubic downsampling) "
+                     f"{e['consistency_l2_bicubic']:.1f}, "
                      f"(ours: area RMSE) {e['consistency_area_rmse']:.2f}/255, PSNR {e['psnr_db']:.2f} dB, "
                      f"SSIM {e['ssim']:.3f}{nn_text}")
     return "\n".join(lines)

@@ -51,7 +51,8 @@ _SR_2D = dict(**_SR, num_layers=12, encoder_layers=6, attention="local_2d", quer
               memory_flange=(8, 64))
 PRESETS: dict[str, dict[str, Any]] = {
     # Architecture only (any image size): smoke tests and quick experiments.
-    "tiny": dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0, query_length=64, memory_length=64),
+    "tiny": dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0, query_length=64,
+                 memory_length=64),
     # Small real-data models for MNIST 28x28x1, categorical, 1D local (the README's main job trains mnist-cpu, below).
     "mnist-tiny": dict(
         image_size=(28, 28), channels=1, hidden_size=128, num_layers=4, num_heads=4, ffn_size=256,

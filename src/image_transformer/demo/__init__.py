@@ -6,8 +6,27 @@ browser), :mod:`.page`, the Gradio page over them, and :mod:`.server`, which ser
 """
 
 from .jobs import (
-    CSS, DISPLAY_PIXELS, GREY, TEMPERATURES, CompressResult, DemoModel, Snapshot, UpscaleResult, cannot, complete, compress, describe,
-    display, drawing_image, held_out_images, likelihood, load_models, prepare, sample_stream, size_table, upscale,
+    CSS,
+    DISPLAY_PIXELS,
+    GREY,
+    TEMPERATURES,
+    CompressResult,
+    DemoModel,
+    Snapshot,
+    UpscaleResult,
+    cannot,
+    complete,
+    compress,
+    describe,
+    display,
+    drawing_image,
+    held_out_images,
+    likelihood,
+    load_models,
+    prepare,
+    sample_stream,
+    size_table,
+    upscale,
     upscale_input,
 )
 from .page import Cancelled, Stops, gradio, step_reporter

@@ -32,7 +32,6 @@ from ..nn.sampling import Sampling, StepHook
 from ..nn.superres import SuperResolutionTransformer
 from ..tasks import GREY, TEMPERATURES, labels_for, sample_labels
 
-
 HELD_OUT_LIMIT = 64  # held-out images offered per model
 MAX_FILES = 64  # images one Compress request may hold
 MAX_REQUEST_PIXELS = 64 * 1024 * 1024  # pixels the uploads of one request may hold together, before decoding
@@ -176,7 +175,8 @@ def held_out_images(source: str | Path, model: PretrainedModel,
     info = run_info(path) or run_info(folder.parent)  # a run folder or its checkpoint; a run's model/ folder
     spec = info.get("data")
     if not spec:
-        raise ValueError(f"{source}: no held-out images: neither a test slice ({folders.SLICE_NAME}) nor a training run's "
+        raise ValueError(f"{source}: no held-out images: neither a test slice ({folders.SLICE_NAME}) "
+                         "nor a training run's "
                          f"record of its data; upload an image instead")
     size = info.get("image_size")
     try:

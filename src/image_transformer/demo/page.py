@@ -31,8 +31,24 @@ from ..files.pretrained import PretrainedModel
 from ..nn.model import StepHook
 from ..tasks import labels_for
 from .jobs import (
-    DISPLAY_PIXELS, MAX_FILES, TEMPERATURES, Cancelled, DemoModel, cannot, check_job, complete, compress, display,
-    drawing_image, likelihood, placement, prepare, request_pixels, sample_stream, size_table, upscale,
+    DISPLAY_PIXELS,
+    MAX_FILES,
+    TEMPERATURES,
+    Cancelled,
+    DemoModel,
+    cannot,
+    check_job,
+    complete,
+    compress,
+    display,
+    drawing_image,
+    likelihood,
+    placement,
+    prepare,
+    request_pixels,
+    sample_stream,
+    size_table,
+    upscale,
     upscale_input,
 )
 

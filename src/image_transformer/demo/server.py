@@ -12,7 +12,6 @@ from typing import Any, Sequence
 from .jobs import CSS, DemoModel, load_models
 from .page import DemoApp, gradio
 
-
 QUEUE_SIZE = 16  # requests waiting at most; the next one is told the queue is full
 
 

@@ -54,7 +54,8 @@ REFERENCE_NAME = "ood_reference.json"
 LEFT_OUT_NAME = "left-out.txt"
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, SLICE_NAME, GRID_NAME)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]*$")  # never a path, never a repo id
-HUB_FILES = [CONFIG_NAME, "*.safetensors", CARD_NAME, "*.png", REFERENCE_NAME, "left-out*.txt"]  # what a Hub download fetches
+HUB_FILES = [CONFIG_NAME, "*.safetensors", CARD_NAME, "*.png", REFERENCE_NAME,
+             "left-out*.txt"]  # what a Hub download fetches
 HOW_TO_TRAIN = ("tools/train_zoo.sh trains them (an hour or more each on a CPU) and tools/ship_model.py writes a "
                 "finished run into {folder}/NAME/")
 
@@ -301,7 +302,8 @@ def read_reference(name_or_path: str | Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_bytes())
     except OSError as e:
-        raise ModelFolderError(f"{path}: the out-of-distribution reference cannot be read ({e.strerror or e})") from None
+        raise ModelFolderError(f"{path}: the out-of-distribution reference cannot be read "
+                               f"({e.strerror or e})") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise ModelFolderError(f"{path}: the out-of-distribution reference is not JSON ({e})") from None
     if not isinstance(record, dict) or not isinstance(record.get("percentiles"), dict):

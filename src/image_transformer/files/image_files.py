@@ -18,7 +18,6 @@ from torch import Tensor
 
 from ..images import CHANNEL_NAMES
 
-
 PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow's mode
 
 

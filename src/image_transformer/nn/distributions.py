@@ -254,7 +254,8 @@ class DiscretizedLogisticMixture:
         """The uniforms of one ``sample`` call: [(..., M) for the component, (..., C) for the logistic noise]."""
         like = _full_precision(params)
         batch = params.shape[:-1]
-        return [_uniform((*batch, self.num_mixtures), like, generator), _uniform((*batch, self.channels), like, generator)]
+        return [_uniform((*batch, self.num_mixtures), like, generator),
+                _uniform((*batch, self.channels), like, generator)]
 
     def sample(self, params: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
                noise: list[Tensor] | None = None) -> Tensor:

@@ -34,7 +34,8 @@ class TrainConfig:
                             choices=PRECISIONS)
     ema: float = option(0.0, "keep an exponential moving average of the weights with this decay, used for "
                              "evaluation, samples and model/ (e.g. 0.9995; 0 = off)")
-    schedule: str = option("rsqrt", "after warm-up: rsqrt (the paper's 1/sqrt(step) decay), or linear / cosine decay to 0 "
+    schedule: str = option("rsqrt", "after warm-up: rsqrt (the paper's 1/sqrt(step) decay), "
+                                    "or linear / cosine decay to 0 "
                                     "at the end of the run: at --steps or at --max-minutes, whichever comes first",
                            choices=SCHEDULES)
 

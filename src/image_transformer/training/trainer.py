@@ -23,7 +23,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..files.checkpoint import (
-    CHECKPOINT_NAME, CheckpointError, atomic_write, naming, read_checkpoint, save_checkpoint, stale_temporaries,
+    CHECKPOINT_NAME,
+    CheckpointError,
+    atomic_write,
+    naming,
+    read_checkpoint,
+    save_checkpoint,
+    stale_temporaries,
 )
 from ..files.plots import plot_curve
 from ..files.pretrained import PretrainedModel, load_weights, model_record
@@ -379,7 +385,8 @@ def check_architecture(model: PretrainedModel, state: dict[str, Any], path: Path
 
 
 def truncate_log(path: Path, step: int) -> None:
-    """Drop the records of ``path`` (metrics.jsonl) written after the checkpoint of ``step`` a run resumes from (a killed run may have some), and a torn
+    """Drop the records of ``path`` (metrics.jsonl) written after the checkpoint of ``step`` a run resumes from
+    (a killed run may have some), and a torn
     last line (a kill or a full disk in the middle of an append), with a warning."""
     if not path.is_file():
         return
@@ -407,12 +414,14 @@ def tensorboard_writer(folder: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:
-        raise ValueError(f"logging to TensorBoard needs the tensorboard package (pip install tensorboard): {e}") from None
+        raise ValueError("logging to TensorBoard needs the tensorboard package "
+                         f"(pip install tensorboard): {e}") from None
     return SummaryWriter(str(folder))
 
 
 def remove_stale_temporaries(out: Path) -> None:
-    """Delete the temporary files that writes killed midway left in the run folder ``out`` (and its model/), saying so."""
+    """Delete the temporary files that writes killed midway left in the run folder ``out`` (and its model/),
+    saying so."""
     for tmp in stale_temporaries(out, "checkpoint*.pt") + stale_temporaries(out / "model", "*"):
         tmp.unlink(missing_ok=True)
         print(f"removed {tmp}: a temporary file left by a write that was killed", file=sys.stderr)

@@ -20,8 +20,8 @@ One module per format family (``idx``, ``cifar``, ``npz``, ``image_folders``), `
 cache, ``datasets`` for torch (:func:`to_tensor_dataset`, super-resolution pairs for a ``DataLoader``).
 """
 
-from .cifar import HOLDOUT_TRAIN, cifar_holdout, load_cifar
 from ._common import DATASET_KINDS, DataError, ImageData
+from .cifar import HOLDOUT_TRAIN, cifar_holdout, load_cifar
 from .datasets import SuperResolutionPairs, make_pairs, to_tensor_dataset
 from .idx import load_mnist, read_idx
 from .image_folders import load_celeba, load_image_folder, read_name_list

@@ -14,7 +14,6 @@ from PIL import Image
 
 from ...images import parse_size
 
-
 DATASET_KINDS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "npz", "folder", "celeba")
 SLICE_DIR = Path(__file__).resolve().parents[2] / "datasets" / "mnist-slice"
 

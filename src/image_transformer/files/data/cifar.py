@@ -11,7 +11,6 @@ import numpy as np
 
 from ._common import CIFAR10_CLASSES, DataError, ImageData, check_split, natural_key, require_exists
 
-
 _PICKLE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),

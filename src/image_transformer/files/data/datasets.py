@@ -1,4 +1,5 @@
-"""torch Datasets over :class:`ImageData`, for a user's own ``DataLoader``: images and labels, or super-resolution pairs."""
+"""torch Datasets over :class:`ImageData`, for a user's own ``DataLoader``: images and labels, or super-resolution
+pairs."""
 
 from __future__ import annotations
 

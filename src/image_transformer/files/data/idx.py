@@ -13,8 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._common import DataError, ImageData, MNIST_CLASSES, check_split, require_exists
-
+from ._common import MNIST_CLASSES, DataError, ImageData, check_split, require_exists
 
 _IDX_DTYPES = {
     0x08: np.dtype(np.uint8),

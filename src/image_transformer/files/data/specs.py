@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Callable, Collection
 
 from ..folders import SLICE_NAME, UnknownModel, read_slice, shipped_folder
-from ._common import (DATASET_KINDS, FASHION_MNIST_CLASSES, SLICE_DIR, DataError, ImageData, check_split,
-                      size_or_none)
-from .idx import load_mnist
+from ._common import DATASET_KINDS, FASHION_MNIST_CLASSES, SLICE_DIR, DataError, ImageData, check_split, size_or_none
 from .cifar import load_cifar
-from .npz import load_npz
+from .idx import load_mnist
 from .image_folders import load_celeba, load_image_folder
-
+from .npz import load_npz
 
 CACHED_SPLITS = 4  # decoded folder/celeba splits kept in memory, the least recently used dropped first
 _CACHE: OrderedDict[tuple, ImageData] = OrderedDict()
