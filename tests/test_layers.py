@@ -162,3 +162,33 @@ def test_the_registry_knows_every_model_class_files_can_name():
     from image_transformer.zoo import MODEL_CLASSES
 
     assert MODEL_CLASSES is MODEL_TYPES and {"ImageTransformer", "SuperResolutionTransformer"} <= set(MODEL_CLASSES)
+
+LIMITS = {"module": 600, "class": 250, "function": 80}  # lines: the budget the package keeps to
+
+
+def sizes(path: Path) -> list[tuple[str, str, int]]:
+    """(kind, name, lines) of the module and of every class and function in it."""
+    tree = ast.parse(path.read_text())
+    found = [("module", str(path.relative_to(ROOT)), len(path.read_text().splitlines()))]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            found.append(("class", f"{path.stem}.{node.name}", node.end_lineno - node.lineno + 1))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found.append(("function", f"{path.stem}.{node.name}", node.end_lineno - node.lineno + 1))
+    return found
+
+
+def test_no_module_class_or_function_outgrows_its_budget():
+    over = [f"{kind} {name}: {lines} lines (at most {LIMITS[kind]})"
+            for path in sorted(ROOT.rglob("*.py")) for kind, name, lines in sizes(path) if lines > LIMITS[kind]]
+    assert over == []
+
+
+def test_no_private_name_is_imported_from_another_module():
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == []

@@ -7,24 +7,27 @@ made from the config dataclasses' fields (their types, limits and help), so a ne
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
 from . import codec, demo, ood, tasks
 from .cli_flags import (
     CHECKPOINT_HELP,
+    MODEL_FLAGS,
     NON_NEGATIVE,
     POSITIVE,
+    SUPERRES_FLAGS,
+    TRAIN_FLAGS,
     Commands,
     HelpFormatter,
     add_config_flags,
     check_output,
+    given,
     shown,
 )
 from .files import folders
@@ -46,33 +49,14 @@ from .zoo import PRESETS, RECIPES, config_for, is_superres_preset, preset, recor
 DEFAULT_DATA = "mnist-slice"
 DEFAULT_BATCH_TEST = 16  # score: the typicality test's batch
 DEFAULT_PRESET = "mnist-cpu"  # the budget sweep's winner for MNIST: 10 minutes on 2 CPU cores
-DATA_FIELDS = ("image_size", "channels", "num_classes")  # model fields the data decides, not a flag
-SIZE_FIELDS = ("image_size", "query_shape", "memory_flange", "input_size")  # given as HxW text
-
-
-def _names(config_class: type, leave_out: Sequence[str] = ()) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(config_class) if f.name not in leave_out)
-
-
-MODEL_FLAGS = _names(ImageTransformerConfig, DATA_FIELDS)
-SUPERRES_FLAGS = _names(SuperResolutionConfig, _names(ImageTransformerConfig))
-TRAIN_FLAGS = _names(TrainConfig)
-
-
 def _set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
 
 
-def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
-    """The values given for the flags made from the config fields ``names``, sizes parsed."""
-    values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    return {name: parse_size(v, name) if name in SIZE_FIELDS else v for name, v in values.items()}
-
-
 def _model_config(args: argparse.Namespace, data: ImageData) -> ImageTransformerConfig:
     """The preset fitted to ``data`` with the model flags given (:func:`zoo.config_for`)."""
-    return config_for(args.preset, data, _given(args, MODEL_FLAGS), _given(args, SUPERRES_FLAGS), args.task,
+    return config_for(args.preset, data, given(args, MODEL_FLAGS), given(args, SUPERRES_FLAGS), args.task,
                       args.class_conditional)
 
 
@@ -89,11 +73,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train; under torchrun every process runs this and rank 0 writes the files, holding the run's lock."""
     _set_threads(args.threads)
     if args.init:
-        given = sorted(_given(args, MODEL_FLAGS + SUPERRES_FLAGS)) + (["--class-conditional"] if args.class_conditional
+        flags = sorted(given(args, MODEL_FLAGS + SUPERRES_FLAGS)) + (["--class-conditional"] if args.class_conditional
                                                                       else [])
-        if given or args.task:
+        if flags or args.task:
             raise ValueError(f"--init takes the architecture of {args.init}: "
-                             f"drop the model flags {given or ['--task']}")
+                             f"drop the model flags {flags or ['--task']}")
         if args.resume:
             raise ValueError("--init starts a new run from a model's weights; --resume continues a run: give one")
     elif args.preset is None:
@@ -102,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = TrainingRun(
         out=Path(args.out or f"runs/{name}"), model_config=lambda data: _model_config(args, data), data=args.data,
         image_size=parse_size(args.image_size) if args.image_size else None,
-        train=_given(args, TRAIN_FLAGS), recipe=RECIPES.get(args.preset, {}), preset=args.preset, init=args.init,
+        train=given(args, TRAIN_FLAGS), recipe=RECIPES.get(args.preset, {}), preset=args.preset, init=args.init,
         resume=args.resume, overwrite=args.overwrite, leave_out=args.leave_out,
         device=args.device, compile=args.compile, deterministic=args.deterministic, tensorboard=args.tensorboard,
         progress=not args.quiet,

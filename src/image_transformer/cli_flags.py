@@ -11,9 +11,31 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .files.image_files import image_format
+from .images import parse_size
+from .nn.config import ImageTransformerConfig, SuperResolutionConfig
+from .training.config import TrainConfig
 
 CHECKPOINT_HELP = ("a shipped model's name (see `image-transformer models`), a run directory, checkpoint.pt, a "
                    "save_pretrained directory, or hf-hub:USER/NAME (a Hugging Face Hub repo)")
+
+
+DATA_FIELDS = ("image_size", "channels", "num_classes")  # model fields the data decides, not a flag
+SIZE_FIELDS = ("image_size", "query_shape", "memory_flange", "input_size")  # given as HxW text
+
+
+def _field_names(config_class: type, leave_out: Sequence[str] = ()) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(config_class) if f.name not in leave_out)
+
+
+MODEL_FLAGS = _field_names(ImageTransformerConfig, DATA_FIELDS)
+SUPERRES_FLAGS = _field_names(SuperResolutionConfig, _field_names(ImageTransformerConfig))
+TRAIN_FLAGS = _field_names(TrainConfig)
+
+
+def given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The values given for the flags made from the config fields ``names``, sizes parsed."""
+    values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    return {name: parse_size(v, name) if name in SIZE_FIELDS else v for name, v in values.items()}
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

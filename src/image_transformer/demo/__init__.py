@@ -1,8 +1,9 @@
 """The local web demo: ``image-transformer demo`` serves five tabs (Sample, Complete, Upscale, Compress, Likelihood)
 over the models it is given, on 127.0.0.1, with no network.
 
-Three modules: :mod:`.jobs`, the functions behind the tabs (plain Python over the task layer, tested without a
-browser), :mod:`.page`, the Gradio page over them, and :mod:`.server`, which serves it.
+Four modules: :mod:`.jobs`, the functions behind the tabs (plain Python over the task layer, tested without a
+browser), :mod:`.page`, the app the tabs are built in, :mod:`.tabs`, the Gradio tabs and their page, and
+:mod:`.server`, which serves it.
 """
 
 from .jobs import (

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from .jobs import CSS, DemoModel, load_models
 from .page import DemoApp, gradio
+from .tabs import build_page
 
 QUEUE_SIZE = 16  # requests waiting at most; the next one is told the queue is full
 
@@ -18,7 +19,7 @@ QUEUE_SIZE = 16  # requests waiting at most; the next one is told the queue is f
 def build_app(models: Sequence[DemoModel], workdir: str | Path | None = None) -> Any:
     """The demo page (a ``gradio.Blocks``, queued: each event has two workers, so one tab's long work leaves the
     others free, and at most :data:`QUEUE_SIZE` requests wait), over ``models``."""
-    app = DemoApp(models, workdir).build()
+    app = build_page(DemoApp(models, workdir))
     return app.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
 
 

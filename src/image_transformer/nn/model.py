@@ -16,11 +16,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .attention import BlockSelfAttention, CrossAttention, KVCache
-from .conv import CausalConv
 from ..files.pretrained import PretrainedModel
 from ..images import check_images
+from .attention import BlockSelfAttention, CrossAttention, KVCache
 from .config import ImageTransformerConfig
+from .conv import CausalConv
 from .distributions import make_distribution
 from .embeddings import NeighbourhoodInput, PositionEncoding
 from .order import Layout, make_layout
@@ -307,43 +307,8 @@ class ImageTransformer(PretrainedModel):
         """
         self._check_context(context)
         options = (options or Sampling()).settle(settings, self.default_temperature)
-        use_cache, on_step = options.use_cache, options.on_step
-        graphs = options.graphs
-        if graphs is None:
-            graphs = use_cache and values.device.type == "cuda" and self.layout.step_plan().contiguous
-        if graphs and (not use_cache or values.device.type != "cuda"):
-            raise ValueError(f"graphs=True needs the cached sampler on a CUDA device (values on {values.device}, "
-                             f"use_cache={use_cache})")
         with self.evaluating():
-            bar = tqdm(total=self.layout.n - start, disable=not options.progress, unit="pos", desc="sampling",
-                       dynamic_ncols=True, leave=False)
-            started = time.monotonic()
-
-            def tick() -> None:
-                bar.update(1)
-                if bar.n % 64 == 0 or bar.n == bar.total:  # images/s at the current pace
-                    rate = values.shape[0] * bar.n / bar.total / max(time.monotonic() - started, 1e-9)
-                    bar.set_postfix(images_per_s=f"{rate:.3g}")
-
-            def draw(t: int, params: Tensor) -> Tensor:
-                if on_step is not None:
-                    on_step(values, t)
-                drawn = self.dist.sample(params, options.temperature, options.generator)
-                tick()
-                return drawn
-
-            if graphs:
-                sampler = sampler_for(self, values.shape[0], options.temperature, labels, context, graph=True)
-                sampler.run(values, start, labels, context, options.generator, on_step, tick)
-            elif use_cache:
-                self.cached_steps(values, start, labels, context, draw)
-            else:
-                for t, pos in enumerate(self.layout.order.tolist()[start:], start):
-                    values[:, pos] = draw(t, self.distribution_params(values, labels, context)[:, pos])  # (B, P)
-            if on_step is not None:
-                on_step(values, self.layout.n)
-            bar.close()
-        return values
+            return _generate(self, values, start, labels, context, options)
 
     def cached_steps(self, values: Tensor, start: int, labels: Tensor | None, context: Tensor | None,
                      choose: Callable[[int, Tensor], Tensor]) -> Tensor:
@@ -391,3 +356,45 @@ class ImageTransformer(PretrainedModel):
             last = values[:, order[t], None]  # (B, 1, k), a view: filled just below
             last.copy_(choose(t, self.head(self.norm_out(x)))[:, None])
         return values
+
+
+def _generate(model: "ImageTransformer", values: Tensor, start: int, labels: Tensor | None, context: Tensor | None,
+              options: Sampling) -> Tensor:
+    """``ImageTransformer.generate`` with its options settled, in eval mode: the progress bar, the ``on_step`` calls,
+    and the choice between the CUDA-graph, cached and reference samplers."""
+    use_cache, on_step = options.use_cache, options.on_step
+    graphs = options.graphs
+    if graphs is None:
+        graphs = use_cache and values.device.type == "cuda" and model.layout.step_plan().contiguous
+    if graphs and (not use_cache or values.device.type != "cuda"):
+        raise ValueError(f"graphs=True needs the cached sampler on a CUDA device (values on {values.device}, "
+                         f"use_cache={use_cache})")
+    bar = tqdm(total=model.layout.n - start, disable=not options.progress, unit="pos", desc="sampling",
+               dynamic_ncols=True, leave=False)
+    started = time.monotonic()
+
+    def tick() -> None:
+        bar.update(1)
+        if bar.n % 64 == 0 or bar.n == bar.total:  # images/s at the current pace
+            rate = values.shape[0] * bar.n / bar.total / max(time.monotonic() - started, 1e-9)
+            bar.set_postfix(images_per_s=f"{rate:.3g}")
+
+    def draw(t: int, params: Tensor) -> Tensor:
+        if on_step is not None:
+            on_step(values, t)
+        drawn = model.dist.sample(params, options.temperature, options.generator)
+        tick()
+        return drawn
+
+    if graphs:
+        sampler = sampler_for(model, values.shape[0], options.temperature, labels, context, graph=True)
+        sampler.run(values, start, labels, context, options.generator, on_step, tick)
+    elif use_cache:
+        model.cached_steps(values, start, labels, context, draw)
+    else:
+        for t, pos in enumerate(model.layout.order.tolist()[start:], start):
+            values[:, pos] = draw(t, model.distribution_params(values, labels, context)[:, pos])  # (B, P)
+    if on_step is not None:
+        on_step(values, model.layout.n)
+    bar.close()
+    return values
