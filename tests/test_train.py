@@ -353,3 +353,75 @@ def test_bf16_training_warns_where_the_cpu_has_no_bf16_kernels(tiny_mnist, tmp_p
     args = run_args(tiny_mnist, **{"--steps": 1, "--out": tmp_path / "run"})
     assert main(["train", *args, "--precision", "bf16", "--num-samples", "0"]) == 0
     assert ("bf16 autocast has no fast kernels on this cpu" in capsys.readouterr().err) is not native
+
+
+def _auto_run(folder, tiny_model, data, precision="auto", steps=3):
+    model = tiny_model()  # dropout 0.1: the timed passes draw random numbers too
+    cfg = TrainConfig(steps=steps, batch_size=8, lr=3e-3, warmup=2, eval_every=1000, checkpoint_every=1000,
+                      precision=precision)
+    trainer = Trainer(model, cfg, folder, data(), None, progress=False)
+    trainer.train()
+    return trainer, model
+
+
+def test_auto_precision_is_fp32_without_timing_where_bf16_has_no_kernels(tmp_path, tiny_model, data, monkeypatch,
+                                                                        capsys):
+    from image_transformer.training import distributed
+
+    monkeypatch.setattr(distributed, "bf16_runs_natively", lambda device: False)
+    trainer, _ = _auto_run(tmp_path, tiny_model, data)
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["train"]["precision"] == "fp32" and trainer.cfg.precision == "fp32"
+    assert record["precision"]["chosen"] == "fp32" and "no kernels of its own" in record["precision"]["why"]
+    assert record["precision"]["seconds_per_pass"] == {}  # nothing timed
+    assert "precision: fp32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("faster", ["fp32", "bf16"])
+def test_auto_precision_trains_in_the_faster_and_the_timing_changes_nothing(tmp_path, tiny_model, data, monkeypatch,
+                                                                            faster):
+    """With bf16 kernels (pretended here: the CPU's bf16 is what it is), both precisions are timed and the faster
+    chosen; the timed passes leave no trace: the weights are bit for bit those of a run in that precision."""
+    from image_transformer.training import distributed
+
+    monkeypatch.setattr(distributed, "bf16_runs_natively", lambda device: True)
+    clock = iter(range(10**6))
+    slow = "bf16" if faster == "fp32" else "fp32"
+    passes = []
+    real_pass = train_module.training_pass
+
+    def counted(loss, device, x, y):
+        one = real_pass(loss, device, x, y)
+
+        def run(precision):
+            passes.append(precision)
+            one(precision)
+        return run
+
+    # each pass of the slow precision takes 10 ticks of a fake clock, of the fast one 1
+    monkeypatch.setattr(train_module, "training_pass", counted)
+    monkeypatch.setattr(distributed, "perf_counter",
+                        lambda: next(clock) * (10 if passes and passes[-1] == slow else 1))
+    auto, auto_model = _auto_run(tmp_path / "auto", tiny_model, data)
+    monkeypatch.undo()
+    assert passes == ["fp32"] * 3 + ["bf16"] * 3  # one warm-up and two timed passes of each
+    assert auto.cfg.precision == faster and auto.run_info["precision"]["chosen"] == faster
+    assert set(auto.run_info["precision"]["seconds_per_pass"]) == {"fp32", "bf16"}
+    _, plain_model = _auto_run(tmp_path / "plain", tiny_model, data, precision=faster)
+    for (name, a), b in zip(auto_model.state_dict().items(), plain_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_resumed_auto_run_keeps_the_precision_it_chose(tmp_path, tiny_model, data, monkeypatch):
+    from image_transformer.training import distributed
+
+    monkeypatch.setattr(distributed, "bf16_runs_natively", lambda device: False)
+    _auto_run(tmp_path, tiny_model, data)
+    monkeypatch.setattr(train_module, "choose_precision", lambda *a, **k: pytest.fail("chose again on resume"))
+    cfg = TrainConfig(steps=5, batch_size=8, lr=3e-3, warmup=2, eval_every=1000, checkpoint_every=1000,
+                      precision="auto")
+    resumed = Trainer(tiny_model(), cfg, tmp_path, data(), None, progress=False)
+    resumed.resume()
+    assert resumed.cfg.precision == "fp32" and resumed.run_info["precision"]["chosen"] == "fp32"
+    resumed.train()
+    assert resumed.step == 5

@@ -172,13 +172,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Budget presets (benchmarks/sweep.py): 10 minutes of training, the learning rate decaying linearly to 0
     # as they run out; steps only bound the run where the clock does not. Batch, peak lr and warm-up are
     # the sweep's starting points, which no screened change beat.
-    # Both train in bf16 autocast (the likelihood stays fp32): on a CPU with AVX-512 bf16 more steps fit the 10
-    # minutes and the run ends lower than in fp32; on one without (AVX2 only) bf16 is emulated and many times slower,
-    # so pass --precision fp32 there (docs/results/learning.md).
+    # Both choose their precision where they run ("auto": a few passes timed in each, inside the budget): on a CPU
+    # with AVX-512 bf16, bf16 autocast fits more steps into the 10 minutes and ends lower than fp32; on one without
+    # (AVX2 only) bf16 is emulated and many times slower, so fp32 (docs/results/learning.md). The likelihood is fp32.
     "cifar10-cpu": dict(batch_size=8, lr=2e-3, warmup=50, schedule="linear", max_minutes=10.0, steps=10**6,
-                        precision="bf16"),
+                        precision="auto"),
     "mnist-cpu": dict(batch_size=16, lr=2e-3, warmup=100, schedule="linear", max_minutes=10.0, steps=10**6,
-                      precision="bf16"),
+                      precision="auto"),
     # bf16 on a GPU, a linear decay that ends with its minutes (tools/train_gpu_colour.sh)
     "cifar10-gpu": dict(batch_size=64, lr=1e-3, warmup=200, schedule="linear", max_minutes=4.0, steps=10**6,
                         precision="bf16"),

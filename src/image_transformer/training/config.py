@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..nn.config import ConfigError, option
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 SCHEDULES = ("rsqrt", "linear", "cosine")
 
 
@@ -30,8 +30,9 @@ class TrainConfig:
     seed: int = option(0, "seed for initialisation, data order, dropout and samples")
     grad_accum: int = option(1, "split each step's batch into K sequential micro-batches (same result, less memory)",
                              minimum=1)
-    precision: str = option("fp32", "fp32, or bf16 autocast (the likelihood itself stays in fp32)",
-                            choices=PRECISIONS)
+    precision: str = option("fp32", "fp32, or bf16 autocast (the likelihood itself stays in fp32), or auto: time a few "
+                                    "steps in each at the start and train in the faster (fp32 where bf16 has no "
+                                    "kernels of its own)", choices=PRECISIONS)
     ema: float = option(0.0, "keep an exponential moving average of the weights with this decay, used for "
                              "evaluation, samples and model/ (e.g. 0.9995; 0 = off)")
     schedule: str = option("rsqrt", "after warm-up: rsqrt (the paper's 1/sqrt(step) decay), "

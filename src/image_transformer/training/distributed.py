@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+from time import perf_counter
+from typing import Any, Callable
 
 import torch
 
@@ -70,3 +73,42 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def choose_precision(one_pass: Callable[[str], None], device: torch.device, world_size: int = 1,
+                     trials: int = 2) -> tuple[str, dict[str, Any]]:
+    """``precision="auto"``: the faster of fp32 and bf16 here, and the record of why.
+
+    ``one_pass(precision)`` runs one forward and backward pass; each precision is timed over ``trials`` of them after
+    one to warm up, and the random state is put back after, so that the run is the one the chosen precision would
+    have made. Where bf16 has no kernels of its own (a CPU without AVX-512) it is fp32 without timing; across
+    processes, rank 0's choice.
+    """
+    seconds: dict[str, float] = {}
+    if not bf16_runs_natively(device):
+        chosen, why = "fp32", f"bf16 has no kernels of its own on this {device.type}"
+    else:
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        for precision in ("fp32", "bf16"):
+            times = []
+            for _ in range(trials + 1):
+                started = perf_counter()
+                one_pass(precision)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(perf_counter() - started)
+            seconds[precision] = sorted(times[1:])[len(times[1:]) // 2]
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        chosen, why = min(seconds, key=seconds.get), f"the faster over {trials} timed passes"
+        if world_size > 1:  # every process trains alike
+            decision = [chosen]
+            torch.distributed.broadcast_object_list(decision, src=0)
+            chosen = decision[0]
+    if world()[0] == 0:
+        times = ", ".join(f"{k} {v:.3g} s" for k, v in seconds.items())
+        print(f"precision: {chosen} ({why}{': ' + times if times else ''})", file=sys.stderr)
+    return chosen, {"asked": "auto", "chosen": chosen, "why": why,
+                    "seconds_per_pass": {k: round(v, 4) for k, v in seconds.items()}}

@@ -37,7 +37,7 @@ from ..metrics import spread
 from ..nn.config import with_added_fields
 from ..tasks import evaluate
 from .config import TrainConfig
-from .distributed import autocast, world
+from .distributed import autocast, choose_precision, world
 from .guard import StopOnSignal, TrainingStopped
 from .schedule import make_optimizer
 
@@ -182,9 +182,7 @@ class Trainer:
             save_checkpoint(self.out / f"checkpoint-{self.step}.pt", state)
         save_checkpoint(self.checkpoint_path, state)
         if self.cfg.keep_checkpoints:
-            kept = sorted(self.out.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-            for old in kept[: -self.cfg.keep_checkpoints]:
-                old.unlink()
+            keep_last_checkpoints(self.out, self.cfg.keep_checkpoints)
 
     def resume(self) -> None:
         """Continue from ``checkpoint.pt``: weights, EMA, optimizer, schedule, step, RNG, data position."""
@@ -197,6 +195,9 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.minutes_before = float(state.get("train_minutes", 0.0))
+        chosen = (state.get("run_info") or {}).get("precision")
+        if self.cfg.precision == "auto" and chosen:  # the precision the run chose when it began, not a new choice
+            self.cfg.precision, self.run_info["precision"] = chosen["chosen"], chosen
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -210,14 +211,8 @@ class Trainer:
         return self.out / "metrics.jsonl"
 
     def log(self, record: dict[str, Any]) -> None:
-        if self.rank != 0:
-            return
-        with naming(self.log_path), open(self.log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for k, v in record.items():
-                if k != "step":
-                    self.writer.add_scalar(k, v, record["step"])
+        if self.rank == 0:
+            append_record(self.log_path, self.writer, record)
 
     # ----- the loop ----------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -233,17 +228,20 @@ class Trainer:
         self._eval_seconds += self.clock() - started
         return result
 
+    def micro_batches(self) -> list[tuple[Tensor, Tensor | None]]:
+        """This process's share of the current step's batch, as ``grad_accum`` micro-batches (images, condition)."""
+        cfg, cond = self.cfg, self.train_condition
+        idx = batch_indices(self.step, len(self.train_images), cfg.batch_size, cfg.seed)[self.rank :: self.world]
+        return [(self.train_images[m].to(self.device), cond[m].to(self.device) if cond is not None else None)
+                for m in idx.chunk(cfg.grad_accum)]
+
     def train_step(self) -> float:
         """One optimizer step over the global batch; returns its mean loss in nats per sub-pixel. :meth:`train` runs
         these with its records and checkpoints; a benchmark may time them alone."""
         cfg = self.cfg
-        idx = batch_indices(self.step, len(self.train_images), cfg.batch_size, cfg.seed)
-        idx = idx[self.rank :: self.world]  # this process's share of the global batch
         self.opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
-        for j, micro in enumerate(idx.chunk(cfg.grad_accum)):
-            x = self.train_images[micro].to(self.device)
-            y = self.train_condition[micro].to(self.device) if self.train_condition is not None else None
+        for j, (x, y) in enumerate(self.micro_batches()):
             last = j == cfg.grad_accum - 1
             sync = self.loss.no_sync() if self.world > 1 and not last and hasattr(self.loss, "no_sync") \
                 else contextlib.nullcontext()
@@ -275,10 +273,14 @@ class Trainer:
         :class:`TrainingStopped`; resuming from it continues exactly as if the run had not stopped.
         """
         cfg, model = self.cfg, self.model
-        if self.rank == 0:
-            write_run_json(self.out / "run.json", model, cfg, self.world, self.run_info)
         model.train()
         self._session_start, self._eval_seconds = self.clock(), 0.0
+        if cfg.precision == "auto":  # timed inside the budget: the choice is part of the run's minutes
+            one_pass = training_pass(self.loss, self.device, *self.micro_batches()[0])
+            # the gradients the timed passes leave are cleared by each step before it runs
+            cfg.precision, self.run_info["precision"] = choose_precision(one_pass, self.device, self.world)
+        if self.rank == 0:
+            write_run_json(self.out / "run.json", model, cfg, self.world, self.run_info)
         bar = progress_bar(cfg, self.step, self.session_minutes(), disable=not self.progress)
         with StopOnSignal(verbose=self.rank == 0) as stop:
             last = self._loop(bar, stop)
@@ -425,6 +427,32 @@ def remove_stale_temporaries(out: Path) -> None:
     for tmp in stale_temporaries(out, "checkpoint*.pt") + stale_temporaries(out / "model", "*"):
         tmp.unlink(missing_ok=True)
         print(f"removed {tmp}: a temporary file left by a write that was killed", file=sys.stderr)
+
+
+def training_pass(loss: nn.Module, device: torch.device, x: Tensor, y: Tensor | None) -> Callable[[str], None]:
+    """One forward and backward pass of the training loss on (x, y) in a given precision (what ``auto`` times)."""
+    def one_pass(precision: str) -> None:
+        with autocast(device, precision):
+            value = loss(x, y)
+        value.backward()
+    return one_pass
+
+
+def append_record(path: Path, writer: Any, record: dict[str, Any]) -> None:
+    """One line of ``metrics.jsonl``, and its scalars in TensorBoard when there is a writer."""
+    with naming(path), open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if writer is not None:
+        for k, v in record.items():
+            if k != "step":
+                writer.add_scalar(k, v, record["step"])
+
+
+def keep_last_checkpoints(out: Path, keep: int) -> None:
+    """Delete the kept copies ``checkpoint-STEP.pt`` but the last ``keep``."""
+    kept = sorted(out.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    for old in kept[:-keep]:
+        old.unlink()
 
 
 def write_run_json(path: Path, model: PretrainedModel, cfg: TrainConfig, processes: int,
