@@ -17,8 +17,8 @@
 # budget sweep's winners (mnist-cpu, cifar10-cpu) trained for an hour or more (mnist grown to d 192);
 # mnist was trained beside the first celeba-sr, THREADS=1 each; cifar10-jpeg with THREADS=1 beside experiments on
 # the other core; celeba-sr (the model that uses its input: input_skip, a linear encoder input, aligned positions,
-# the super-resolution defaults; cifar10-cpu's blocks as they are now, 3x3 causal convolutions and bf16, without
-# dropout) with THREADS=2 on a machine doing light work beside it; cifar10 with THREADS=2 beside short tests and
+# the super-resolution defaults; cifar10-cpu's blocks as they are now, 3x3 causal convolutions, without dropout; bf16,
+# which the recipe then held and now chooses per machine, so --precision bf16 to reproduce it) with THREADS=2 on a machine doing light work beside it; cifar10 with THREADS=2 beside short tests and
 # editing, on a CPU without AVX-512 (hence fp32: cifar10-cpu as it is, for twice the minutes of its hour on the
 # lossless images); cifar10-sr with
 # THREADS=2 beside a few seconds of unit tests (35 minutes, about 18 passes over its 3,000 images: a first model of the
@@ -94,7 +94,7 @@ COLOUR_LICENCE=${COLOUR_LICENCE:-"CIFAR-10 by Alex Krizhevsky, Vinod Nair and Ge
 CELEBA_DATA=${CELEBA_DATA:-"celeba:$DATA/celeba-10k.tar.gz"}
 CELEBA_PRESET=${CELEBA_PRESET:-cifar10-cpu}
 CELEBA_MINUTES=${CELEBA_MINUTES:-90}
-CELEBA_FLAGS=${CELEBA_FLAGS:-"--task superres --image-size 32 --input-size 8 --encoder-layers 2 --steps 1000000 --batch-size 8 --lr 2e-3 --warmup 100 --schedule linear --eval-every 500 --eval-images 200 --num-samples 32"}
+CELEBA_FLAGS=${CELEBA_FLAGS:-"--task superres --image-size 32 --input-size 8 --encoder-layers 2 --precision bf16 --steps 1000000 --batch-size 8 --lr 2e-3 --warmup 100 --schedule linear --eval-every 500 --eval-images 200 --num-samples 32"}
 CELEBA_EVAL_FLAGS=${CELEBA_EVAL_FLAGS:-"--samples 32"}
 CELEBA_DESCRIPTION=${CELEBA_DESCRIPTION:-"CelebA aligned faces (the first 10,000, stored as 89x109 JPEGs), centre-cropped and area-downsampled to 32x32, inputs 8x8: trained on the first 9,000 faces; held-out bits/dim and the paper's consistency figures on the last 1,000"}
 CELEBA_NAME=${CELEBA_NAME:-"CelebA 8x8 -> 32x32"}
