@@ -141,6 +141,16 @@ class KVCache:
         self.block = -1  # the block whose memory ``window`` holds
         self.context = context
 
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` (B,) long, in that order: a particle sampler's resampling copies its ancestors."""
+        self.k, self.v = self.k[index], self.v[index]
+        if self.window is not None:
+            self.window = (self.window[0][index], self.window[1][index])
+        if self.inputs is not None:
+            self.inputs = self.inputs[index]
+        if self.context is not None:
+            self.context = (self.context[0][index], self.context[1][index])
+
     def fill(self, kv: Tensor) -> None:
         """Store the first steps from a parallel pass: kv (B, s, 2d) in generation order."""
         b, s, _ = kv.shape

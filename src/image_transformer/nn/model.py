@@ -311,23 +311,18 @@ class ImageTransformer(PretrainedModel):
             return _generate(self, values, start, labels, context, options)
 
     def cached_steps(self, values: Tensor, start: int, labels: Tensor | None, context: Tensor | None,
-                     choose: Callable[[int, Tensor], Tensor]) -> Tensor:
+                     choose: Callable[[int, Tensor], Tensor],
+                     reorder: Callable[[int], Tensor | None] | None = None) -> Tensor:
         """The cached sampler: for each generation step t >= ``start``, ``values[:, order[t]] = choose(t, params)``.
 
         values (B, n, k) long, filled in place; params (B, P) are the distribution parameters at step t
         given every earlier value. The known steps before ``start`` go through the layers as one parallel
         pass that fills the caches; from there each step runs every layer on one position, reading the
         keys and values that its plan (``Layout.step_plan``) says it sees. Call in eval mode, without grad.
-        The codec drives it too, with a ``choose`` that codes each value.
+        The codec drives it too, with a ``choose`` that codes each value; ``reorder(t)``, rows to go on from.
         """
         n, b = self.layout.n, values.shape[0]
-        plan = self.layout.step_plan()
-        w = self.head.weight
-        heads = self.config.num_heads
-        caches = [KVCache(b, plan, heads, self.config.hidden_size // heads, w.device, w.dtype,
-                          block.cross.context_kv(context) if block.cross is not None else None,
-                          block.new_inputs(b, n, w.device, w.dtype))
-                  for block in self.blocks]
+        caches = _new_caches(self, b, context)
         if start >= n:
             return values
         if start > 0:
@@ -355,6 +350,13 @@ class ImageTransformer(PretrainedModel):
                 x = block.step(x, cache, t, pos)
             last = values[:, order[t], None]  # (B, 1, k), a view: filled just below
             last.copy_(choose(t, self.head(self.norm_out(x)))[:, None])
+            rows = reorder(t) if reorder is not None else None
+            if rows is not None:
+                values.copy_(values[rows])
+                for cache in caches:
+                    cache.reorder(rows)
+                classes = classes[rows] if classes is not None else None
+                under = under[rows] if under is not None else None
         return values
 
 
@@ -398,3 +400,12 @@ def _generate(model: "ImageTransformer", values: Tensor, start: int, labels: Ten
         on_step(values, model.layout.n)
     bar.close()
     return values
+
+
+def _new_caches(model: ImageTransformer, batch: int, context: Tensor | None) -> list[KVCache]:
+    """One empty cache per block for the cached sampler, on the model's device and dtype."""
+    plan, w, heads, n = model.layout.step_plan(), model.head.weight, model.config.num_heads, model.layout.n
+    return [KVCache(batch, plan, heads, model.config.hidden_size // heads, w.device, w.dtype,
+                    block.cross.context_kv(context) if block.cross is not None else None,
+                    block.new_inputs(batch, n, w.device, w.dtype))
+            for block in model.blocks]
