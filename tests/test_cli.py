@@ -458,3 +458,37 @@ def test_decompress_keeps_only_base_names_and_non_ascii_paths_work(trained, tmp_
     assert [p.name for p in (folder / "sortie").iterdir()] == ["évadé.png"]
     assert not (tmp_path / "évadé.png").exists()
     assert np.array_equal(np.asarray(Image.open(folder / "sortie" / "évadé.png")), np.asarray(Image.open(image)))
+
+
+def test_complete_fills_a_box_or_a_masked_region_and_keeps_every_known_pixel(trained, tmp_path, capsys):
+    from image_transformer import tasks
+    from image_transformer.files.pretrained import load_model
+
+    image = np.arange(36, dtype=np.uint8).reshape(6, 6) * 7
+    Image.fromarray(image).save(tmp_path / "in.png")
+    assert run("complete", trained, "--input", tmp_path / "in.png", "--box", 1, 2, 3, 2, "--particles", 4, "-n", 2,
+               "--scale", 1, "-o", tmp_path / "box.png") == 0
+    assert (tmp_path / "box.png").is_file()
+    mask = np.zeros((6, 6), np.uint8)
+    mask[2:4, 1:5] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert run("complete", trained, "--input", tmp_path / "in.png", "--mask", tmp_path / "mask.png",
+               "-o", tmp_path / "masked.png") == 0
+    # what the command drew, through the task it calls: the known pixels are the input's in every completion
+    model = load_model(str(trained))
+    missing = tasks.region((6, 6), mask=tmp_path / "mask.png")
+    assert missing.sum() == 8 and bool(missing[2:4, 1:5].all())
+    row, known = tasks.fill_region(model, torch.from_numpy(image)[..., None], missing, num=3, particles=4)
+    assert row.shape == (5, 6, 6, 1) and known.shape == (3,) and bool((known < 0).all())
+    assert bool((row[1:4, ~missing] == torch.from_numpy(image)[~missing][None, :, None]).all())
+    assert bool((row[0][missing] == tasks.GREY).all())
+
+    Image.fromarray(np.zeros((5, 6), np.uint8)).save(tmp_path / "small.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for flags, message in ((["--mask", tmp_path / "small.png"], "small.png"), (["--mask", tmp_path / "empty.png"],
+                           "empty.png"), (["--box", 4, 4, 3, 1], "--box 4 4 3 1 is not inside the 6x6 image")):
+        capsys.readouterr()
+        assert run("complete", trained, "--input", tmp_path / "in.png", *flags, "-o", tmp_path / "bad.png") == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "bad.png").exists()

@@ -195,14 +195,17 @@ def cmd_complete(args: argparse.Namespace) -> int:
     _grid_output(args)
     model = _load_generator(args.checkpoint)
     originals, data_labels = _pick_images(args, model.image_shape)
-    model.known_prefix(args.rows)  # fail early with the allowed row counts
+    missing = None if args.rows is not None else tasks.region(model.config.image_size, args.box, args.mask)
+    if missing is None:
+        model.known_prefix(args.rows)  # fail early with the allowed row counts
     if model.config.num_classes and args.label is None and data_labels is None:
         raise ValueError("the model is class-conditional: pass --label")
     options = Sampling(temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed), progress=True)
     rows = []
     for i, original in enumerate(originals):
         label = args.label if args.label is not None or not model.config.num_classes else int(data_labels[i])
-        rows.append(tasks.complete(model, original, args.rows, args.num, label, options))
+        rows.append(tasks.complete(model, original, args.rows, args.num, label, options) if missing is None else
+                    tasks.fill_region(model, original, missing, args.num, label, args.particles, options)[0])
     path = _write_grid(args, torch.cat(rows), args.num + 2)
     print(f"completions (each row: input with the unknown part grey, {args.num} completions, original) -> {path}")
     return 0
@@ -460,7 +463,12 @@ def _add_drawing(cmds: Commands) -> None:
 
     c = cmds.command("complete", "keep the top rows of images and sample the rest", cmd_complete, cmds.checkpoint,
                      cmds.drawing(1.0, 2), cmds.label, cmds.seed, cmds.split, cmds.picking("size"), cmds.threads)
-    c.add_argument("--rows", type=NON_NEGATIVE, required=True, help="number of top rows kept")
+    what = c.add_mutually_exclusive_group(required=True)
+    what.add_argument("--rows", type=NON_NEGATIVE, help="number of top rows kept")
+    what.add_argument("--box", type=NON_NEGATIVE, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
+                      help="fill this rectangle of pixels, weighing each completion by the known pixels after it")
+    what.add_argument("--mask", help="fill the pixels that are not black in this image (the model's size)")
+    c.add_argument("--particles", type=POSITIVE, default=16, help="with --box or --mask: particles per completion")
     c.add_argument("-n", "--num", type=POSITIVE, default=8, help="completions per input")
     c.add_argument("-o", "--output", default="completions.png", help="PNG file")
 

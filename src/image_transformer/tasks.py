@@ -22,11 +22,12 @@ from tqdm.auto import tqdm
 
 from . import codec, ood
 from .files.data import load_split
-from .files.image_files import save_grid
+from .files.image_files import read_image, save_grid
 from .files.plots import heat_map, plot_roc, plot_score_histograms
 from .files.pretrained import PretrainedModel
 from .images import enlarge, repeat_image
 from .metrics import bits_per_dim, consistency, detection, nearest_neighbour_ms_ssim, psnr, spread, ssim
+from .nn.fill import fill
 from .nn.model import ImageTransformer
 from .nn.sampling import Sampling
 from .nn.superres import SuperResolutionTransformer
@@ -121,6 +122,34 @@ def complete(model: ImageTransformer, image: Tensor, rows: int, num: int = 4, la
     labels = labels_for(model, num, label)
     completions = model.complete(repeat_image(image, num), rows, labels, options=options)
     return torch.cat([blank_below(image, rows)[None], completions.cpu(), image[None].cpu()])
+
+
+def region(size: tuple[int, int], box: Sequence[int] | None = None, mask: str | Path | None = None) -> Tensor:
+    """The pixels to fill, (H, W) bool: a rectangle ``box`` (top, left, height, width), or a mask image whose
+    non-zero pixels are missing, of the model's image size."""
+    h, w = size
+    if mask is not None:
+        return read_image(mask, (h, w, 1))[..., 0] > 0
+    top, left, height, width = box
+    if height < 1 or width < 1 or top < 0 or left < 0 or top + height > h or left + width > w:
+        raise ValueError(f"--box {top} {left} {height} {width} is not inside the {h}x{w} image")
+    missing = torch.zeros(h, w, dtype=torch.bool)
+    missing[top : top + height, left : left + width] = True
+    return missing
+
+
+@torch.no_grad()
+def fill_region(model: ImageTransformer, image: Tensor, missing: Tensor, num: int = 4, label: int | None = None,
+                particles: int = 16, options: Sampling | None = None) -> tuple[Tensor, Tensor]:
+    """Fill the ``missing`` pixels ((H, W) bool) of ``image`` (uint8 (H, W, C)) ``num`` times with ``particles``
+    particles each (:func:`~image_transformer.nn.fill.fill`): the row (num + 2, H, W, C) of the input with the
+    region grey, the completions and the original, and each completion's log-probability of the known values
+    after the region's first pixel in generation order (num,)."""
+    completions, known = fill(model, repeat_image(image, num), missing, particles, labels_for(model, num, label),
+                              options)
+    shown = image.clone().cpu()
+    shown[missing] = GREY
+    return torch.cat([shown[None], completions.cpu(), image[None].cpu()]), known
 
 
 @torch.no_grad()
